@@ -1,0 +1,153 @@
+"""The `relay` command: check (dry run), validate, serve and the operator tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from relay import yamlconf
+from relay.addresses import AddressError
+
+EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
+
+
+def _instant(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 instant like 2026-11-27T20:00:00-05:00") \
+            from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add one, e.g. -05:00")
+    return value
+
+
+def _read_message(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from relay.clock import SystemClock
+    from relay.directory import load_directory
+    from relay.message import Envelope, Submission, parse_message
+    from relay.policy.engine import evaluate
+    from relay.policy.pack import load_pack
+
+    pack = load_pack(args.policy)
+    directory = load_directory(args.directory)
+    try:
+        raw = _read_message(args.message)
+    except OSError as error:
+        print(f"relay check: cannot read {args.message}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        envelope = Envelope.build(args.mail_from, args.rcpt, args.auth, args.client_ip, args.helo)
+    except AddressError as error:
+        print(f"relay check: bad envelope address: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    now = args.at or SystemClock().now()
+    decision = evaluate(Submission(envelope, parse_message(raw)), pack, directory, now)
+    result = decision.to_json()
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print(_human(result))
+    return EXIT_OK
+
+
+def _human(result: dict[str, Any]) -> str:
+    lines = [f"verdict:  {result['verdict']}", f"reply:    {result['smtp_reply']}", "recipients:"]
+    for r in result["recipients"]:
+        when = f" until {r['deliver_at']}" if r["deliver_at"] else ""
+        lines.append(f"  {r['address']:<45} {r['verdict']}{when}")
+    lines.append("rules fired:" if result["rules"] else "rules fired: none")
+    for rule in result["rules"]:
+        mode = " [monitor]" if rule["mode"] == "monitor" else ""
+        lines.append(f"  {rule['id']:<34} {rule['action']:<9}{mode} {rule['cites']}")
+    if result["misses"]:
+        lines.append("rules passed: " + ", ".join(result["misses"]))
+    for n in result["notices"]:
+        lines.append(f"notice ({n['kind']}) to {n['to']}: {n['subject']}")
+        lines.extend("    " + line for line in n["text"].splitlines())
+    if result["defects"]:
+        lines.append("defects: " + "; ".join(result["defects"]))
+    return "\n".join(lines)
+
+
+def _kind_of(data: Any) -> str:
+    if isinstance(data, dict) and "rules" in data:
+        return "pack"
+    if isinstance(data, dict) and ("people" in data or "domains" in data):
+        return "directory"
+    return "config"
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from relay.config import RelayConfig
+    from relay.directory import InstitutionModel
+    from relay.policy.pack import load_pack
+
+    failed = 0
+    for path in args.files:
+        try:
+            data, node = yamlconf.read_yaml(path)
+            kind = args.kind or _kind_of(data)
+            if kind == "pack":
+                pack = load_pack(path)
+                detail = f"pack {pack.pack}: {len(pack.rules)} rules, {len(pack.examples)} examples"
+            elif kind == "directory":
+                model = yamlconf.validate(InstitutionModel, data, node, path)
+                detail = f"directory: {len(model.people)} people, {len(model.service_mailboxes)} service mailboxes"
+            else:
+                config = yamlconf.validate(RelayConfig, data, node, path)
+                config.check_files(path)
+                detail = "relay config"
+            print(f"{path}: ok ({detail})")
+        except yamlconf.ConfigError as error:
+            failed += 1
+            for problem in error.problems:
+                print(problem, file=sys.stderr)
+    return EXIT_CONFIG if failed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    check = sub.add_parser("check", help="decide one message against a pack (dry run, no delivery)")
+    check.add_argument("--policy", required=True, help="policy pack YAML (policies/NAME.yaml)")
+    check.add_argument("--directory", required=True, help="institution directory YAML")
+    check.add_argument("--at", type=_instant, help="the instant to decide at (default: now)")
+    check.add_argument("--mail-from", default="", help="envelope sender ('' for the null sender)")
+    check.add_argument("--rcpt", action="append", required=True, help="envelope recipient (repeat)")
+    check.add_argument("--auth", help="SMTP AUTH login of the sender")
+    check.add_argument("--client-ip", help="address the client connected from")
+    check.add_argument("--helo", help="HELO/EHLO name the client gave")
+    check.add_argument("--json", action="store_true", help="print the decision as JSON")
+    check.add_argument("message", help="the message file (RFC 5322), or - for standard input")
+    check.set_defaults(func=cmd_check)
+
+    validate = sub.add_parser("validate", help="check config, pack or directory files")
+    validate.add_argument("files", nargs="+")
+    validate.add_argument("--kind", choices=["config", "pack", "directory"], help="default: guessed")
+    validate.set_defaults(func=cmd_validate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except yamlconf.ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130

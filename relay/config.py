@@ -1,0 +1,98 @@
+"""The relay's own configuration (YAML, validated by pydantic); paths are relative to the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from relay import yamlconf
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(default=10025, ge=1, le=65535)
+
+
+class Limits(_Strict):
+    max_message_size: int = Field(default=25 * 1024 * 1024, ge=1024)
+    max_recipients: int = Field(default=1000, ge=1)
+    max_connections: int = Field(default=100, ge=1)
+    idle_timeout: float = Field(default=300, gt=0, description="seconds without a command")
+    data_timeout: float = Field(default=600, gt=0, description="seconds for a whole DATA transfer")
+    max_line_length: int = Field(default=998, ge=78)
+
+
+class Tls(_Strict):
+    cert: str
+    key: str
+    require_for_auth: bool = True
+
+
+class Auth(_Strict):
+    credentials_file: str
+    allow_plaintext_on_loopback: bool = False
+
+
+class Trust(_Strict):
+    """Hops whose XFORWARD and recorded SASL login we believe (a content_filter Postfix)."""
+
+    xforward_hosts: tuple[str, ...] = ()
+    login_header: str = "X-Authenticated-Sender"
+
+
+class Log(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class RelayConfig(_Strict):
+    hostname: str = "policy-relay.local"
+    listen: Listen = Listen()
+    policy: str
+    directory: str
+    upstream: str = Field(default="maildir:var/maildir", description="smtp://host:port, lmtp://host:port, maildir:PATH")
+    store: str = Field(default="sqlite:var/relay.sqlite3")
+    limits: Limits = Limits()
+    tls: Tls | None = None
+    auth: Auth | None = None
+    trust: Trust = Trust()
+    log: Log = Log()
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        if not value.startswith(("smtp://", "smtps://", "lmtp://", "maildir:")):
+            raise ValueError(f"{value!r}: use smtp://host:port, lmtp://host:port or maildir:PATH")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str) -> str:
+        if not value.startswith("sqlite:"):
+            raise ValueError(f"{value!r}: use sqlite:PATH")
+        return value
+
+    def resolve(self, base: str | Path, value: str) -> Path:
+        """A path from this config, relative to the config file's folder."""
+        path = Path(value)
+        return path if path.is_absolute() else Path(base).resolve().parent / path
+
+    def check_files(self, config_path: str | Path) -> None:
+        """Load the pack and directory the config names, so their errors surface at validate time."""
+        from relay.directory import load_directory
+        from relay.policy.pack import load_pack
+
+        load_pack(self.resolve(config_path, self.policy))
+        load_directory(self.resolve(config_path, self.directory))
+
+
+def load_config(path: str | Path) -> RelayConfig:
+    config = yamlconf.load(RelayConfig, path)
+    config.check_files(path)
+    return config

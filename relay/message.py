@@ -1,0 +1,245 @@
+"""Parse a message once into a frozen Submission: envelope, decoded headers, addresses, body text.
+
+Malformed mail never raises here: what cannot be understood becomes a defect string, and the
+policy engine still decides on what is left.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from email.message import Message
+from email.policy import compat32
+from functools import cached_property
+
+from relay.addresses import Address, AddressError, lenient_addresses, parse_address_list, parse_path
+from relay.directory import address_key
+
+MAX_BODY_CHARS = 64 * 1024
+MAX_PARTS = 500
+_TAGS = re.compile(r"<[^>]*>")
+_SCRIPTS = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
+_SPACES = re.compile(r"[ \t\r\f\v]+")
+_COMBINING = re.compile("[\u0300-\u036f]")
+
+
+def fold(text: str) -> str:
+    """Case- and accent-insensitive form of a text (NFKD without combining marks, casefolded)."""
+    if text.isascii():
+        return text.lower()
+    import unicodedata
+
+    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).casefold()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What the SMTP session said, with addresses normalised ('' is the null sender)."""
+
+    mail_from: str
+    rcpt_to: tuple[str, ...]
+    auth: str | None = None
+    client_ip: str | None = None
+    helo: str | None = None
+
+    @classmethod
+    def build(cls, mail_from: str, rcpt_to: list[str] | tuple[str, ...], auth: str | None = None,
+              client_ip: str | None = None, helo: str | None = None) -> Envelope:
+        """Normalise raw envelope values; raises AddressError on an unusable address."""
+        seen: dict[str, str] = {}
+        for rcpt in rcpt_to:
+            addr = parse_path(rcpt)
+            if not addr:
+                raise AddressError("empty recipient")
+            seen.setdefault(address_key(addr), addr)
+        return cls(parse_path(mail_from), tuple(seen.values()), (auth or "").strip() or None,
+                   client_ip or None, helo)
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+def _unescape_8bit(value: str) -> str:
+    """Raw 8-bit header bytes (RFC 6532 UTF-8, or legacy Latin-1) back to text."""
+    try:
+        raw = value.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return value
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def raw_headers(msg: Message) -> list[tuple[str, str]]:
+    """(name, value) pairs as sent, with 8-bit bytes decoded; values still folded and encoded."""
+    return [(str(k), _unescape_8bit(v) if isinstance(v, str) else str(v)) for k, v in msg.raw_items()]
+
+
+def decode_value(raw: str) -> str:
+    """RFC 2047-decoded, unfolded header value; undecodable words stay as they are."""
+    unfolded = raw.replace("\r\n", "\n").replace("\n ", " ").replace("\n\t", " ").replace("\n", " ")
+    if "=?" not in unfolded:
+        return unfolded.strip()
+    try:
+        return str(make_header(decode_header(unfolded))).strip()
+    except (LookupError, ValueError, UnicodeError, AssertionError):
+        return unfolded.strip()
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """The parts of a message the rules read. Build with `parse_message`."""
+
+    headers: tuple[tuple[str, str], ...]
+    from_: tuple[Address, ...]
+    from_error: str | None
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    body_text: str
+    attachments: tuple[Attachment, ...]
+    defects: tuple[str, ...]
+    size: int
+
+    def header(self, name: str) -> str | None:
+        """First value of a header (decoded), or None."""
+        low = name.lower()
+        return next((v for k, v in self.headers if k.lower() == low), None)
+
+    def header_all(self, name: str) -> tuple[str, ...]:
+        low = name.lower()
+        return tuple(v for k, v in self.headers if k.lower() == low)
+
+    @property
+    def visible(self) -> tuple[str, ...]:
+        """Addresses shown to every recipient (To and Cc)."""
+        return self.to + self.cc
+
+    @cached_property
+    def folded_subject(self) -> str:
+        return fold(self.subject)
+
+    @cached_property
+    def folded_body(self) -> str:
+        return fold(self.body_text)
+
+
+def _text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, errors="replace")
+    except LookupError:
+        return payload.decode("utf-8", errors="replace")
+
+
+def _html_text(markup: str) -> str:
+    return html.unescape(_TAGS.sub(" ", _SCRIPTS.sub(" ", markup)))
+
+
+def _addresses(raw_values: list[str], defects: list[str], name: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for raw in raw_values:
+        try:
+            out.extend(a.addr for a in parse_address_list(raw))
+        except AddressError as error:
+            defects.append(f"{name}: {error}")
+            out.extend(lenient_addresses(decode_value(raw)))
+    return tuple(out)
+
+
+def _walk_body(msg: Message, defects: list[str], max_chars: int) -> tuple[str, tuple[Attachment, ...]]:
+    texts: list[str] = []
+    attachments: list[Attachment] = []
+    total = 0
+    for count, part in enumerate(msg.walk()):
+        if count >= MAX_PARTS:
+            defects.append(f"more than {MAX_PARTS} MIME parts; the rest was not read")
+            break
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        filename = part.get_filename()
+        if disposition == "attachment" or filename:
+            raw = part.get_payload()
+            size = len(raw) if isinstance(raw, str | bytes) else 0
+            attachments.append(Attachment(decode_value(str(filename or "")), ctype, size))
+            continue
+        if ctype not in ("text/plain", "text/html") or total >= max_chars:
+            continue
+        text = _text_of(part)
+        if ctype == "text/html":
+            text = _html_text(text)
+        text = _SPACES.sub(" ", text)
+        texts.append(text[: max_chars - total])
+        total += len(texts[-1])
+    return "\n".join(texts), tuple(attachments)
+
+
+def parse_message(data: bytes, max_body_chars: int = MAX_BODY_CHARS) -> ParsedMessage:
+    """Parse raw RFC 5322 bytes. Never raises on malformed input; faults become `defects`."""
+    defects: list[str] = []
+    try:
+        msg = message_from_bytes(data, policy=compat32)
+    except Exception as error:  # the stdlib parser is lenient; stay safe on the odd crash
+        defects.append(f"unparseable message: {type(error).__name__}")
+        msg = message_from_bytes(b"\r\n", policy=compat32)
+    defects.extend(type(d).__name__ for d in msg.defects)
+
+    raw = raw_headers(msg)
+    headers = tuple((k, decode_value(v)) for k, v in raw)
+
+    def values(name: str) -> list[str]:
+        return [v for k, v in raw if k.lower() == name]
+
+    raw_from = values("from")
+    from_: tuple[Address, ...] = ()
+    from_error: str | None = None
+    if len(raw_from) != 1:
+        from_error = "no From header" if not raw_from else f"{len(raw_from)} From headers"
+    else:
+        try:
+            from_ = parse_address_list(raw_from[0])
+            if not from_:
+                from_error = "empty From header"
+        except AddressError as error:
+            from_error = f"malformed From header: {error}"
+    if from_error:
+        defects.append(from_error)
+
+    to = _addresses(values("to"), defects, "To")
+    cc = _addresses(values("cc"), defects, "Cc")
+    subjects = [decode_value(v) for v in values("subject")]
+    if len(subjects) > 1:
+        defects.append(f"{len(subjects)} Subject headers")
+    try:
+        body, attachments = _walk_body(msg, defects, max_body_chars)
+    except (RecursionError, LookupError, ValueError, AssertionError, TypeError) as error:
+        defects.append(f"body not readable: {type(error).__name__}")
+        body, attachments = "", ()
+    return ParsedMessage(
+        headers=headers, from_=from_, from_error=from_error, to=to, cc=cc,
+        subject=subjects[0] if subjects else "", body_text=body, attachments=attachments,
+        defects=tuple(dict.fromkeys(defects)), size=len(data),
+    )
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One message as the policy engine sees it: envelope plus parsed content."""
+
+    envelope: Envelope
+    message: ParsedMessage
+    queue_id: str = ""
+    extra: dict[str, str] = field(default_factory=dict, hash=False, compare=False)

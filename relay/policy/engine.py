@@ -1,0 +1,186 @@
+"""The pure policy engine: (submission, pack, directory, now) -> Decision.
+
+Every rule whose direction matches runs (Mailman's habit: collect every reason, then decide);
+findings are mapped to per-recipient verdicts with a fixed precedence
+reject > tempfail > moderate > hold > deliver. No sockets, no disk, no wall clock.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime
+
+from relay.directory import Directory, address_key
+from relay.identity import identify
+from relay.message import Submission
+from relay.policy.pack import Pack
+from relay.policy.rules import KINDS
+from relay.policy.rules.base import Context
+from relay.policy.spanish import instant_en, instant_es
+from relay.policy.verdicts import (
+    Action,
+    Decision,
+    Finding,
+    Mode,
+    Notice,
+    RecipientVerdict,
+    Rewrite,
+    SmtpReply,
+    Verdict,
+)
+
+MAX_REPLY_TEXT = 400
+
+
+def ascii_text(text: str) -> str:
+    """One line of ASCII for an SMTP reply: accents dropped, anything else replaced."""
+    decomposed = unicodedata.normalize("NFKD", " ".join(text.split()))
+    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
+    plain = plain.encode("ascii", "replace").decode("ascii")
+    return plain if len(plain) <= MAX_REPLY_TEXT else plain[: MAX_REPLY_TEXT - 3] + "..."
+
+
+def _run_rules(pack: Pack, ctx: Context) -> tuple[list[Finding], list[str]]:
+    findings: list[Finding] = []
+    misses: list[str] = []
+    for rule in pack.rule_list:
+        if ctx.identity.direction not in rule.active_directions:
+            continue
+        try:
+            found = list(KINDS[rule.kind].check(rule, ctx))
+        except Exception as error:  # a bug in one rule: the client retries, nothing is lost
+            found = [Finding(rule.id, rule.kind, rule.cites, Action.TEMPFAIL, Mode.ENFORCE,
+                             "Error temporal al evaluar la politica; intente mas tarde",
+                             detail=(("error", type(error).__name__),))]
+        findings.extend(found)
+        if not found:
+            misses.append(rule.id)
+    return findings, misses
+
+
+def _recipient_verdicts(recipients: Iterable[str], findings: list[Finding]) -> list[RecipientVerdict]:
+    out = []
+    for rcpt in recipients:
+        key = address_key(rcpt)
+        verdict, due, ids = Verdict.DELIVER, None, []
+        for f in findings:
+            if not f.applies_to(key):
+                continue
+            ids.append(f.rule_id)
+            verdict = max(verdict, f.action.verdict, key=lambda v: v.rank)
+            for addr, at in f.deliver_at:
+                if addr == key and (due is None or at > due):
+                    due = at
+        out.append(RecipientVerdict(rcpt, verdict, due if verdict is Verdict.HOLD else None,
+                                    tuple(dict.fromkeys(ids))))
+    return out
+
+
+def _reply(verdict: Verdict, findings: list[Finding]) -> SmtpReply:
+    if verdict is Verdict.REJECT:
+        rejects = [f for f in findings if f.action is Action.REJECT]
+        first = rejects[0]
+        more = f" (y {len(rejects) - 1} motivo(s) mas)" if len(rejects) > 1 else ""
+        text = ascii_text(f"[{first.rule_id}] {first.reason}. Fundamento: {first.cites}{more}")
+        code, status = first.reply_code or (550, "5.7.1")
+        return SmtpReply.reject(text, code, status)
+    if verdict is Verdict.TEMPFAIL:
+        return SmtpReply.tempfail("Error temporal al evaluar la politica de correo; intente mas tarde")
+    if verdict is Verdict.MODERATE:
+        return SmtpReply.ok("Recibido; en espera de aprobacion segun la politica de correo")
+    if verdict is Verdict.HOLD:
+        return SmtpReply.ok("Recibido; se entregara en la jornada laboral del destinatario (Ley 2088 de 2021)")
+    return SmtpReply.ok("Ok")
+
+
+def _letter(ctx: Context, opening_es: str, opening_en: str, findings: list[Finding]) -> str:
+    """A notice body: what happened, why (with the circular), whom to ask; Spanish first."""
+    subject = ctx.submission.message.subject or "(sin asunto)"
+    parts = [opening_es.format(subject=subject), "", "Motivo:"]
+    for f in findings:
+        parts.append(f"- {f.explanation}")
+        parts.append(f"  Fundamento: {f.cites}")
+    parts += ["", f"Si tiene dudas, consulte a {ctx.pack.help}.", f"— policy-relay, {ctx.pack.institution}"]
+    if "en" in ctx.pack.languages:
+        parts += ["", "--- English ---", opening_en.format(subject=subject)]
+        parts += [f"- {f.explanation_en or f.reason} (rule {f.rule_id}; {f.cites})" for f in findings]
+    return "\n".join(parts)
+
+
+def _notices(ctx: Context, verdict: Verdict, findings: list[Finding],
+             recipients: list[RecipientVerdict]) -> list[Notice]:
+    notices: list[Notice] = []
+    sender = ctx.notice_to  # None unless the sender is our own staff: no backscatter
+    subject = ctx.submission.message.subject[:120] or "(sin asunto)"
+    if verdict is Verdict.REJECT:
+        rejects = [f for f in findings if f.action is Action.REJECT]
+        if sender:
+            text = _letter(ctx, "Su mensaje «{subject}» no fue enviado.",
+                           'Your message "{subject}" was not sent.', rejects)
+            notices.append(Notice(sender, "bounce", f"Mensaje no enviado: {subject}", text,
+                                  tuple(f.rule_id for f in rejects)))
+        return notices
+    for f in findings:
+        notices.extend(f.notices)
+    moderated = [f for f in findings if f.action is Action.MODERATE]
+    if moderated:
+        moderators = sorted({m for f in moderated for m in f.moderators})
+        if sender:
+            text = _letter(ctx, "Su mensaje «{subject}» quedó en espera de aprobación por "
+                           + (", ".join(moderators) or "la oficina responsable") + ".",
+                           'Your message "{subject}" awaits approval.', moderated)
+            notices.append(Notice(sender, "moderation", f"Mensaje en espera de aprobación: {subject}", text,
+                                  tuple(f.rule_id for f in moderated)))
+        for moderator in moderators:
+            text = _letter(ctx, f"Un mensaje de {ctx.sender_display} («{{subject}}») espera su aprobación.",
+                           f'A message from {ctx.sender_display} ("{{subject}}") awaits your approval.',
+                           moderated)
+            notices.append(Notice(moderator, "moderation-request", f"Aprobación requerida: {subject}", text,
+                                  tuple(f.rule_id for f in moderated)))
+    held = [r for r in recipients if r.verdict is Verdict.HOLD and r.deliver_at]
+    if held and sender:
+        holds = [f for f in findings if f.action is Action.HOLD]
+        when_es = "; ".join(f"{r.address}: {instant_es(r.deliver_at)}" for r in held if r.deliver_at)
+        when_en = "; ".join(f"{r.address}: {instant_en(r.deliver_at)}" for r in held if r.deliver_at)
+        text = _letter(ctx, "Su mensaje «{subject}» será entregado en la jornada laboral de cada destinatario: "
+                       + when_es + ".", 'Your message "{subject}" will be delivered at: ' + when_en + ".", holds)
+        notices.append(Notice(sender, "hold", f"Mensaje retenido hasta la jornada laboral: {subject}", text,
+                              tuple(f.rule_id for f in holds)))
+    return notices
+
+
+def _rewrite(findings: list[Finding]) -> Rewrite | None:
+    fixes = [f.rewrite for f in findings if f.action is Action.REWRITE and f.rewrite is not None]
+    if not fixes:
+        return None
+    return Rewrite(hide=frozenset().union(*(r.hide for r in fixes)), split=any(r.split for r in fixes))
+
+
+def evaluate(submission: Submission, pack: Pack, directory: Directory, now: datetime) -> Decision:
+    """Decide one message. Pure: same inputs, same decision."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    identity = identify(submission.envelope, directory)
+    ctx = Context(submission, identity, directory, now, pack.settings)
+    found, misses = _run_rules(pack, ctx)
+    enforced = [f for f in found if f.mode is Mode.ENFORCE]
+    monitored = [f for f in found if f.mode is Mode.MONITOR]
+    recipients = _recipient_verdicts(submission.envelope.rcpt_to, enforced)
+    verdict = max((r.verdict for r in recipients), key=lambda v: v.rank, default=Verdict.DELIVER)
+    hits = [f.rule_id for f in enforced] + [f"{f.rule_id}(monitor)" for f in monitored]
+    rewrite = _rewrite(enforced) if verdict is not Verdict.REJECT else None
+    return Decision(
+        verdict=verdict,
+        reply=_reply(verdict, enforced),
+        recipients=tuple(recipients),
+        findings=tuple(enforced),
+        monitored=tuple(monitored),
+        misses=tuple(misses),
+        notices=tuple(_notices(ctx, verdict, enforced, recipients)),
+        records=tuple(r for f in enforced for r in f.records) if verdict is not Verdict.REJECT else (),
+        rewrite=rewrite,
+        defects=submission.message.defects,
+        moderators=tuple(sorted({m for f in enforced if f.action is Action.MODERATE for m in f.moderators})),
+        extra_headers=(("X-Relay-Rule-Hits", ", ".join(dict.fromkeys(hits)) or "none"),),
+    )

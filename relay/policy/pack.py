@@ -1,0 +1,93 @@
+"""Policy packs: one YAML file per institution, validated by pydantic at load time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from relay import yamlconf
+from relay.policy.rules import KINDS
+from relay.policy.rules.base import PackSettings, RuleBase
+
+for _name, _kind in KINDS.items():
+    yamlconf.register_hint(_name, _kind.config)
+
+# A union of every registered kind's model, told apart by `kind` (built from the registry, so a
+# new kind needs no edit here).
+_UNION: Any = None
+for _kind in KINDS.values():
+    _UNION = _kind.config if _UNION is None else _UNION | _kind.config
+RuleConfig: Any = Annotated[_UNION, Field(discriminator="kind")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MassMail(_Strict):
+    recipient_threshold: int = Field(default=25, ge=1)
+
+
+class ExampleEnvelope(_Strict):
+    mail_from: str
+    rcpt_to: list[str] = Field(min_length=1)
+    auth: str | None = None
+    client_ip: str | None = None
+
+
+class ExampleExpect(_Strict):
+    verdict: Literal["deliver", "hold", "moderate", "reject", "tempfail"]
+    rules: list[str] = []  # rule ids that must fire
+    not_rules: list[str] = []  # rule ids that must not fire
+
+
+class Example(_Strict):
+    """A message with the verdict the pack must give it; the test suite runs every example."""
+
+    name: str
+    at: datetime
+    envelope: ExampleEnvelope
+    message: str
+    expect: ExampleExpect
+
+
+class Pack(_Strict):
+    pack: str = Field(pattern=r"^[a-z0-9_-]+$")
+    institution: str
+    languages: list[Literal["es", "en"]] = ["es", "en"]
+    help: str = Field(min_length=3, description="whom to ask, shown in every notice")
+    mass_mail: MassMail = MassMail()
+    rules: list[RuleConfig] = Field(min_length=1)
+    examples: list[Example] = []
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Pack:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id {rule.id!r} is used twice; ids must be unique")
+            seen.add(rule.id)
+        known = seen
+        for example in self.examples:
+            for rid in example.expect.rules + example.expect.not_rules:
+                if rid not in known:
+                    raise ValueError(f"example {example.name!r} names unknown rule {rid!r}")
+        return self
+
+    @cached_property
+    def settings(self) -> PackSettings:
+        return PackSettings(self.pack, self.institution, self.mass_mail.recipient_threshold, self.help,
+                            tuple(self.languages))
+
+    @property
+    def rule_list(self) -> list[RuleBase]:
+        return list(self.rules)
+
+
+def load_pack(path: str | Path) -> Pack:
+    """Read and validate a pack; raises yamlconf.ConfigError naming file, line and field."""
+    return yamlconf.load(Pack, path, tags=set(KINDS))
