@@ -22,8 +22,7 @@ MAX_BODY_CHARS = 64 * 1024
 MAX_PARTS = 500
 _TAGS = re.compile(r"<[^>]*>")
 _SCRIPTS = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
-_SPACES = re.compile(r"[ \t\r\f\v]+")
-_COMBINING = re.compile("[\u0300-\u036f]")
+COMBINING = re.compile("[\u0300-\u036f]")
 
 
 def fold(text: str) -> str:
@@ -32,7 +31,7 @@ def fold(text: str) -> str:
         return text.lower()
     import unicodedata
 
-    return _COMBINING.sub("", unicodedata.normalize("NFKD", text)).casefold()
+    return COMBINING.sub("", unicodedata.normalize("NFKD", text)).casefold()
 
 
 @dataclass(frozen=True)
@@ -181,17 +180,31 @@ def _walk_body(msg: Message, defects: list[str], max_chars: int) -> tuple[str, t
         text = _text_of(part)
         if ctype == "text/html":
             text = _html_text(text)
-        text = _SPACES.sub(" ", text)
         texts.append(text[: max_chars - total])
         total += len(texts[-1])
     return "\n".join(texts), tuple(attachments)
+
+
+_BLANK = re.compile(rb"\r?\n\r?\n")
+
+
+def _parse(data: bytes) -> Message:
+    """The stdlib parse, with a fast path: a single-part body is attached as the payload directly
+    (as feedparser itself does for non-multipart parts) instead of being fed line by line."""
+    blank = _BLANK.search(data)
+    if blank is not None:
+        head = message_from_bytes(data[: blank.end()], policy=compat32)
+        if head.get_content_maintype() not in ("multipart", "message") and not head.defects:
+            head.set_payload(data[blank.end():].decode("ascii", "surrogateescape"))
+            return head
+    return message_from_bytes(data, policy=compat32)
 
 
 def parse_message(data: bytes, max_body_chars: int = MAX_BODY_CHARS) -> ParsedMessage:
     """Parse raw RFC 5322 bytes. Never raises on malformed input; faults become `defects`."""
     defects: list[str] = []
     try:
-        msg = message_from_bytes(data, policy=compat32)
+        msg = _parse(data)
     except Exception as error:  # the stdlib parser is lenient; stay safe on the odd crash
         defects.append(f"unparseable message: {type(error).__name__}")
         msg = message_from_bytes(b"\r\n", policy=compat32)

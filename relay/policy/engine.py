@@ -13,7 +13,7 @@ from datetime import datetime
 
 from relay.directory import Directory, address_key
 from relay.identity import identify
-from relay.message import Submission
+from relay.message import COMBINING, Submission
 from relay.policy.pack import Pack
 from relay.policy.rules import KINDS
 from relay.policy.rules.base import Context
@@ -35,9 +35,10 @@ MAX_REPLY_TEXT = 400
 
 def ascii_text(text: str) -> str:
     """One line of ASCII for an SMTP reply: accents dropped, anything else replaced."""
-    decomposed = unicodedata.normalize("NFKD", " ".join(text.split()))
-    plain = "".join(c for c in decomposed if not unicodedata.combining(c))
-    plain = plain.encode("ascii", "replace").decode("ascii")
+    plain = " ".join(text.split())
+    if not plain.isascii():
+        plain = COMBINING.sub("", unicodedata.normalize("NFKD", plain))
+        plain = plain.encode("ascii", "replace").decode("ascii")
     return plain if len(plain) <= MAX_REPLY_TEXT else plain[: MAX_REPLY_TEXT - 3] + "..."
 
 
