@@ -23,9 +23,9 @@ from relay.message import Envelope, Submission, parse_message  # noqa: E402
 from relay.policy.engine import evaluate  # noqa: E402
 from relay.policy.pack import load_pack  # noqa: E402
 
-WORDS = ("reunión seguimiento proyecto informe secretaría despacho solicitud trámite plazo documento "
-         "contrato comunidad barrio atención ciudadano respuesta radicado memorando oficina jornada "
-         "capacitación convocatoria publicación sitio web decreto circular resolución").split()
+WORDS = """reunión seguimiento proyecto informe secretaría despacho solicitud trámite plazo documento
+contrato comunidad barrio atención ciudadano respuesta radicado memorando oficina jornada
+capacitación convocatoria publicación sitio web decreto circular resolución""".split()  # noqa: SIM905
 B = "barrancabermeja.gov.co"
 
 

@@ -117,6 +117,28 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_CONFIG if failed else EXIT_OK
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from relay.app import serve
+
+    asyncio.run(serve(args.config))
+    return EXIT_OK
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    import getpass
+
+    from relay.auth import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if args.stdin else getpass.getpass(f"password for {args.login}: ")
+    if not password:
+        print("relay passwd: empty password", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"{args.login}:{hash_password(password)}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relay", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+")
     validate.add_argument("--kind", choices=["config", "pack", "directory"], help="default: guessed")
     validate.set_defaults(func=cmd_validate)
+
+    serve = sub.add_parser("serve", help="run the SMTP relay")
+    serve.add_argument("--config", required=True, help="relay config YAML (see config.example.yaml)")
+    serve.set_defaults(func=cmd_serve)
+
+    passwd = sub.add_parser("passwd", help="print a credentials-file line for SMTP AUTH")
+    passwd.add_argument("login")
+    passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
+    passwd.set_defaults(func=cmd_passwd)
     return parser
 
 

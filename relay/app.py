@@ -1,0 +1,242 @@
+"""Wiring for `relay serve`: config, directory, pack, clock, upstream, SMTP front-end, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import signal
+import ssl
+from collections.abc import Coroutine
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+from typing import Any
+
+from relay import logs, rewrite
+from relay.addresses import AddressError
+from relay.auth import Credentials
+from relay.clock import Clock, SystemClock
+from relay.config import RelayConfig, load_config
+from relay.directory import FileDirectory, load_directory
+from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
+from relay.message import Envelope, ParsedMessage, Submission, parse_message
+from relay.policy.engine import evaluate
+from relay.policy.pack import Pack, load_pack
+from relay.policy.verdicts import Decision, Notice, Verdict
+from relay.upstream import Reply, Transaction, Upstream, make_upstream
+
+_AUTH_SENDER = re.compile(rb"\(Authenticated sender: ([^)\s]+)\)")
+HOLD_UNAVAILABLE = "451 4.3.0 This message must be held, and the hold store is not enabled yet; try again later"
+_EMPTY = parse_message(b"\r\n")
+
+
+def login_from_trace(content: bytes) -> str | None:
+    """The SASL login a trusted Postfix recorded (smtpd_sasl_authenticated_header = yes) in the
+    topmost Received header, the one it wrote itself; deeper ones could be forged by the client."""
+    fields, _ = rewrite.split_head(content)
+    first = next((f for f in fields if f[:9].lower() == b"received:"), None)
+    match = _AUTH_SENDER.search(first) if first else None
+    return match.group(1).decode("utf-8", "replace") if match else None
+
+
+class RelayApp:
+    def __init__(self, config: RelayConfig, config_path: Path, clock: Clock | None = None) -> None:
+        self.config = config
+        self.base = config_path.resolve().parent
+        self.pack: Pack = load_pack(config.resolve(config_path, config.policy))
+        self.directory: FileDirectory = load_directory(config.resolve(config_path, config.directory))
+        self.clock = clock or SystemClock()
+        self.upstream: Upstream = make_upstream(config.upstream, config.hostname, self.base)
+        self.credentials = (Credentials.load(config.resolve(config_path, config.auth.credentials_file))
+                            if config.auth else None)
+        self.tls_context: ssl.SSLContext | None = None
+        if config.tls:
+            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls_context.load_cert_chain(config.resolve(config_path, config.tls.cert),
+                                             config.resolve(config_path, config.tls.key))
+        self.active = 0
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self.log = logs.get("relay").bind(pack=self.pack.pack)
+        self.notice_from = f"postmaster@{sorted(self.directory.domains)[0]}"
+
+    @classmethod
+    def from_config(cls, path: str | Path, clock: Clock | None = None) -> RelayApp:
+        return cls(load_config(path), Path(path), clock)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        if not isinstance(data, LoginPassword) or self.credentials is None:
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode("utf-8", "replace")
+        ok = self.credentials.check(login, data.password.decode("utf-8", "replace"))
+        self.log.info("auth", login=login if ok else None, success=ok, mechanism=mechanism)
+        return AuthResult(success=ok, handled=False, auth_data=data)
+
+    def rcpt_refusal(self, mail_from: str, rcpts: list[str], rcpt: str, login: str | None, client_ip: str,
+                     trusted_hop: bool = False) -> str | None:
+        """A 5xx for this recipient when an envelope-only rule refuses it (open relay), else None."""
+        if trusted_hop:
+            return None  # the trusted Postfix in front already applied its relay restrictions
+        try:
+            envelope = Envelope.build(mail_from, rcpts, login, client_ip)
+        except AddressError:
+            return "501 5.1.3 Bad recipient address syntax"
+        decision = evaluate(Submission(envelope, _EMPTY), self.pack, self.directory, self.clock.now())
+        key = rcpt.casefold()
+        for finding in decision.findings:
+            per_rcpt = finding.envelope_only and finding.recipients is not None and finding.applies_to(key)
+            if per_rcpt and finding.action.value == "reject":
+                    return f"554 5.7.1 [{finding.rule_id}] " + _ascii(finding.reason)
+        return None
+
+    def decide(self, envelope: Envelope, content: bytes) -> tuple[ParsedMessage, Decision]:
+        message = parse_message(content)
+        return message, evaluate(Submission(envelope, message), self.pack, self.directory, self.clock.now())
+
+    async def process(self, txn: Transaction | None, mail_from: str, rcpts: list[str], content: bytes, *,
+                      login: str | None, client_ip: str, helo: str, tls: bool, trusted_hop: bool = False) -> str:
+        queue_id = secrets.token_hex(6).upper()
+        log = self.log.bind(queue_id=queue_id)
+        if txn is None:
+            return "503 5.5.1 Bad sequence of commands"
+        if login is None and trusted_hop:
+            login = login_from_trace(content)
+        try:
+            envelope = Envelope.build(mail_from, rcpts, login, client_ip, helo)
+        except AddressError:
+            await txn.abort()
+            return "501 5.1.7 Bad address syntax"
+        _, decision = await asyncio.to_thread(self.decide, envelope, content)
+        log.info("decision", verdict=decision.verdict.value, reply=str(decision.reply),
+                 hits=[f.rule_id for f in decision.findings], monitored=[f.rule_id for f in decision.monitored],
+                 misses=list(decision.misses), recipients=len(rcpts), size=len(content),
+                 login=login, client_ip=client_ip, defects=len(decision.defects),
+                 audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings])
+        if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
+            await txn.abort()
+            self.send_notices(decision.notices, log)
+            return str(decision.reply)
+        if decision.verdict in (Verdict.HOLD, Verdict.MODERATE):
+            await txn.abort()
+            log.warning("hold_refused", reason="hold store not enabled")
+            return HOLD_UNAVAILABLE
+        fields, rest = rewrite.split_head(content)
+        fields = rewrite.drop_own_headers(fields)
+        if decision.rewrite and decision.rewrite.hide:
+            fields = rewrite.hide_addresses(fields, decision.rewrite.hide)
+        trace = self.trace_headers(queue_id, helo, client_ip, login, tls, decision)
+        if decision.rewrite and decision.rewrite.split:
+            await txn.abort()
+            reply = await self.deliver_split(mail_from, rcpts, trace, fields, rest, log)
+        else:
+            reply = await txn.data(rewrite.join(trace + fields, rest))
+        log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
+        if not reply.ok:
+            return str(reply)
+        self.send_notices(decision.notices, log)
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def deliver_split(self, mail_from: str, rcpts: list[str], trace: list[bytes], fields: list[bytes],
+                            rest: bytes, log: Any) -> Reply:
+        """One transaction per recipient, each copy showing only its own address. If the first copy
+        fails the client retries the whole message; a later failure cannot be undone and is logged."""
+        delivered = 0
+        first_failure: Reply | None = None
+        for rcpt in rcpts:
+            txn = self.upstream.transaction()
+            await txn.mail(mail_from)
+            reply = await txn.rcpt(rcpt)
+            if reply.ok:
+                reply = await txn.data(rewrite.join(trace + rewrite.set_to(fields, rcpt), rest))
+            else:
+                await txn.abort()
+            if reply.ok:
+                delivered += 1
+                continue
+            if delivered == 0:
+                return reply
+            first_failure = first_failure or reply
+            log.error("split_copy_failed", rcpt=rcpt, code=reply.code, text=reply.text[:200])
+        return Reply(250, f"2.0.0 Ok: {delivered} copies") if first_failure is None or delivered else first_failure
+
+    def trace_headers(self, queue_id: str, helo: str, client_ip: str, login: str | None, tls: bool,
+                      decision: Decision) -> list[bytes]:
+        protocol = "ESMTP" + ("S" if tls else "") + ("A" if login else "")
+        now = format_datetime(self.clock.now())
+        received = (f"Received: from {_clean(helo)} ([{_clean(client_ip, 64)}])\r\n"
+                    f"\tby {_clean(self.config.hostname)} (policy-relay) with {protocol} id {queue_id};\r\n\t{now}")
+        hits = dict(decision.extra_headers).get("X-Relay-Rule-Hits", "none")
+        return [received.encode(), f"X-Relay-Queue-ID: {queue_id}".encode(),
+                f"X-Relay-Rule-Hits: {_clean_ids(hits)}".encode()]
+
+    def notice_bytes(self, notice: Notice, now: datetime) -> bytes:
+        message = EmailMessage()
+        message["From"] = f"policy-relay <{self.notice_from}>"
+        message["To"] = notice.to
+        message["Subject"] = " ".join(notice.subject.split())[:200]
+        message["Date"] = format_datetime(now)
+        message["Message-ID"] = make_msgid(domain=sorted(self.directory.domains)[0])
+        message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no replies, no loops
+        message["X-Relay-Notice"] = notice.kind
+        message.set_content(notice.text)
+        return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+    def send_notices(self, notices: tuple[Notice, ...], log: Any) -> None:
+        for notice in notices:
+            self.spawn(self._send_notice(notice, log))
+
+    async def _send_notice(self, notice: Notice, log: Any) -> None:
+        txn = self.upstream.transaction()
+        await txn.mail("")  # null sender: a notice never bounces back (RFC 3834 §3.1.5)
+        reply = await txn.rcpt(notice.to)
+        if reply.ok:
+            reply = await txn.data(self.notice_bytes(notice, self.clock.now()))
+        else:
+            await txn.abort()
+        log.info("notice", kind=notice.kind, to=notice.to, code=reply.code)
+
+    async def close(self) -> None:
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=10)
+        await self.upstream.close()
+
+
+def _ascii(text: str) -> str:
+    from relay.policy.engine import ascii_text
+
+    return ascii_text(text)
+
+
+def _clean_ids(text: str) -> str:
+    return re.sub(r"[^a-z0-9(), -]", "", text)[:900]
+
+
+async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> None:
+    """Run the relay until SIGTERM or SIGINT; finish sessions in flight, then stop."""
+    config = load_config(config_path)
+    logs.configure(config.log.level, config.log.format)
+    app = RelayApp(config, Path(config_path))
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: RelaySMTP(app), config.listen.host, config.listen.port)
+    ports = [s.getsockname()[1] for s in server.sockets]
+    app.log.info("listening", host=config.listen.host, ports=ports, upstream=app.upstream.describe())
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    app.log.info("stopping", active=app.active)
+    server.close()
+    for _ in range(100):
+        if app.active == 0:
+            break
+        await asyncio.sleep(0.1)
+    await app.close()
+    app.log.info("stopped")

@@ -1,0 +1,237 @@
+"""SMTP front-end on aiosmtpd: one session per connection, policy at RCPT and DATA, replies on the wire.
+
+Fixes for aiosmtpd 1.4.6 traps (each has a test): the connection timeout is made an idle timeout
+(reset by every byte received, so an active DATA transfer is not cut) plus a separate whole-DATA
+deadline; DSN parameters (RET, ENVID, NOTIFY, ORCPT) are parsed here, case preserved, and passed
+upstream instead of being refused or upper-cased; handler exceptions answer `451 4.3.0`, never
+aiosmtpd's `500 Error: (exception text)`; bare LF / lone CR inside DATA are normalised to CRLF
+(Postfix 3.9 `smtpd_forbid_bare_newline = normalize`): end of data is only CRLF.CRLF, so a smuggled
+`\\n.\\n` never splits a message, and nothing ambiguous is sent on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+from typing import TYPE_CHECKING, Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from relay import logs
+
+if TYPE_CHECKING:
+    from relay.app import RelayApp
+
+_NEWLINES = re.compile(rb"\r\n|\r|\n")
+_XFORWARD_ATTRS = {"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"}
+_MAIL_KEEP = {"RET", "ENVID"}  # forwarded upstream, case preserved
+_RCPT_KEEP = {"NOTIFY", "ORCPT"}
+INTERNAL_ERROR = "451 4.3.0 Internal error; please try again later"
+
+
+def normalise_newlines(data: bytes) -> bytes:
+    """Every bare LF or lone CR becomes CRLF (RFC 5322 §2.3: CR and LF only occur together)."""
+    return _NEWLINES.sub(b"\r\n", data)
+
+
+def split_params(arg: str, keep: set[str]) -> tuple[str, list[str]]:
+    """Take the parameters we handle ourselves out of a MAIL/RCPT argument.
+
+    Returns the argument aiosmtpd may see and the kept parameters with their original case."""
+    close = arg.find(">")
+    head, tail = (arg[: close + 1], arg[close + 1:]) if close >= 0 else (arg, "")
+    passed, kept = [], []
+    for param in tail.split():
+        name = param.split("=", 1)[0].upper()
+        if name in keep:
+            kept.append(param)
+        elif name == "AUTH":  # RFC 4954 §5: accepted and not relayed (we do not trust it)
+            continue
+        else:
+            passed.append(param)
+    return " ".join([head, *passed]), kept
+
+
+def _clean(value: str, limit: int = 255) -> str:
+    """A client-supplied token safe to write into a header (CVE-2026-1299: no header injection)."""
+    return re.sub(r"[^A-Za-z0-9.:\[\]_-]", "", value)[:limit] or "unknown"
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with an idle timeout, a DATA deadline, DSN parameters and XFORWARD."""
+
+    def __init__(self, app: RelayApp, **kwargs: Any) -> None:
+        self.app = app
+        limits = app.config.limits
+        self.line_length_limit = limits.max_line_length + 3  # CRLF and a transparency dot
+        super().__init__(
+            PolicyHandler(app), hostname=app.config.hostname, ident="policy-relay",
+            data_size_limit=limits.max_message_size, enable_SMTPUTF8=True, decode_data=False,
+            timeout=limits.idle_timeout, tls_context=app.tls_context,
+            auth_require_tls=True, authenticator=app.authenticate if app.credentials else None,
+            auth_exclude_mechanism=[] if app.credentials else ["LOGIN", "PLAIN"],
+            **kwargs,
+        )
+        self.transaction: Any = None
+        self.mail_params: list[str] = []
+        self.rcpt_params: list[str] = []
+        self.xforward: dict[str, str] = {}
+        self.counted = False
+
+    # -- connection life ------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        if not first:
+            return  # STARTTLS re-entry
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        auth = self.app.config.auth
+        if auth and auth.allow_plaintext_on_loopback and _is_loopback(self.peer_ip):
+            self._auth_require_tls = False
+        if self.app.active >= self.app.config.limits.max_connections:
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(b"421 4.7.0 Too many connections; try again later\r\n")
+            transport.close()
+            return
+        self.app.active += 1
+        self.counted = True
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self.counted:
+            self.app.active -= 1
+            self.counted = False
+        if self.transaction is not None:
+            txn, self.transaction = self.transaction, None
+            self.app.spawn(txn.abort())
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        # aiosmtpd only resets its timer between commands: a client still sending DATA would be
+        # cut off after `timeout` seconds. Every byte received proves the client is alive.
+        self._reset_timeout()
+        super().data_received(data)
+
+    @property
+    def trusted_hop(self) -> bool:
+        return self.peer_ip in self.app.config.trust.xforward_hosts
+
+    # -- commands ---------------------------------------------------------------------------------
+    async def smtp_MAIL(self, arg: str) -> None:
+        if arg:
+            arg, self.mail_params = split_params(arg, _MAIL_KEEP)
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        if arg:
+            arg, self.rcpt_params = split_params(arg, _RCPT_KEEP)
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        try:
+            await asyncio.wait_for(super().smtp_DATA(arg), self.app.config.limits.data_timeout)
+        except TimeoutError:
+            await self.push("421 4.4.2 DATA took too long; closing connection")
+            if self.transport is not None:
+                self.transport.close()
+
+    async def smtp_XFORWARD(self, arg: str) -> None:
+        """Postfix XFORWARD (the original client of a content_filter), only from trusted hops."""
+        if not self.trusted_hop:
+            await self.push("550 5.7.0 XFORWARD not permitted")
+            return
+        for item in (arg or "").split():
+            name, _, value = item.partition("=")
+            if name.upper() not in _XFORWARD_ATTRS:
+                await self.push(f"501 5.5.4 Bad XFORWARD attribute {_clean(name, 20)}")
+                return
+            self.xforward[name.upper()] = value
+        await self.push("250 2.0.0 Ok")
+
+
+def _is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class PolicyHandler:
+    """aiosmtpd hooks: each returns the reply line for its step."""
+
+    def __init__(self, app: RelayApp) -> None:
+        self.app = app
+        self.log = logs.get("relay.smtp")
+
+    async def handle_EHLO(self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        server.xforward = {}
+        extra = ["250-DSN"]
+        if server.trusted_hop:
+            extra.append("250-XFORWARD NAME ADDR PROTO HELO SOURCE IDENT")
+        lines = [r for r in responses[:-1] if self.app.credentials or not r.startswith("250-AUTH")]
+        return [*lines, "250-PIPELINING", *extra, responses[-1]]
+
+    async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
+                          mail_options: list[str]) -> str:
+        if server.transaction is not None:
+            await server.transaction.abort()
+        server.transaction = self.app.upstream.transaction()
+        await server.transaction.mail(address, server.mail_params)
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if len(envelope.rcpt_tos) >= self.app.config.limits.max_recipients:
+            return "452 4.5.3 Too many recipients"
+        refusal = self.app.rcpt_refusal(envelope.mail_from or "", [*envelope.rcpt_tos, address], address,
+                                        self.login(server, session), self.client_ip(server),
+                                        trusted_hop=server.trusted_hop)
+        if refusal is not None:
+            self.log.info("rcpt_refused", rcpt=address, reply=refusal)
+            return refusal
+        reply = await server.transaction.rcpt(address, server.rcpt_params)
+        if not reply.ok:
+            return str(reply)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_RSET(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
+        if server.transaction is not None:
+            txn, server.transaction = server.transaction, None
+            await txn.abort()
+        return "250 2.0.0 Ok"
+
+    async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
+        txn, server.transaction = server.transaction, None
+        content = normalise_newlines(bytes(envelope.original_content or b""))
+        return await self.app.process(
+            txn, envelope.mail_from or "", list(envelope.rcpt_tos), content,
+            login=self.login(server, session), client_ip=self.client_ip(server),
+            helo=server.xforward.get("HELO") or session.host_name or "",
+            tls=server._tls_protocol is not None, trusted_hop=server.trusted_hop,
+        )
+
+    async def handle_exception(self, error: Exception) -> str:
+        self.log.error("session_error", error=type(error).__name__, detail=str(error)[:200])
+        return INTERNAL_ERROR
+
+    def login(self, server: RelaySMTP, session: Session) -> str | None:
+        if session.authenticated and session.login_data:
+            data = session.login_data
+            return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        return None  # a trusted hop's login comes from its Received header, read in app.process
+
+    def client_ip(self, server: RelaySMTP) -> str:
+        if server.trusted_hop and server.xforward.get("ADDR"):
+            addr = server.xforward["ADDR"]
+            return addr.removeprefix("IPV6:").removeprefix("IPv6:")
+        return server.peer_ip
+
+
+__all__ = ["AuthResult", "LoginPassword", "RelaySMTP", "normalise_newlines", "split_params"]

@@ -1,0 +1,66 @@
+"""Pure header surgery on raw messages: trace headers, dropping forged relay headers, hiding addresses.
+
+Only values we generate or have sanitised go into headers (CVE-2026-1299: never write a
+client-controlled value into a header unchecked).
+"""
+
+from __future__ import annotations
+
+import re
+from email.utils import formataddr
+
+from relay.addresses import AddressError, parse_address_list
+
+_HEADER_END = re.compile(rb"\r\n\r\n")
+_OWN_PREFIX = b"x-relay-"
+
+
+def split_head(content: bytes) -> tuple[list[bytes], bytes]:
+    """Header fields (each with its folded continuation lines) and the rest (blank line + body)."""
+    match = _HEADER_END.search(content)
+    head, rest = (content[: match.start() + 2], content[match.start() + 2:]) if match else (content, b"")
+    fields: list[bytes] = []
+    for line in head.split(b"\r\n")[:-1] if head.endswith(b"\r\n") else head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\r\n" + line
+        else:
+            fields.append(line)
+    return fields, rest
+
+
+def join(fields: list[bytes], rest: bytes) -> bytes:
+    return b"".join(f + b"\r\n" for f in fields) + rest
+
+
+def drop_own_headers(fields: list[bytes]) -> list[bytes]:
+    """Remove X-Relay-* headers a client may have forged; ours are added afresh."""
+    return [f for f in fields if f[:len(_OWN_PREFIX)].lower() != _OWN_PREFIX]
+
+
+def hide_addresses(fields: list[bytes], hide: frozenset[str]) -> list[bytes]:
+    """Drop the given addresses from To and Cc (they stay envelope recipients: a BCC, in effect)."""
+    out: list[bytes] = []
+    had_to = False
+    for field in fields:
+        name = field.split(b":", 1)[0].strip().lower()
+        if name not in (b"to", b"cc"):
+            out.append(field)
+            continue
+        value = field.split(b":", 1)[1].decode("utf-8", "replace")
+        try:
+            kept = [a for a in parse_address_list(value) if a.key not in hide]
+        except AddressError:
+            kept = []
+        if kept:
+            rendered = ",\r\n ".join(formataddr((a.display_name, a.addr)) for a in kept)
+            out.append(name.capitalize() + b": " + rendered.encode("utf-8"))
+            had_to |= name == b"to"
+    if not had_to:
+        out.append(b"To: undisclosed-recipients:;")
+    return out
+
+
+def set_to(fields: list[bytes], recipient: str) -> list[bytes]:
+    """One copy for one recipient: To shows only them, Cc is dropped (split delivery)."""
+    kept = [f for f in fields if f.split(b":", 1)[0].strip().lower() not in (b"to", b"cc")]
+    return [*kept, b"To: " + recipient.encode("utf-8")]

@@ -1,0 +1,355 @@
+"""Async delivery to the next hop: SMTP or LMTP (with STARTTLS and AUTH, reused connections) or a Maildir.
+
+A `Transaction` mirrors one client transaction: MAIL at the first RCPT, each RCPT relayed as it
+comes (so per-recipient refusals reach the client at RCPT time), then DATA or RSET. Failures to
+reach the next hop become 4xx replies: the client retries and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+UPSTREAM_DOWN = "451 4.4.1 Upstream mail server unavailable; try again later"
+
+
+@dataclass(frozen=True)
+class Reply:
+    code: int
+    text: str
+    lines: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.code < 300
+
+    @property
+    def temporary(self) -> bool:
+        return 400 <= self.code < 500
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+class UpstreamError(Exception):
+    """The next hop could not be reached or broke the protocol (always temporary for our client)."""
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """RFC 5321 §4.5.2 transparency; `data` has CRLF line ends only (the front-end normalised it)."""
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
+
+
+class SmtpConnection:
+    """One connection to an SMTP or LMTP server, speaking just what a relay needs."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lmtp: bool,
+                 timeout: float) -> None:
+        self.reader, self.writer, self.lmtp, self.timeout = reader, writer, lmtp, timeout
+        self.extensions: dict[str, str] = {}
+        self.last_used = time.monotonic()
+
+    async def reply(self) -> Reply:
+        lines: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
+            if not raw:
+                raise UpstreamError("connection closed by upstream")
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            if len(line) < 3 or not line[:3].isdigit():
+                raise UpstreamError(f"bad reply line {line[:80]!r}")
+            lines.append(line[4:])
+            if len(line) == 3 or line[3] == " ":
+                return Reply(int(line[:3]), " ".join(lines).strip(), tuple(lines))
+
+    async def command(self, line: str) -> Reply:
+        if "\r" in line or "\n" in line:
+            raise ValueError("newline in SMTP command")
+        self.writer.write(line.encode("utf-8") + b"\r\n")
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        return await self.reply()
+
+    async def hello(self, name: str) -> None:
+        verb = "LHLO" if self.lmtp else "EHLO"
+        reply = await self.command(f"{verb} {name}")
+        if not reply.ok:
+            raise UpstreamError(f"{verb} refused: {reply}")
+        # RFC 5321 §4.1.1.1: one extension per line after the greeting line.
+        self.extensions = {}
+        for line in reply.lines[1:]:
+            keyword, _, params = line.partition(" ")
+            self.extensions[keyword.upper()] = params
+
+    async def data(self, content: bytes, rcpt_count: int) -> list[Reply]:
+        reply = await self.command("DATA")
+        if reply.code != 354:
+            return [reply] * max(rcpt_count, 1)
+        self.writer.write(dot_stuff(content))
+        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        # LMTP answers once per accepted recipient (RFC 2033 §4.2); SMTP once.
+        return [await self.reply() for _ in range(rcpt_count if self.lmtp else 1)]
+
+    async def close(self) -> None:
+        try:
+            self.writer.write(b"QUIT\r\n")
+            await asyncio.wait_for(self.writer.drain(), 2)
+        except (TimeoutError, OSError):
+            pass
+        self.writer.close()
+
+
+class SmtpUpstream:
+    """smtp://[user:pass@]host:port[?starttls=1], smtps://..., or lmtp://host:port."""
+
+    def __init__(self, url: str, helo: str, timeout: float = 60, pool_size: int = 8,
+                 tls_verify: bool = True) -> None:
+        parts = urlsplit(url)
+        self.lmtp = parts.scheme == "lmtp"
+        self.implicit_tls = parts.scheme == "smtps"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (24 if self.lmtp else 465 if self.implicit_tls else 25)
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.starttls = "starttls=1" in parts.query or "starttls=true" in parts.query
+        self.helo, self.timeout, self.pool_size = helo, timeout, pool_size
+        self.tls_verify = tls_verify
+        self._idle: list[SmtpConnection] = []
+
+    def describe(self) -> str:
+        return f"{'lmtp' if self.lmtp else 'smtp'}://{self.host}:{self.port}"
+
+    def _tls(self) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    async def _open(self) -> SmtpConnection:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                self.host, self.port, ssl=self._tls() if self.implicit_tls else None), self.timeout)
+        except (TimeoutError, OSError, socket.gaierror) as error:
+            raise UpstreamError(f"cannot connect to {self.describe()}: {error}") from None
+        conn = SmtpConnection(reader, writer, self.lmtp, self.timeout)
+        greeting = await conn.reply()
+        if not greeting.ok:
+            await conn.close()
+            raise UpstreamError(f"greeting refused: {greeting}")
+        await conn.hello(self.helo)
+        if self.starttls:
+            if "STARTTLS" not in conn.extensions:
+                raise UpstreamError("upstream does not offer STARTTLS but the config requires it")
+            reply = await conn.command("STARTTLS")
+            if not reply.ok:
+                raise UpstreamError(f"STARTTLS refused: {reply}")
+            await writer.start_tls(self._tls(), server_hostname=self.host)
+            await conn.hello(self.helo)
+        if self.user is not None:
+            token = base64.b64encode(f"\0{self.user}\0{self.password or ''}".encode()).decode()
+            reply = await conn.command(f"AUTH PLAIN {token}")
+            if not reply.ok:
+                raise UpstreamError(f"AUTH refused: {reply.code}")
+        return conn
+
+    async def acquire(self) -> SmtpConnection:
+        """A ready connection: a pooled idle one that still answers RSET, or a new one."""
+        while self._idle:
+            conn = self._idle.pop()
+            try:
+                if time.monotonic() - conn.last_used < 50 and (await conn.command("RSET")).ok:
+                    return conn
+            except (TimeoutError, OSError, UpstreamError):
+                pass
+            await conn.close()
+        return await self._open()
+
+    async def release(self, conn: SmtpConnection, reusable: bool) -> None:
+        conn.last_used = time.monotonic()
+        if reusable and len(self._idle) < self.pool_size:
+            self._idle.append(conn)
+        else:
+            await conn.close()
+
+    async def close(self) -> None:
+        while self._idle:
+            await self._idle.pop().close()
+
+    def transaction(self) -> Transaction:
+        return SmtpTransaction(self)
+
+
+class Transaction:
+    """One envelope on its way upstream."""
+
+    async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
+        raise NotImplementedError
+
+    async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
+        raise NotImplementedError
+
+    async def data(self, content: bytes) -> Reply:
+        """Send the message to every accepted recipient; the reply the client should see."""
+        raise NotImplementedError
+
+    async def abort(self) -> None:
+        raise NotImplementedError
+
+
+class SmtpTransaction(Transaction):
+    def __init__(self, upstream: SmtpUpstream) -> None:
+        self.upstream = upstream
+        self.conn: SmtpConnection | None = None
+        self.accepted: list[str] = []
+        self.sender: tuple[str, tuple[str, ...]] | None = None
+
+    async def _ensure(self) -> SmtpConnection:
+        if self.conn is None:
+            self.conn = await self.upstream.acquire()
+            assert self.sender is not None
+            address, options = self.sender
+            reply = await self.conn.command(f"MAIL FROM:<{address}>" + "".join(f" {o}" for o in options))
+            if not reply.ok:
+                raise _Refused(reply)
+        return self.conn
+
+    async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
+        self.sender = (sender, tuple(options))
+        return Reply(250, "2.1.0 Ok")  # sent with the first RCPT, when we know a connection is needed
+
+    async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
+        try:
+            conn = await self._ensure()
+            reply = await conn.command(f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options))
+        except _Refused as refused:
+            return refused.reply
+        except (TimeoutError, OSError, UpstreamError):
+            await self._drop()
+            return Reply(451, "4.4.1 Upstream mail server unavailable; try again later")
+        if reply.ok:
+            self.accepted.append(recipient)
+        return reply
+
+    async def data(self, content: bytes) -> Reply:
+        if self.conn is None or not self.accepted:
+            return Reply(554, "5.5.1 No valid recipients")
+        try:
+            replies = await self.conn.data(content, len(self.accepted))
+        except (TimeoutError, OSError, UpstreamError):
+            await self._drop()
+            return Reply(451, "4.4.1 Upstream did not confirm the message; try again later")
+        conn, self.conn = self.conn, None
+        await self.upstream.release(conn, reusable=True)
+        bad = [r for r in replies if not r.ok]
+        if not bad:
+            return replies[0]
+        # LMTP with mixed outcomes: the client can only get one answer; a temporary failure for
+        # anyone makes the whole message retry (a duplicate beats a loss).
+        return next((r for r in bad if r.temporary), bad[0])
+
+    async def abort(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            try:
+                reusable = (await conn.command("RSET")).ok
+            except (TimeoutError, OSError, UpstreamError):
+                reusable = False
+            await self.upstream.release(conn, reusable)
+        self.accepted = []
+
+    async def _drop(self) -> None:
+        if self.conn is not None:
+            conn, self.conn = self.conn, None
+            conn.writer.close()
+
+
+class _Refused(Exception):
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+
+
+class MaildirUpstream:
+    """maildir:PATH — the embedded default: every message is written (fsynced) into one Maildir,
+    with the envelope in X-Relay-Envelope-* headers, for a first try without a mail server."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        for sub in ("tmp", "new", "cur"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        self._count = 0
+
+    def describe(self) -> str:
+        return f"maildir:{self.path}"
+
+    def transaction(self) -> Transaction:
+        return MaildirTransaction(self)
+
+    async def close(self) -> None:
+        return None
+
+    def write(self, content: bytes) -> str:
+        self._count += 1
+        name = f"{time.time():.6f}.P{os.getpid()}Q{self._count}.{socket.gethostname()}"
+        tmp = self.path / "tmp" / name
+        with open(tmp, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, self.path / "new" / name)
+        dir_fd = os.open(self.path / "new", os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+        return name
+
+
+class MaildirTransaction(Transaction):
+    def __init__(self, upstream: MaildirUpstream) -> None:
+        self.upstream = upstream
+        self.sender = ""
+        self.recipients: list[str] = []
+
+    async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
+        self.sender = sender
+        return Reply(250, "2.1.0 Ok")
+
+    async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
+        self.recipients.append(recipient)
+        return Reply(250, "2.1.5 Ok")
+
+    async def data(self, content: bytes) -> Reply:
+        header = (f"X-Relay-Envelope-From: <{self.sender}>\r\n"
+                  f"X-Relay-Envelope-To: {', '.join(f'<{r}>' for r in self.recipients)}\r\n").encode()
+        try:
+            name = await asyncio.to_thread(self.upstream.write, header + content)
+        except OSError:
+            return Reply(451, "4.3.0 Local delivery failed; try again later")
+        return Reply(250, f"2.0.0 Ok: delivered as {name}")
+
+    async def abort(self) -> None:
+        self.recipients = []
+
+
+Upstream = SmtpUpstream | MaildirUpstream
+
+
+def make_upstream(url: str, helo: str, base: Path, timeout: float = 60) -> Upstream:
+    """Build the upstream a config names; maildir paths are relative to `base`."""
+    if url.startswith("maildir:"):
+        path = Path(url.removeprefix("maildir:"))
+        return MaildirUpstream(path if path.is_absolute() else base / path)
+    return SmtpUpstream(url, helo, timeout)
