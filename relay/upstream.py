@@ -221,6 +221,8 @@ class SmtpTransaction(Transaction):
             self.conn = await self.upstream.acquire()
             assert self.sender is not None
             address, options = self.sender
+            if "DSN" not in self.conn.extensions:
+                options = ()  # RFC 3461 parameters only go to a server that advertises DSN
             reply = await self.conn.command(f"MAIL FROM:<{address}>" + "".join(f" {o}" for o in options))
             if not reply.ok:
                 raise _Refused(reply)
@@ -233,6 +235,7 @@ class SmtpTransaction(Transaction):
     async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
         try:
             conn = await self._ensure()
+            options = options if "DSN" in conn.extensions else ()
             reply = await conn.command(f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options))
         except _Refused as refused:
             return refused.reply

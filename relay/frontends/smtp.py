@@ -179,7 +179,9 @@ class PolicyHandler:
         if server.transaction is not None:
             await server.transaction.abort()
         server.transaction = self.app.upstream.transaction()
-        await server.transaction.mail(address, server.mail_params)
+        # aiosmtpd hands the null sender (RFC 5321 §4.5.5) over as the text "<>" and needs it kept
+        # non-empty in its envelope; upstream it is the empty path.
+        await server.transaction.mail("" if address == "<>" else address, server.mail_params)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"

@@ -1,0 +1,138 @@
+"""Real processes on loopback for end-to-end tests: a sink SMTP server and the relay itself."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiosmtpd.controller import Controller
+
+from relay.auth import hash_password
+from tests.helpers import INSTITUTIONS, POLICIES, ROOT
+
+PASSWORD = "clave-de-prueba"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpts: list[str]
+    content: bytes
+
+
+@dataclass
+class SinkHandler:
+    messages: list[Received] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address.casefold() in self.refuse:
+            return "550 5.1.1 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
+        return "250 2.0.0 sink accepted"
+
+
+class Sink:
+    """A real SMTP server (aiosmtpd in a thread) that records what it receives."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.handler = SinkHandler()
+        self.controller: Controller | None = None
+
+    def start(self) -> Sink:
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def wait_for(self, count: int, timeout: float = 10) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.messages) < count:
+            time.sleep(0.05)
+        return self.messages
+
+
+class RelayProcess:
+    """`relay serve` in a subprocess with a config written for the test."""
+
+    def __init__(self, tmp: Path, upstream: str, pack: str = "barrancabermeja", **overrides: Any) -> None:
+        self.port = free_port()
+        creds = tmp / "credentials.txt"
+        creds.write_text("".join(f"{login}:{hash_password(PASSWORD, iterations=1000)}\n" for login in (
+            "laura.pinto@barrancabermeja.gov.co", "patriciah.fierro@barrancabermeja.gov.co",
+            "luis.fernandez@cancilleria.gov.co")))
+        config: dict[str, Any] = {
+            "hostname": "relay.test", "listen": {"host": "127.0.0.1", "port": self.port},
+            "policy": str(POLICIES / f"{pack}.yaml"), "directory": str(INSTITUTIONS / f"{pack}.yaml"),
+            "upstream": upstream, "store": f"sqlite:{tmp / 'relay.sqlite3'}",
+            "auth": {"credentials_file": str(creds), "allow_plaintext_on_loopback": True},
+            "log": {"level": "debug"},
+        }
+        for key, value in overrides.items():
+            if isinstance(value, dict):
+                config.setdefault(key, {}).update(value)
+            else:
+                config[key] = value
+        self.config_path = tmp / "relay.yaml"
+        self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        self.log_path = tmp / "relay.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RelayProcess:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the process
+        self.proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
+                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")

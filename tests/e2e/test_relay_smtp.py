@@ -1,0 +1,258 @@
+"""End to end: real relay process, real sink server, real SMTP clients (smtplib, swaks, raw sockets)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import smtplib
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import PASSWORD, RelayProcess, Sink
+
+B = "barrancabermeja.gov.co"
+LAURA = f"laura.pinto@{B}"
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    s = Sink().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
+    r = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}").start()
+    yield r
+    r.stop()
+
+
+def client(relay: RelayProcess, login: str | None = LAURA) -> smtplib.SMTP:
+    smtp = smtplib.SMTP("127.0.0.1", relay.port, timeout=15)
+    smtp.ehlo("client.test")
+    if login:
+        smtp.login(login, PASSWORD)
+    return smtp
+
+
+def message(frm: str, to: str, subject: str = "Informe", body: str = "Cordial saludo.") -> bytes:
+    return f"From: {frm}\r\nTo: {to}\r\nSubject: {subject}\r\n\r\n{body}\r\n".encode()
+
+
+def test_ordinary_mail_reaches_the_upstream_with_trace_headers(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay) as smtp:
+        refused = smtp.sendmail(LAURA, ["jose@gmail.com"], message(LAURA, "jose@gmail.com"))
+    assert refused == {}
+    [got] = sink.wait_for(1)
+    assert got.mail_from == LAURA and got.rcpts == ["jose@gmail.com"]
+    assert b"X-Relay-Queue-ID: " in got.content and b"X-Relay-Rule-Hits: none" in got.content
+    assert b"with ESMTPA id" in got.content  # authenticated submission in the trace
+
+
+def test_policy_violation_is_a_5xx_citing_the_circular(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay) as smtp, pytest.raises(smtplib.SMTPDataError) as info:
+        smtp.sendmail(LAURA, [f"funcionarios@{B}"], message(LAURA, f"funcionarios@{B}"))
+    assert info.value.smtp_code == 550
+    text = info.value.smtp_error.decode()
+    assert "005-20" in text and "mass-mail-authorized-senders" in text
+    time.sleep(0.3)
+    # the only message the sink may get is the bounce notice to our own staff member
+    assert all(m.mail_from == "<>" and m.rcpts == [LAURA] for m in sink.messages)  # aiosmtpd's "<>"
+    [notice] = sink.wait_for(1)
+    assert b"Auto-Submitted: auto-generated" in notice.content
+
+
+def test_null_sender_is_relayed_as_null(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay, login=None) as smtp:
+        smtp.sendmail("", [f"pmu@{B}"], message("MAILER-DAEMON@example.org", f"pmu@{B}", "Undelivered"))
+    [got] = sink.wait_for(1)
+    assert got.mail_from == "<>"
+
+
+def test_forged_x_relay_headers_are_dropped(relay: RelayProcess, sink: Sink) -> None:
+    forged = message(LAURA, "jose@gmail.com").replace(b"Subject:", b"X-Relay-Rule-Hits: approved\r\nSubject:")
+    with client(relay) as smtp:
+        smtp.sendmail(LAURA, ["jose@gmail.com"], forged)
+    [got] = sink.wait_for(1)
+    assert b"approved" not in got.content
+
+
+def test_open_relay_is_refused_at_rcpt(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay, login=None) as smtp:
+        smtp.mail("spam@example.net")
+        code, text = smtp.rcpt("victim@example.org")
+    assert code == 554 and b"open-relay-guard" in text
+    assert sink.messages == []
+
+
+def test_upstream_recipient_refusal_reaches_the_client(relay: RelayProcess, sink: Sink) -> None:
+    sink.handler.refuse.add("nadie@example.org")
+    with client(relay) as smtp:
+        refused = smtp.sendmail(LAURA, ["nadie@example.org", "jose@gmail.com"],
+                                message(LAURA, "jose@gmail.com"))
+    assert refused == {"nadie@example.org": (550, b"5.1.1 No such user here")}
+    [got] = sink.wait_for(1)
+    assert got.rcpts == ["jose@gmail.com"]
+
+
+def test_upstream_down_means_451_and_nothing_lost(tmp_path: Path) -> None:
+    sink = Sink()  # not started: the port is closed
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}").start()
+    try:
+        with client(relay) as smtp:
+            smtp.mail(LAURA)
+            code, _ = smtp.rcpt("jose@gmail.com")
+            assert code == 451
+        sink.start()  # the upstream comes back and the client retries
+        with client(relay) as smtp:
+            assert smtp.sendmail(LAURA, ["jose@gmail.com"], message(LAURA, "jose@gmail.com")) == {}
+        assert len(sink.wait_for(1)) == 1
+    finally:
+        relay.stop()
+        sink.stop()
+
+
+def test_upstream_dying_after_rcpt_gives_451(tmp_path: Path) -> None:
+    sink = Sink().start()
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}").start()
+    try:
+        with client(relay) as smtp:
+            smtp.mail(LAURA)
+            assert smtp.rcpt("jose@gmail.com")[0] == 250
+            sink.stop()
+            code, _ = smtp.data(message(LAURA, "jose@gmail.com"))
+        assert code == 451
+    finally:
+        relay.stop()
+
+
+def raw_session(port: int, payload: bytes, wait: float = 1.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.recv(1024)
+        s.sendall(payload)
+        time.sleep(wait)
+        s.settimeout(2)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+@pytest.mark.parametrize("terminator", [b"\n.\n", b"\r.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n"])
+def test_smuggling_never_splits_a_message(relay: RelayProcess, sink: Sink, terminator: bytes) -> None:
+    smuggled = (b"MAIL FROM:<patriciah.fierro@barrancabermeja.gov.co>\r\nRCPT TO:<victim@example.org>\r\n"
+                b"DATA\r\nFrom: patriciah.fierro@barrancabermeja.gov.co\r\n\r\nsmuggled\r\n.\r\n")
+    payload = (b"EHLO smuggler.test\r\nMAIL FROM:<ana@example.org>\r\nRCPT TO:<pmu@barrancabermeja.gov.co>\r\n"
+               b"DATA\r\nFrom: ana@example.org\r\nSubject: hola\r\n\r\nfirst" + terminator + smuggled + b"QUIT\r\n")
+    replies = raw_session(relay.port, payload)
+    assert replies.count(b"250 2.0.0 Ok: queued") == 1, replies
+    [got] = sink.wait_for(1)
+    assert got.rcpts == ["pmu@barrancabermeja.gov.co"]
+    assert b"smuggled" in got.content  # it stayed inside the first message
+    assert b"\r\n" in got.content and b"\n" not in got.content.replace(b"\r\n", b"")  # only CRLF on the wire
+    time.sleep(0.3)
+    assert len(sink.messages) == 1
+
+
+def test_dsn_parameters_are_accepted_and_not_mangled(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay) as smtp:
+        assert smtp.has_extn("dsn")
+        code, _ = smtp.mail(LAURA, ["RET=HDRS", "ENVID=Q1w2E3", "AUTH=<>"])
+        assert code == 250
+        code, _ = smtp.rcpt("jose@gmail.com", ["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;Jose@Gmail.com"])
+        assert code == 250
+        code, _ = smtp.data(message(LAURA, "jose@gmail.com"))
+        assert code == 250
+    assert len(sink.wait_for(1)) == 1
+
+
+def test_active_data_transfer_is_not_cut_by_the_idle_timeout(tmp_path: Path, sink: Sink) -> None:
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", limits={"idle_timeout": 1}).start()
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+            s.recv(1024)
+            s.sendall(b"EHLO slow.test\r\nMAIL FROM:<ana@example.org>\r\nRCPT TO:<pmu@barrancabermeja.gov.co>\r\n"
+                      b"DATA\r\n")
+            time.sleep(0.3)
+            s.recv(4096)
+            s.sendall(b"From: ana@example.org\r\nSubject: lento\r\n\r\n")
+            for i in range(8):  # 2.4 s of DATA, well past the 1 s idle timeout, never idle 1 s
+                s.sendall(f"linea {i}\r\n".encode())
+                time.sleep(0.3)
+            s.sendall(b".\r\n")
+            reply = s.recv(4096)
+        assert reply.startswith(b"250 "), reply
+        # and an idle client is still disconnected
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+            s.recv(1024)
+            time.sleep(2.0)
+            s.settimeout(2)
+            assert s.recv(1024) in (b"",) or b"421" in s.recv(1024)
+    finally:
+        relay.stop()
+
+
+def test_too_many_recipients(tmp_path: Path, sink: Sink) -> None:
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", limits={"max_recipients": 2}).start()
+    try:
+        with client(relay) as smtp:
+            smtp.mail(LAURA)
+            assert smtp.rcpt("a@example.org")[0] == 250
+            assert smtp.rcpt("b@example.org")[0] == 250
+            assert smtp.rcpt("c@example.org")[0] == 452
+    finally:
+        relay.stop()
+
+
+def test_wrong_password_and_no_auth_for_outsiders(relay: RelayProcess) -> None:
+    smtp = smtplib.SMTP("127.0.0.1", relay.port, timeout=10)
+    smtp.ehlo("x")
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        smtp.login(LAURA, "wrong")
+    smtp.close()
+
+
+def test_hold_is_refused_with_451_until_the_store_exists(tmp_path: Path, sink: Sink) -> None:
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", pack="cancilleria").start()
+    try:
+        with client(relay, login="luis.fernandez@cancilleria.gov.co") as smtp:
+            smtp.mail("luis.fernandez@cancilleria.gov.co")
+            smtp.rcpt("maria.lopez@cancilleria.gov.co")
+            code, _ = smtp.data(message("luis.fernandez@cancilleria.gov.co", "maria.lopez@cancilleria.gov.co"))
+        # Outside Bogotá working hours the message must be held: 451, never a 250 and a loss.
+        # Inside working hours it is delivered. Both are correct; a 250 with nothing delivered is not.
+        delivered = len(sink.wait_for(1, timeout=2))
+        assert (code == 451 and delivered == 0) or (code == 250 and delivered == 1)
+    finally:
+        relay.stop()
+
+
+def test_every_log_line_of_a_message_carries_its_queue_id(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay) as smtp:
+        smtp.sendmail(LAURA, ["jose@gmail.com"], message(LAURA, "jose@gmail.com", body="secreto-del-cuerpo"))
+    sink.wait_for(1)
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in relay.log().splitlines() if line.startswith("{")]
+    decision = next(line for line in lines if line["event"] == "decision")
+    assert len(decision["queue_id"]) == 12
+    assert any(line["event"] == "upstream_reply" and line["queue_id"] == decision["queue_id"] for line in lines)
+    assert "secreto-del-cuerpo" not in relay.log()
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is installed by ./dev test")
+def test_swaks_submission(relay: RelayProcess, sink: Sink) -> None:
+    done = subprocess.run(["swaks", "--server", f"127.0.0.1:{relay.port}", "--from", LAURA, "--to", "jose@gmail.com",
+                           "--auth", "PLAIN", "--auth-user", LAURA, "--auth-password", PASSWORD,
+                           "--header", "Subject: prueba swaks"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "250 2.0.0 Ok: queued as" in done.stdout
+    assert len(sink.wait_for(1)) == 1
