@@ -217,13 +217,20 @@ def _clean_ids(text: str) -> str:
     return re.sub(r"[^a-z0-9(), -]", "", text)[:900]
 
 
+class ServeError(Exception):
+    """The relay cannot start (a port in use, a missing certificate): said plainly, no traceback."""
+
+
 async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> None:
     """Run the relay until SIGTERM or SIGINT; finish sessions in flight, then stop."""
     config = load_config(config_path)
     logs.configure(config.log.level, config.log.format)
     app = RelayApp(config, Path(config_path))
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: RelaySMTP(app), config.listen.host, config.listen.port)
+    try:
+        server = await loop.create_server(lambda: RelaySMTP(app), config.listen.host, config.listen.port)
+    except OSError as error:
+        raise ServeError(f"cannot listen on {config.listen.host}:{config.listen.port}: {error.strerror}") from None
     ports = [s.getsockname()[1] for s in server.sockets]
     app.log.info("listening", host=config.listen.host, ports=ports, upstream=app.upstream.describe())
     stop = asyncio.Event()

@@ -120,9 +120,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from relay.app import serve
+    from relay.app import ServeError, serve
 
-    asyncio.run(serve(args.config))
+    try:
+        asyncio.run(serve(args.config))
+    except ServeError as error:
+        print(f"relay serve: {error}", file=sys.stderr)
+        return 1
     return EXIT_OK
 
 
