@@ -29,12 +29,13 @@ def chain(tmp_path: Path) -> Iterator[tuple[Postfix, Sink, RelayProcess]]:
     directory["internal_networks"].append("127.0.0.0/8")
     (tmp_path / "dir.yaml").write_text(yaml.safe_dump(directory, allow_unicode=True), encoding="utf-8")
     relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{reinject}", directory=str(tmp_path / "dir.yaml"),
-                         trust={"xforward_hosts": ["127.0.0.1"]}).start()
+                         trust={"xforward_hosts": ["127.0.0.1"]})
     # Postfix daemons run as the postfix user, who cannot enter pytest's private (0700) tmp folders.
     root = Path(tempfile.mkdtemp(prefix="relay-postfix-"))
     root.chmod(0o755)
     postfix = Postfix(root / "pf", free_port(), reinject, relay.port, sink.port, B)
     try:
+        relay.start()
         postfix.start()
         wait_port(postfix.smtpd_port)
         yield postfix, sink, relay
