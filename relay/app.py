@@ -21,8 +21,8 @@ from relay.clock import Clock, SystemClock
 from relay.config import RelayConfig, load_config
 from relay.directory import FileDirectory, load_directory
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
-from relay.message import Envelope, ParsedMessage, Submission, parse_message
-from relay.policy.engine import evaluate
+from relay.message import Envelope, Submission, parse_message
+from relay.policy.engine import ascii_text, evaluate
 from relay.policy.pack import Pack, load_pack
 from relay.policy.verdicts import Decision, Notice, Verdict
 from relay.upstream import Reply, Transaction, Upstream, make_upstream
@@ -92,12 +92,12 @@ class RelayApp:
         for finding in decision.findings:
             per_rcpt = finding.envelope_only and finding.recipients is not None and finding.applies_to(key)
             if per_rcpt and finding.action.value == "reject":
-                    return f"554 5.7.1 [{finding.rule_id}] " + _ascii(finding.reason)
+                    return f"554 5.7.1 [{finding.rule_id}] " + ascii_text(finding.reason)
         return None
 
-    def decide(self, envelope: Envelope, content: bytes) -> tuple[ParsedMessage, Decision]:
-        message = parse_message(content)
-        return message, evaluate(Submission(envelope, message), self.pack, self.directory, self.clock.now())
+    def decide(self, envelope: Envelope, content: bytes) -> Decision:
+        """Parse and decide; run in a worker thread so a large message does not block the loop."""
+        return evaluate(Submission(envelope, parse_message(content)), self.pack, self.directory, self.clock.now())
 
     async def process(self, txn: Transaction | None, mail_from: str, rcpts: list[str], content: bytes, *,
                       login: str | None, client_ip: str, helo: str, tls: bool, trusted_hop: bool = False) -> str:
@@ -112,7 +112,7 @@ class RelayApp:
         except AddressError:
             await txn.abort()
             return "501 5.1.7 Bad address syntax"
-        _, decision = await asyncio.to_thread(self.decide, envelope, content)
+        decision = await asyncio.to_thread(self.decide, envelope, content)
         log.info("decision", verdict=decision.verdict.value, reply=str(decision.reply),
                  hits=[f.rule_id for f in decision.findings], monitored=[f.rule_id for f in decision.monitored],
                  misses=list(decision.misses), recipients=len(rcpts), size=len(content),
@@ -205,12 +205,6 @@ class RelayApp:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=10)
         await self.upstream.close()
-
-
-def _ascii(text: str) -> str:
-    from relay.policy.engine import ascii_text
-
-    return ascii_text(text)
 
 
 def _clean_ids(text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relay.policy.pack import Pack
-from relay.policy.verdicts import Verdict
+from relay.policy.verdicts import Decision, Verdict
 from tests.helpers import decide, fired, pack
 
 B = "barrancabermeja.gov.co"
@@ -165,6 +165,12 @@ def test_mass_bcc_can_fix_instead_of_refuse() -> None:
 GROUP = [f"jorge.benavides@{P}", f"lucia.ortega@{P}", f"mario.rosero@{P}"]
 
 
+def hr_notice_to_group(subject: str, body: str) -> Decision:
+    """Talento Humano writes to three colleagues at once."""
+    return decide("pasto", msg(f"talento.humano@{P}", ", ".join(GROUP), subject, body),
+                  mail_from=f"talento.humano@{P}", rcpt=GROUP, auth=f"diana.erazo@{P}")
+
+
 @pytest.mark.parametrize(("subject", "body"), [
     ("Notificación de deuda pendiente", "Se les notifica el saldo pendiente con la cooperativa."),
     ("Resultados de laboratorio", "Adjuntamos sus resultados de laboratorio y el diagnóstico."),
@@ -174,8 +180,7 @@ GROUP = [f"jorge.benavides@{P}", f"lucia.ortega@{P}", f"mario.rosero@{P}"]
     ("Asunto personal", "Este asunto es de interés particular de cada uno, información confidencial."),
 ])
 def test_sensitive_notice_to_a_group_is_refused(subject: str, body: str) -> None:
-    d = decide("pasto", msg(f"talento.humano@{P}", ", ".join(GROUP), subject, body),
-               mail_from=f"talento.humano@{P}", rcpt=GROUP, auth=f"diana.erazo@{P}")
+    d = hr_notice_to_group(subject, body)
     assert "sensitive-notice-individual" in fired(d), d.to_json()
     assert "individual" in str(d.reply)
 
@@ -190,8 +195,7 @@ def test_sensitive_notice_to_a_group_is_refused(subject: str, body: str) -> None
     ("Donación de sangre", "Campaña de donación de sangre el viernes; su salud es importante."),
 ])
 def test_general_messages_to_a_group_are_not_sensitive(subject: str, body: str) -> None:
-    d = decide("pasto", msg(f"talento.humano@{P}", ", ".join(GROUP), subject, body),
-               mail_from=f"talento.humano@{P}", rcpt=GROUP, auth=f"diana.erazo@{P}")
+    d = hr_notice_to_group(subject, body)
     assert "sensitive-notice-individual" not in fired(d), d.to_json()
 
 

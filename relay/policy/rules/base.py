@@ -9,11 +9,11 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from relay.directory import Directory, MailingList, Person, ServiceMailbox, address_key
 from relay.identity import Direction, SenderIdentity
-from relay.message import Submission, fold
+from relay.message import Submission
 from relay.policy.lexicon import check_term
 from relay.policy.verdicts import Action, Finding, Mode, Notice, Record, Rewrite
 
@@ -200,7 +200,3 @@ def check_terms(value: dict[str, float]) -> dict[str, float]:
         check_term(term)
     return value
 
-
-terms_validator = field_validator  # re-exported for rule modules
-
-__all__ = ["Context", "PackSettings", "RuleBase", "Texts", "check_terms", "fold", "render"]
