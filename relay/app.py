@@ -22,14 +22,13 @@ from relay.config import RelayConfig, load_config
 from relay.directory import FileDirectory, load_directory
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
 from relay.message import Envelope, Submission, parse_message
-from relay.policy.engine import ascii_text, evaluate
+from relay.policy.engine import envelope_refusal, evaluate
 from relay.policy.pack import Pack, load_pack
 from relay.policy.verdicts import Decision, Notice, Verdict
 from relay.upstream import Reply, Transaction, Upstream, make_upstream
 
 _AUTH_SENDER = re.compile(rb"\(Authenticated sender: ([^)\s]+)\)")
 HOLD_UNAVAILABLE = "451 4.3.0 This message must be held, and the hold store is not enabled yet; try again later"
-_EMPTY = parse_message(b"\r\n")
 
 
 def login_from_trace(content: bytes) -> str | None:
@@ -80,20 +79,17 @@ class RelayApp:
 
     def rcpt_refusal(self, mail_from: str, rcpts: list[str], rcpt: str, login: str | None, client_ip: str,
                      trusted_hop: bool = False) -> str | None:
-        """A 5xx for this recipient when an envelope-only rule refuses it (open relay), else None."""
+        """A 5xx for this recipient when an envelope-only rule refuses it, else None."""
         if trusted_hop:
-            return None  # the trusted Postfix in front already applied its relay restrictions
+            # The trusted Postfix in front applied its relay restrictions, and the sender's login
+            # only arrives with the message (its Received header): everything is decided at DATA.
+            return None
         try:
             envelope = Envelope.build(mail_from, rcpts, login, client_ip)
         except AddressError:
             return "501 5.1.3 Bad recipient address syntax"
-        decision = evaluate(Submission(envelope, _EMPTY), self.pack, self.directory, self.clock.now())
-        key = rcpt.casefold()
-        for finding in decision.findings:
-            per_rcpt = finding.envelope_only and finding.recipients is not None and finding.applies_to(key)
-            if per_rcpt and finding.action.value == "reject":
-                    return f"554 5.7.1 [{finding.rule_id}] " + ascii_text(finding.reason)
-        return None
+        reply = envelope_refusal(envelope, rcpt, self.pack, self.directory, self.clock.now())
+        return None if reply is None else str(reply)
 
     def decide(self, envelope: Envelope, content: bytes) -> Decision:
         """Parse and decide; run in a worker thread so a large message does not block the loop."""

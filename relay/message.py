@@ -256,3 +256,6 @@ class Submission:
     message: ParsedMessage
     queue_id: str = ""
     extra: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+EMPTY_MESSAGE = parse_message(b"\r\n")  # what the RCPT-time envelope pass decides on

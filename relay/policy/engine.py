@@ -13,7 +13,7 @@ from datetime import datetime
 
 from relay.directory import Directory, address_key
 from relay.identity import identify
-from relay.message import COMBINING, Submission
+from relay.message import COMBINING, EMPTY_MESSAGE, Envelope, Submission
 from relay.policy.pack import Pack
 from relay.policy.rules import KINDS
 from relay.policy.rules.base import Context
@@ -37,16 +37,19 @@ def ascii_text(text: str) -> str:
     """One line of ASCII for an SMTP reply: accents dropped, anything else replaced."""
     plain = " ".join(text.split())
     if not plain.isascii():
+        plain = plain.replace("§", "sec. ").replace("º", "o").replace("°", "o")
         plain = COMBINING.sub("", unicodedata.normalize("NFKD", plain))
         plain = plain.encode("ascii", "replace").decode("ascii")
     return plain if len(plain) <= MAX_REPLY_TEXT else plain[: MAX_REPLY_TEXT - 3] + "..."
 
 
-def _run_rules(pack: Pack, ctx: Context) -> tuple[list[Finding], list[str]]:
+def _run_rules(pack: Pack, ctx: Context, envelope_only: bool = False) -> tuple[list[Finding], list[str]]:
     findings: list[Finding] = []
     misses: list[str] = []
     for rule in pack.rule_list:
         if ctx.identity.direction not in rule.active_directions:
+            continue
+        if envelope_only and not rule.ENVELOPE_RULE:
             continue
         try:
             found = list(KINDS[rule.kind].check(rule, ctx))
@@ -78,14 +81,18 @@ def _recipient_verdicts(recipients: Iterable[str], findings: list[Finding]) -> l
     return out
 
 
+def refusal_reply(first: Finding, more: int = 0) -> SmtpReply:
+    """The 5xx for a rejecting finding: rule id, Spanish reason and the circular, in ASCII."""
+    extra = f" (y {more} motivo(s) mas)" if more else ""
+    text = ascii_text(f"[{first.rule_id}] {first.reason}. Fundamento: {first.cites}{extra}")
+    code, status = first.reply_code or (550, "5.7.1")
+    return SmtpReply.reject(text, code, status)
+
+
 def _reply(verdict: Verdict, findings: list[Finding]) -> SmtpReply:
     if verdict is Verdict.REJECT:
         rejects = [f for f in findings if f.action is Action.REJECT]
-        first = rejects[0]
-        more = f" (y {len(rejects) - 1} motivo(s) mas)" if len(rejects) > 1 else ""
-        text = ascii_text(f"[{first.rule_id}] {first.reason}. Fundamento: {first.cites}{more}")
-        code, status = first.reply_code or (550, "5.7.1")
-        return SmtpReply.reject(text, code, status)
+        return refusal_reply(rejects[0], len(rejects) - 1)
     if verdict is Verdict.TEMPFAIL:
         return SmtpReply.tempfail("Error temporal al evaluar la politica de correo; intente mas tarde")
     if verdict is Verdict.MODERATE:
@@ -185,3 +192,21 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
         moderators=tuple(sorted({m for f in enforced if f.action is Action.MODERATE for m in f.moderators})),
         extra_headers=(("X-Relay-Rule-Hits", ", ".join(dict.fromkeys(hits)) or "none"),),
     )
+
+
+def envelope_refusal(envelope: Envelope, recipient: str, pack: Pack, directory: Directory,
+                     now: datetime) -> SmtpReply | None:
+    """RCPT time: the 5xx for `recipient` if an enforced rule refuses it from the envelope alone.
+
+    Only rule kinds marked ENVELOPE_RULE run, on an empty message; a finding counts only when the
+    rule says the envelope alone decided it (a list among the recipients, the envelope sender, the
+    client). Whatever depends on headers, body or the final recipient count waits for DATA."""
+    identity = identify(envelope, directory)
+    ctx = Context(Submission(envelope, EMPTY_MESSAGE), identity, directory, now, pack.settings)
+    found, _ = _run_rules(pack, ctx, envelope_only=True)
+    key = address_key(recipient)
+    for finding in found:
+        if (finding.mode is Mode.ENFORCE and finding.action is Action.REJECT and finding.envelope_only
+                and finding.applies_to(key)):
+            return refusal_reply(finding)
+    return None

@@ -55,17 +55,42 @@ def test_ordinary_mail_reaches_the_upstream_with_trace_headers(relay: RelayProce
     assert b"with ESMTPA id" in got.content  # authenticated submission in the trace
 
 
-def test_policy_violation_is_a_5xx_citing_the_circular(relay: RelayProcess, sink: Sink) -> None:
-    with client(relay) as smtp, pytest.raises(smtplib.SMTPDataError) as info:
-        smtp.sendmail(LAURA, [f"funcionarios@{B}"], message(LAURA, f"funcionarios@{B}"))
+def test_envelope_violation_is_refused_at_rcpt_citing_the_circular(relay: RelayProcess, sink: Sink) -> None:
+    # A funcionaria writing to a mass list: decidable from the envelope, so refused at RCPT time.
+    with client(relay) as smtp:
+        smtp.mail(LAURA)
+        code, text = smtp.rcpt(f"funcionarios@{B}")
+        assert code == 550
+        assert b"005-20" in text and b"mass-mail-authorized-senders" in text
+        assert smtp.rcpt(f"pmu@{B}")[0] == 250  # an ordinary recipient in the same transaction is fine
+        assert smtp.data(message(LAURA, f"pmu@{B}"))[0] == 250
+    [got] = sink.wait_for(1)
+    assert got.rcpts == [f"pmu@{B}"]
+
+
+def test_send_as_someone_else_is_refused_at_rcpt(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay) as smtp:
+        smtp.mail(f"patriciah.fierro@{B}")
+        code, text = smtp.rcpt("jose@gmail.com")
+    assert code == 550 and b"send-as-self-or-delegate" in text
+    assert sink.messages == []
+
+
+def test_content_violation_is_a_5xx_at_data_with_a_notice_to_the_sender(relay: RelayProcess, sink: Sink) -> None:
+    # The Secretaria may broadcast, but the list must go in BCC (005-20 num. 3a): only the
+    # headers show the violation, so it is refused at the end of DATA.
+    patricia = f"patriciah.fierro@{B}"
+    with client(relay, login=patricia) as smtp, pytest.raises(smtplib.SMTPDataError) as info:
+        smtp.sendmail(patricia, [f"funcionarios@{B}"], message(patricia, f"funcionarios@{B}"))
     assert info.value.smtp_code == 550
     text = info.value.smtp_error.decode()
-    assert "005-20" in text and "mass-mail-authorized-senders" in text
-    time.sleep(0.3)
-    # the only message the sink may get is the bounce notice to our own staff member
-    assert all(m.mail_from == "<>" and m.rcpts == [LAURA] for m in sink.messages)  # aiosmtpd's "<>"
+    assert "005-20" in text and "mass-list-bcc-only" in text
     [notice] = sink.wait_for(1)
+    # the only message the sink gets is the bounce notice to our own staff member
+    assert notice.mail_from == "<>" and notice.rcpts == [patricia]  # aiosmtpd's "<>"
     assert b"Auto-Submitted: auto-generated" in notice.content
+    time.sleep(0.3)
+    assert len(sink.messages) == 1
 
 
 def test_null_sender_is_relayed_as_null(relay: RelayProcess, sink: Sink) -> None:

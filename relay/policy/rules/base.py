@@ -152,6 +152,10 @@ class RuleBase(BaseModel):
     DEFAULT_DIRECTIONS: ClassVar[tuple[Direction, ...]] = (Direction.STAFF,)
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset()
     DEFAULT_REPLY: ClassVar[str] = "Mensaje contrario a la politica de correo institucional"
+    # True for kinds that may refuse from the envelope alone (sender, login, client, recipients):
+    # only these run in the RCPT-time pass, on an empty message.
+    ENVELOPE_RULE: ClassVar[bool] = False
+    REPLY_CODE: ClassVar[tuple[int, str] | None] = None  # default 550 5.7.1
 
     @model_validator(mode="after")
     def _check_common(self) -> RuleBase:
@@ -187,7 +191,7 @@ class RuleBase(BaseModel):
             mode=self.mode, reason=reply,
             recipients=frozenset(address_key(r) for r in recipients) if recipients is not None else None,
             deliver_at=deliver_at, notices=notices, records=records, rewrite=rewrite,
-            envelope_only=envelope_only,
+            envelope_only=envelope_only, reply_code=self.REPLY_CODE,
             explanation=render(self.notice.es, filled) if self.notice else reply,
             explanation_en=render(self.notice.en, filled) if self.notice and self.notice.en else "",
             moderators=moderators, detail=tuple((detail or {}).items()),

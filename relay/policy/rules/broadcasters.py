@@ -29,6 +29,7 @@ class Config(RuleBase):
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REJECT, Action.MODERATE})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"allowed", "lists", "count"})
     DEFAULT_REPLY: ClassVar[str] = "Solo {allowed} pueden enviar correos masivos"
+    ENVELOPE_RULE: ClassVar[bool] = True
 
     @field_validator("allowed_senders", "moderators")
     @classmethod
@@ -62,10 +63,12 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
         "count": str(len(ctx.recipients)),
     }
     if not _authorised(rule, ctx):
-        yield rule.finding(ctx, values, moderators=rule.moderators, envelope_only=True,
+        # A mailing list among the recipients is decidable at RCPT time; a count over the threshold
+        # is not (refusing only the 26th recipient would let the first 25 through).
+        yield rule.finding(ctx, values, moderators=rule.moderators, envelope_only=bool(ctx.list_recipients),
                            detail={"roles": sorted(ctx.sender_roles)})
         return
     outside = [r for r in ctx.recipients if not ctx.directory.is_local(r)]
     if rule.internal_only and len(outside) > ctx.pack.mass_threshold:
-        yield rule.finding(ctx, values, action=Action.REJECT, envelope_only=True,
+        yield rule.finding(ctx, values, action=Action.REJECT,
                            detail={"outside": len(outside)})

@@ -12,6 +12,7 @@ from typing import ClassVar, Literal
 
 from pydantic import field_validator
 
+from relay.directory import address_key
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Finding
 
@@ -29,6 +30,7 @@ class Config(RuleBase):
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REJECT, Action.MODERATE})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"address", "problem"})
     DEFAULT_REPLY: ClassVar[str] = "{address}: el correo oficial solo se envia desde cuentas institucionales"
+    ENVELOPE_RULE: ClassVar[bool] = True
 
     @field_validator("webmail_domains")
     @classmethod
@@ -36,18 +38,26 @@ class Config(RuleBase):
         return tuple(d.casefold().strip() for d in value)
 
 
+def _finding(rule: Config, ctx: Context, address: str) -> Finding:
+    domain = address.rpartition("@")[2]
+    problem = "cuenta personal de correo comercial" if domain in rule.webmail_domains else "dominio externo"
+    return rule.finding(ctx, {"address": address, "problem": problem},
+                        envelope_only=address == address_key(ctx.submission.envelope.mail_from),
+                        detail={"address": address, "webmail": domain in rule.webmail_domains})
+
+
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:
+    # The envelope sender first: it alone decides at RCPT time, before any header is seen.
+    envelope_sender = ctx.submission.envelope.mail_from
+    if envelope_sender and not ctx.directory.is_local(envelope_sender):
+        yield _finding(rule, ctx, address_key(envelope_sender))
+        return
     message = ctx.submission.message
     if message.from_error:
         yield rule.finding(ctx, {"address": "From", "problem": message.from_error},
                            detail={"problem": message.from_error})
         return
     for address in ctx.sender_addresses:
-        if ctx.directory.is_local(address):
-            continue
-        domain = address.rpartition("@")[2]
-        problem = "cuenta personal de correo comercial" if domain in rule.webmail_domains else "dominio externo"
-        yield rule.finding(ctx, {"address": address, "problem": problem},
-                           envelope_only=address == ctx.submission.envelope.mail_from.casefold(),
-                           detail={"address": address, "webmail": domain in rule.webmail_domains})
-        return
+        if not ctx.directory.is_local(address):
+            yield _finding(rule, ctx, address)
+            return

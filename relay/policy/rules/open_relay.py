@@ -19,6 +19,8 @@ class Config(RuleBase):
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REJECT})
     DEFAULT_DIRECTIONS: ClassVar[tuple[Direction, ...]] = (Direction.INBOUND, Direction.RELAY)
     DEFAULT_REPLY: ClassVar[str] = "Relay no permitido: este servidor solo recibe correo para {institution}"
+    ENVELOPE_RULE: ClassVar[bool] = True
+    REPLY_CODE: ClassVar[tuple[int, str] | None] = (554, "5.7.1")  # as Postfix's "Relay access denied"
 
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:

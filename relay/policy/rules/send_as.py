@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
-from relay.directory import ServiceMailbox
+from relay.directory import ServiceMailbox, address_key
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Finding
 
@@ -23,6 +23,7 @@ class Config(RuleBase):
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REJECT, Action.MODERATE})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"address", "login"})
     DEFAULT_REPLY: ClassVar[str] = "{login} no puede enviar como {address}"
+    ENVELOPE_RULE: ClassVar[bool] = True
 
 
 def _may_send_as(ctx: Context, login: str, address: str) -> bool:
@@ -41,6 +42,6 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
             allowed = rule.unauthenticated == "any" or ctx.directory.find(address) is not None
         if not allowed:
             yield rule.finding(ctx, {"address": address, "login": login or "(sin autenticar)"},
-                               envelope_only=address == ctx.submission.envelope.mail_from.casefold(),
+                               envelope_only=address == address_key(ctx.submission.envelope.mail_from),
                                detail={"address": address, "login": login})
             return
