@@ -17,7 +17,7 @@ from typing import Any
 from relay import logs, rewrite
 from relay.addresses import AddressError
 from relay.auth import Credentials
-from relay.clock import Clock, SystemClock
+from relay.clock import Clock, FileClock, SystemClock, clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.directory import FileDirectory, load_directory
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
@@ -215,7 +215,10 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     """Run the relay until SIGTERM or SIGINT; finish sessions in flight, then stop."""
     config = load_config(config_path)
     logs.configure(config.log.level, config.log.format)
-    app = RelayApp(config, Path(config_path))
+    clock = clock_from_env()
+    app = RelayApp(config, Path(config_path), clock)
+    if isinstance(clock, FileClock):
+        app.log.warning("test_clock", path=str(clock.path), now=clock.now().isoformat())
     loop = asyncio.get_running_loop()
     try:
         server = await loop.create_server(lambda: RelaySMTP(app), config.listen.host, config.listen.port)

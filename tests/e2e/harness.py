@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from relay.auth import hash_password
+from relay.clock import TEST_CLOCK_ENV, FileClock
 from tests.helpers import INSTITUTIONS, POLICIES, ROOT
 
 PASSWORD = "clave-de-prueba"
@@ -113,15 +116,26 @@ class RelayProcess:
                 config.setdefault(key, {}).update(value)
             else:
                 config[key] = value
+        self.config = config
         self.config_path = tmp / "relay.yaml"
-        self.config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
         self.log_path = tmp / "relay.log"
+        self.clock_path = tmp / "clock.txt"
+        self.env: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def set_upstream(self, upstream: str) -> None:
+        self.config["upstream"] = upstream
+
+    def use_test_clock(self, at: datetime) -> None:
+        """Drive the relay's clock through its documented test hook (POLICY_RELAY_TEST_CLOCK)."""
+        FileClock.write(self.clock_path, at)
+        self.env[TEST_CLOCK_ENV] = str(self.clock_path)
+
     def start(self) -> RelayProcess:
-        log = open(self.log_path, "wb")  # noqa: SIM115 - owned by the process
+        self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
-                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
         wait_port(self.port)
         return self
 
@@ -136,3 +150,17 @@ class RelayProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines of one event, in order."""
+        out = []
+        for line in self.log().splitlines():
+            if line.startswith("{") and f'"event": "{name}"' in line:
+                out.append(json.loads(line))
+        return out
+
+    def wait_events(self, name: str, count: int = 1, timeout: float = 30) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while len(found := self.events(name)) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
