@@ -47,7 +47,7 @@ class RelayApp:
         self.pack: Pack = load_pack(config.resolve(config_path, config.policy))
         self.directory: FileDirectory = load_directory(config.resolve(config_path, config.directory))
         self.clock = clock or SystemClock()
-        self.upstream: Upstream = make_upstream(config.upstream, config.hostname, self.base)
+        self.upstream: Upstream = make_upstream(config.upstream, config.hostname, self.base, config.upstream_options)
         self.credentials = (Credentials.load(config.resolve(config_path, config.auth.credentials_file))
                             if config.auth else None)
         self.tls_context: ssl.SSLContext | None = None
@@ -216,7 +216,13 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     config = load_config(config_path)
     logs.configure(config.log.level, config.log.format)
     clock = clock_from_env()
-    app = RelayApp(config, Path(config_path), clock)
+    try:
+        app = RelayApp(config, Path(config_path), clock)
+    except OSError as error:
+        raise ServeError(f"cannot read {error.filename or 'a file the config names'}: "
+                         f"{error.strerror or error}") from None
+    except ssl.SSLError as error:
+        raise ServeError(f"tls: the certificate or key is unusable ({error.reason or error})") from None
     if isinstance(clock, FileClock):
         app.log.warning("test_clock", path=str(clock.path), now=clock.now().isoformat())
     loop = asyncio.get_running_loop()

@@ -124,6 +124,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(serve(args.config))
+    except yamlconf.ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
     except ServeError as error:
         print(f"relay serve: {error}", file=sys.stderr)
         return 1

@@ -46,6 +46,16 @@ class Trust(_Strict):
     login_header: str = "X-Authenticated-Sender"
 
 
+class UpstreamOptions(_Strict):
+    """How the relay talks to its upstream (smtp://, smtps://, lmtp://)."""
+
+    timeout: float = Field(default=60, gt=0, description="seconds for connect and each reply")
+    pool_size: int = Field(default=8, ge=0, le=1000, description="idle connections kept for reuse")
+    tls_ca_file: str | None = Field(default=None, description="CA bundle to verify the upstream (default: system)")
+    tls_verify: bool = Field(default=True, description="false only for a lab upstream with a self-signed cert")
+    password_file: str | None = Field(default=None, description="file with the AUTH password (not in the URL)")
+
+
 class Log(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -57,6 +67,7 @@ class RelayConfig(_Strict):
     policy: str
     directory: str
     upstream: str = Field(default="maildir:var/maildir", description="smtp://host:port, lmtp://host:port, maildir:PATH")
+    upstream_options: UpstreamOptions = UpstreamOptions()
     store: str = Field(default="sqlite:var/relay.sqlite3")
     limits: Limits = Limits()
     tls: Tls | None = None
@@ -88,6 +99,20 @@ class RelayConfig(_Strict):
         from relay.directory import load_directory
         from relay.policy.pack import load_pack
 
+        files: list[tuple[tuple[str, ...], str | None]] = [
+            (("tls", "cert"), self.tls.cert if self.tls else None),
+            (("tls", "key"), self.tls.key if self.tls else None),
+            (("auth", "credentials_file"), self.auth.credentials_file if self.auth else None),
+            (("upstream_options", "tls_ca_file"), self.upstream_options.tls_ca_file),
+            (("upstream_options", "password_file"), self.upstream_options.password_file),
+        ]
+        problems = [
+            yamlconf.problem_at(config_path, loc, f"file not found: {self.resolve(config_path, value)} "
+                                "(paths are relative to the config file's folder)")
+            for loc, value in files if value and not self.resolve(config_path, value).is_file()
+        ]
+        if problems:
+            raise yamlconf.ConfigError(str(config_path), problems)
         load_pack(self.resolve(config_path, self.policy))
         load_directory(self.resolve(config_path, self.directory))
 

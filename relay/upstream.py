@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from relay.config import UpstreamOptions
+
 UPSTREAM_DOWN = "451 4.4.1 Upstream mail server unavailable; try again later"
 
 
@@ -115,14 +117,15 @@ class SmtpUpstream:
     """smtp://[user:pass@]host:port[?starttls=1], smtps://..., or lmtp://host:port."""
 
     def __init__(self, url: str, helo: str, timeout: float = 60, pool_size: int = 8,
-                 tls_verify: bool = True) -> None:
+                 tls_verify: bool = True, ca_file: Path | None = None, password: str | None = None) -> None:
         parts = urlsplit(url)
         self.lmtp = parts.scheme == "lmtp"
         self.implicit_tls = parts.scheme == "smtps"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (24 if self.lmtp else 465 if self.implicit_tls else 25)
         self.user = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
+        self.password = password if password is not None else unquote(parts.password) if parts.password else None
+        self.ca_file = ca_file
         self.starttls = "starttls=1" in parts.query or "starttls=true" in parts.query
         self.helo, self.timeout, self.pool_size = helo, timeout, pool_size
         self.tls_verify = tls_verify
@@ -132,7 +135,7 @@ class SmtpUpstream:
         return f"{'lmtp' if self.lmtp else 'smtp'}://{self.host}:{self.port}"
 
     def _tls(self) -> ssl.SSLContext:
-        context = ssl.create_default_context()
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
         if not self.tls_verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -350,9 +353,14 @@ class MaildirTransaction(Transaction):
 Upstream = SmtpUpstream | MaildirUpstream
 
 
-def make_upstream(url: str, helo: str, base: Path, timeout: float = 60) -> Upstream:
-    """Build the upstream a config names; maildir paths are relative to `base`."""
+def make_upstream(url: str, helo: str, base: Path, options: UpstreamOptions | None = None) -> Upstream:
+    """Build the upstream a config names; paths are relative to `base` (the config's folder)."""
     if url.startswith("maildir:"):
         path = Path(url.removeprefix("maildir:"))
         return MaildirUpstream(path if path.is_absolute() else base / path)
-    return SmtpUpstream(url, helo, timeout)
+    options = options or UpstreamOptions()
+    ca_file = base / options.tls_ca_file if options.tls_ca_file else None
+    password = None
+    if options.password_file:
+        password = (base / options.password_file).read_text(encoding="utf-8").strip()
+    return SmtpUpstream(url, helo, options.timeout, options.pool_size, options.tls_verify, ca_file, password)

@@ -164,6 +164,13 @@ def validate(model: type[M], data: Any, node: yaml.Node | None, path: str,
         raise ConfigError(path, problems) from None
 
 
+def problem_at(path: str | Path, loc: Sequence[int | str], message: str) -> str:
+    """A 'file:line: field: problem' line for a check made after validation (e.g. a missing file)."""
+    _, node = read_yaml(path)
+    line = _line_of(node, loc)
+    return f"{path}:{line}: {_field_path(loc, set())}: {message}" if line else f"{path}: {message}"
+
+
 def load(model: type[M], path: str | Path, tags: set[str] | None = None) -> M:
     """Read and validate one YAML file."""
     data, node = read_yaml(path)
