@@ -129,7 +129,7 @@ class RelayApp:
         trace = self.trace_headers(queue_id, helo, client_ip, login, tls, decision)
         if decision.rewrite and decision.rewrite.split:
             await txn.abort()
-            reply = await self.deliver_split(mail_from, rcpts, trace, fields, rest, log)
+            reply = await self.deliver_split(mail_from, rcpts, trace, fields, rest, log, login)
         else:
             reply = await txn.data(rewrite.join(trace + fields, rest))
         log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
@@ -139,11 +139,15 @@ class RelayApp:
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
     async def deliver_split(self, mail_from: str, rcpts: list[str], trace: list[bytes], fields: list[bytes],
-                            rest: bytes, log: Any) -> Reply:
-        """One transaction per recipient, each copy showing only its own address. If the first copy
-        fails the client retries the whole message; a later failure cannot be undone and is logged."""
-        delivered = 0
-        first_failure: Reply | None = None
+                            rest: bytes, log: Any, login: str | None = None) -> Reply:
+        """One transaction per recipient, each copy showing only its own address.
+
+        SMTP gives one DATA reply for all recipients, so: a temporary failure of any copy makes the
+        client retry the whole message (copies already delivered may then arrive twice: a duplicate
+        beats a loss); a permanent failure of the first copy refuses the message; a permanent
+        failure after other copies went out is answered 250 and told to the (staff) sender."""
+        delivered: list[str] = []
+        failed: list[tuple[str, Reply]] = []
         for rcpt in rcpts:
             txn = self.upstream.transaction()
             await txn.mail(mail_from)
@@ -153,13 +157,29 @@ class RelayApp:
             else:
                 await txn.abort()
             if reply.ok:
-                delivered += 1
-                continue
-            if delivered == 0:
+                delivered.append(rcpt)
+            elif reply.temporary or not delivered:
+                if delivered:
+                    log.warning("split_retry_duplicates", delivered=len(delivered), code=reply.code)
                 return reply
-            first_failure = first_failure or reply
-            log.error("split_copy_failed", rcpt=rcpt, code=reply.code, text=reply.text[:200])
-        return Reply(250, f"2.0.0 Ok: {delivered} copies") if first_failure is None or delivered else first_failure
+            else:
+                failed.append((rcpt, reply))
+                log.error("split_copy_failed", rcpt=rcpt, code=reply.code, text=reply.text[:200])
+        if failed:
+            self.notify_split_failures(mail_from, login, failed, log)
+        return Reply(250, f"2.0.0 Ok: {len(delivered)} copies")
+
+    def notify_split_failures(self, mail_from: str, login: str | None, failed: list[tuple[str, Reply]],
+                              log: Any) -> None:
+        """Tell our own sender which individual copies the next hop refused (never an outsider)."""
+        to = next((a for a in (mail_from, login or "") if a and self.directory.is_local(a)), None)
+        if to is None:
+            return
+        lines = "\n".join(f"- {rcpt}: {reply}" for rcpt, reply in failed)
+        text = ("Su mensaje se envió por separado a cada destinatario, pero el servidor de correo rechazó "
+                f"estas copias:\n{lines}\n\n--- English ---\nYour message was sent to each recipient "
+                f"separately, but the mail server refused these copies:\n{lines}")
+        self.send_notices((Notice(to, "bounce", "Copias no entregadas", text),), log)
 
     def trace_headers(self, queue_id: str, helo: str, client_ip: str, login: str | None, tls: bool,
                       decision: Decision) -> list[bytes]:

@@ -52,6 +52,7 @@ class Received:
 class SinkHandler:
     messages: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    fail_data: dict[str, str] = field(default_factory=dict)  # recipient -> reply to DATA
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
@@ -61,6 +62,9 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        for rcpt in envelope.rcpt_tos:
+            if rcpt.casefold() in self.fail_data:
+                return self.fail_data[rcpt.casefold()]
         with self.lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
         return "250 2.0.0 sink accepted"
@@ -98,12 +102,13 @@ class Sink:
 class RelayProcess:
     """`relay serve` in a subprocess with a config written for the test."""
 
-    def __init__(self, tmp: Path, upstream: str, pack: str = "barrancabermeja", **overrides: Any) -> None:
+    def __init__(self, tmp: Path, upstream: str, pack: str = "barrancabermeja", extra_logins: tuple[str, ...] = (),
+                 **overrides: Any) -> None:
         self.port = free_port()
         creds = tmp / "credentials.txt"
         creds.write_text("".join(f"{login}:{hash_password(PASSWORD, iterations=1000)}\n" for login in (
             "laura.pinto@barrancabermeja.gov.co", "patriciah.fierro@barrancabermeja.gov.co",
-            "luis.fernandez@cancilleria.gov.co")))
+            "luis.fernandez@cancilleria.gov.co", *extra_logins)))
         config: dict[str, Any] = {
             "hostname": "relay.test", "listen": {"host": "127.0.0.1", "port": self.port},
             "policy": str(POLICIES / f"{pack}.yaml"), "directory": str(INSTITUTIONS / f"{pack}.yaml"),

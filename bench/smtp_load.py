@@ -1,0 +1,162 @@
+#!/usr/bin/env python3
+"""Benchmark: SMTP throughput of the relay against Postfix's own tools, side by side in one run.
+
+    smtp-source -> smtp-sink                      (direct: what the machine can do)
+    smtp-source -> relay serve -> smtp-sink       (the relay with a full policy pack)
+
+at 1, 10 and 50 concurrent sessions, one ~5 KB Spanish message per connection (as smtp-source does
+by default), staff mail that runs every staff rule of the pack. Prints messages/s, the relay's CPU
+seconds per 1,000 messages, its peak RSS, and the ratio relay/direct. Not a test: figures for the
+README table. Loopback only; every run sends a fixed number of messages.
+
+    .venv/bin/python bench/smtp_load.py [--pack pasto] [--messages 2000] [--sessions 1,10,50] [--runs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTITUTIONS = ROOT.parent / "shared" / "acceptance" / "institutions"
+SMTP_SOURCE, SMTP_SINK = "/usr/sbin/smtp-source", "/usr/sbin/smtp-sink"
+SENDER = {"pasto": ("raul.chaves@pasto.gov.co", "jorge.benavides@pasto.gov.co"),
+          "cancilleria": ("luis.fernandez@cancilleria.gov.co", "pedro.castillo@cancilleria.gov.co"),
+          "barrancabermeja": ("laura.pinto@barrancabermeja.gov.co", "pmu@barrancabermeja.gov.co")}
+PARAGRAPH = ("Cordial saludo. En atencion a la solicitud radicada la semana pasada, la secretaria remite el "
+             "informe de seguimiento del proyecto de atencion al ciudadano, con el cronograma de la jornada "
+             "de capacitacion y los documentos del contrato para su revision antes de la reunion del comite.\n")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def message_file(folder: Path, sender: str, rcpt: str, size: int) -> Path:
+    body = PARAGRAPH * (size // len(PARAGRAPH) + 1)
+    text = (f"From: {sender}\nTo: {rcpt}\nSubject: Informe de seguimiento del proyecto\n"
+            f"Message-ID: <bench@bench.test>\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n"
+            f"{body[:size]}\n")
+    path = folder / "message.txt"
+    path.write_text(text, encoding="ascii")
+    return path
+
+
+def source(port: int, sessions: int, messages: int, sender: str, rcpt: str, msg: Path) -> float:
+    """Send `messages` with smtp-source over `sessions` parallel sessions; wall seconds."""
+    started = time.perf_counter()
+    done = subprocess.run([SMTP_SOURCE, "-s", str(sessions), "-m", str(messages), "-f", sender, "-t", rcpt,
+                           "-F", str(msg), "-M", "bench.test", f"127.0.0.1:{port}"],
+                          capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0 or done.stderr.strip():
+        raise RuntimeError(f"smtp-source failed: {done.stderr.strip()[:500]}")
+    return elapsed
+
+
+def start_relay(folder: Path, pack: str, upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+    directory = yaml.safe_load((INSTITUTIONS / f"{pack}.yaml").read_text(encoding="utf-8"))
+    directory["internal_networks"] = [*directory.get("internal_networks", []), "127.0.0.0/8"]  # staff mail
+    (folder / "directory.yaml").write_text(yaml.safe_dump(directory, allow_unicode=True), encoding="utf-8")
+    port = free_port()
+    config = {"hostname": "relay.bench", "listen": {"host": "127.0.0.1", "port": port},
+              "policy": str(ROOT / "policies" / f"{pack}.yaml"), "directory": str(folder / "directory.yaml"),
+              "upstream": f"smtp://127.0.0.1:{upstream_port}", "store": f"sqlite:{folder / 'relay.sqlite3'}",
+              "limits": {"max_connections": 200}, "log": {"level": "info"}}
+    (folder / "relay.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    log = folder / "relay.log"
+    profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+    proc = subprocess.Popen([sys.executable, *profile, "-m", "relay", "serve", "--config", str(folder / "relay.yaml")],
+                            cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    wait_port(port)
+    return proc, port, log
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pack", default="pasto", choices=sorted(SENDER))
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--sessions", default="1,10,50")
+    parser.add_argument("--size", type=int, default=5 * 1024)
+    parser.add_argument("--runs", type=int, default=1, help="median of this many runs per row")
+    args = parser.parse_args()
+    for tool in (SMTP_SOURCE, SMTP_SINK):
+        if not Path(tool).exists():
+            print(f"{tool} is missing: it comes with Postfix (./dev test installs it)", file=sys.stderr)
+            return 2
+    sender, rcpt = SENDER[args.pack]
+    with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
+        folder = Path(tmp)
+        msg = message_file(folder, sender, rcpt, args.size)
+        sink_port = free_port()
+        user = ["-u", "postfix"] if os.geteuid() == 0 else []
+        sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
+        relay, relay_port, log = start_relay(folder, args.pack, sink_port)
+        wait_port(sink_port)
+        try:
+            source(relay_port, 1, 20, sender, rcpt, msg)  # warm up (imports, pools)
+            print(f"pack {args.pack}, {args.size} B messages, {args.messages} per row, one message per connection")
+            print(f"{'sessions':>8} {'direct msg/s':>13} {'relay msg/s':>12} {'ratio':>6} "
+                  f"{'relay CPU s/1000':>17} {'relay peak RSS MiB':>19}")
+            for sessions in (int(s) for s in args.sessions.split(",")):
+                count = args.messages if sessions > 1 else max(args.messages // 4, 100)
+                direct, relayed, cpu = [], [], []
+                for _ in range(args.runs):
+                    direct.append(count / source(sink_port, sessions, count, sender, rcpt, msg))
+                    before = cpu_seconds(relay.pid)
+                    relayed.append(count / source(relay_port, sessions, count, sender, rcpt, msg))
+                    cpu.append((cpu_seconds(relay.pid) - before) / count * 1000)
+                d, r = statistics.median(direct), statistics.median(relayed)
+                print(f"{sessions:>8} {d:>13,.0f} {r:>12,.0f} {r / d:>6.1%} {statistics.median(cpu):>17.2f} "
+                      f"{peak_rss_mib(relay.pid):>19.0f}")
+            events = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
+                      if line.startswith("{")]
+            decisions = sum(1 for e in events if e["event"] == "decision")
+            delivered = sum(1 for e in events if e["event"] == "upstream_reply" and e.get("code") == 250)
+            print(f"relay decisions: {decisions}, delivered upstream with 250: {delivered}")
+        finally:
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(20)
+            sink.terminate()
+            sink.wait(5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
