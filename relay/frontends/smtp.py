@@ -28,6 +28,14 @@ _XFORWARD_ATTRS = {"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"}
 _MAIL_KEEP = {"RET", "ENVID"}  # forwarded upstream, case preserved
 _RCPT_KEEP = {"NOTIFY", "ORCPT"}
 INTERNAL_ERROR = "451 4.3.0 Internal error; please try again later"
+# aiosmtpd's own replies without enhanced status codes (RFC 2034/3463), said properly.
+_REPLIES = {
+    "552 Error: Too much mail data": "552 5.3.4 Message too big for this server",
+    "552 Error: message size exceeds fixed maximum message size":
+        "552 5.3.4 Message size exceeds fixed maximum message size",
+    "500 Line too long (see RFC5321 4.5.3.1.6)": "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)",
+    "500 Command line too long": "500 5.5.2 Command line too long",
+}
 
 
 def normalise_newlines(data: bytes) -> bytes:
@@ -78,6 +86,11 @@ class RelaySMTP(SMTP):
         self.rcpt_params: list[str] = []
         self.xforward: dict[str, str] = {}
         self.counted = False
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str):
+            status = _REPLIES.get(status, status)
+        await super().push(status)
 
     # -- connection life ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

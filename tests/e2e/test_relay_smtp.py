@@ -281,3 +281,32 @@ def test_swaks_submission(relay: RelayProcess, sink: Sink) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "250 2.0.0 Ok: queued as" in done.stdout
     assert len(sink.wait_for(1)) == 1
+
+
+def test_size_connection_and_line_limits(tmp_path: Path, sink: Sink) -> None:
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}",
+                         limits={"max_message_size": 2048, "max_connections": 2, "max_line_length": 100}).start()
+    try:
+        with client(relay) as smtp:
+            assert smtp.has_extn("size") and int(smtp.esmtp_features["size"]) == 2048
+            code, text = smtp.mail(LAURA, ["SIZE=999999"])
+            assert (code, text[:5]) == (552, b"5.3.4")  # RFC 1870: declared size over the limit
+            smtp.rset()
+            assert smtp.mail(LAURA)[0] == 250 and smtp.rcpt("jose@gmail.com")[0] == 250
+            code, text = smtp.data(message(LAURA, "jose@gmail.com", body=("x" * 60 + "\r\n") * 60))
+            assert (code, text[:5]) == (552, b"5.3.4")  # too big once received, size not declared
+        # a line over the limit is refused, not truncated and passed on
+        replies = raw_session(relay.port, b"EHLO t\r\nMAIL FROM:<ana@example.org>\r\n"
+                              b"RCPT TO:<pmu@barrancabermeja.gov.co>\r\nDATA\r\nSubject: x\r\n\r\n"
+                              + b"y" * 300 + b"\r\n.\r\nQUIT\r\n")
+        assert b"500 5.5.2 Line too long" in replies, replies
+        # connections over the limit get a 421 greeting
+        first, second = (socket.create_connection(("127.0.0.1", relay.port)) for _ in range(2))
+        with first, second:
+            first.recv(1024)
+            second.recv(1024)
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as third:
+                assert third.recv(1024).startswith(b"421 4.7.0")
+        assert sink.messages == []
+    finally:
+        relay.stop()
