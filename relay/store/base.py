@@ -1,0 +1,169 @@
+"""The store interface: held messages, the notice outbox, the decision audit trail, the inventory.
+
+Backends implement `Store` with plain blocking calls (the SMTP front-end and the scheduler call them
+through `asyncio.to_thread`; the `relay queue` tools call them directly). Every method that
+changes a held message commits durably before it returns: when `add_holds` returns, the bytes and
+their metadata are on disk (fsync), so the client may hear `250`. SQLite is the embedded default;
+the interface keeps to what a PostgreSQL backend can do the same way (claims by state update,
+due times in the row), so several relays can later share one queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+
+class HoldState(StrEnum):
+    WAITING = "waiting"  # due at next_attempt; the scheduler delivers it
+    MODERATION = "moderation"  # waits for a moderator's approve/reject
+    DELIVERING = "delivering"  # claimed by a scheduler; back to waiting after a crash
+    DELIVERED = "delivered"
+    REJECTED = "rejected"  # refused by a moderator
+    FAILED = "failed"  # refused permanently by the next hop
+    DELETED = "deleted"  # removed by an operator
+
+
+OPEN_STATES = (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
+
+
+def utc(at: datetime) -> datetime:
+    if at.tzinfo is None:
+        raise ValueError("timezone-aware instants only")
+    return at.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class NewHold:
+    """A message copy to keep: for `recipients`, until `deliver_at` (hold) or a moderator (moderate)."""
+
+    queue_id: str
+    reason: str  # hold | moderate
+    mail_from: str
+    recipients: tuple[str, ...]
+    content: bytes
+    deliver_at: datetime | None  # None: waits for a moderator
+    rule_ids: tuple[str, ...]
+    cites: tuple[str, ...]
+    subject: str = ""
+    sender_notice_to: str | None = None  # our own sender, told about the outcome
+    moderators: tuple[str, ...] = ()
+    deliver_at_local: str = ""  # the instant in the recipient's zone, for people
+
+
+@dataclass(frozen=True)
+class Hold:
+    id: str
+    queue_id: str
+    reason: str
+    state: HoldState
+    mail_from: str
+    recipients: tuple[str, ...]
+    deliver_at: datetime | None
+    next_attempt: datetime | None
+    attempts: int
+    created_at: datetime
+    rule_ids: tuple[str, ...]
+    cites: tuple[str, ...]
+    subject: str
+    sender_notice_to: str | None
+    moderators: tuple[str, ...]
+    last_error: str = ""
+    deliver_at_local: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class HoldEvent:
+    at: datetime
+    event: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class HoldFilter:
+    reason: str | None = None
+    recipient: str | None = None
+    sender: str | None = None
+    due_before: datetime | None = None
+    states: tuple[HoldState, ...] = (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
+    limit: int = 1000
+
+
+@dataclass(frozen=True)
+class OutboxNotice:
+    """A notice waiting to go out through the upstream (kept until the upstream took it)."""
+
+    id: int
+    to: str
+    kind: str
+    subject: str
+    text: str
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    queue_id: str
+    verdict: str
+    reply: str
+    mail_from: str
+    recipients: int
+    login: str | None
+    client_ip: str | None
+    rules: tuple[tuple[str, str, str], ...] = ()  # (rule id, circular cited, action)
+    monitored: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SocialAccount:
+    network: str
+    account: str
+    mailbox_type: str  # personal | service
+    first_seen: datetime
+    last_seen: datetime
+    messages: int = 1
+    last_subject: str = ""
+    extra: dict[str, str] = field(default_factory=dict, compare=False)
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (disk full, I/O error, locked): a 4xx at the edge."""
+
+
+class Store(Protocol):
+    # holds
+    def add_holds(self, holds: list[NewHold], now: datetime) -> list[str]: ...
+    def get_hold(self, hold_id: str) -> Hold | None: ...
+    def hold_content(self, hold_id: str) -> bytes | None: ...
+    def hold_events(self, hold_id: str) -> list[HoldEvent]: ...
+    def list_holds(self, filters: HoldFilter) -> list[Hold]: ...
+    def next_due(self) -> datetime | None: ...
+    def claim_due(self, now: datetime, limit: int) -> list[Hold]: ...
+    def mark_delivered(self, hold_id: str, now: datetime, detail: str = "") -> None: ...
+    def mark_retry(self, hold_id: str, now: datetime, next_attempt: datetime, error: str,
+                   recipients: tuple[str, ...] | None = None) -> None: ...
+    def mark_failed(self, hold_id: str, now: datetime, error: str) -> None: ...
+    def recover(self, now: datetime) -> int: ...
+    def release(self, hold_id: str, now: datetime, by: str) -> Hold: ...
+    def approve(self, hold_id: str, now: datetime, by: str) -> Hold: ...
+    def reject(self, hold_id: str, now: datetime, by: str, reason: str) -> Hold: ...
+    def delete(self, hold_id: str, now: datetime, by: str) -> Hold: ...
+    def remove(self, hold_ids: list[str]) -> None: ...
+    def count_holds(self, states: tuple[HoldState, ...] = OPEN_STATES) -> int: ...
+    # notices
+    def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None: ...
+    def due_notices(self, now: datetime, limit: int) -> list[OutboxNotice]: ...
+    def notice_done(self, notice_id: int) -> None: ...
+    def notice_retry(self, notice_id: int, next_attempt: datetime) -> None: ...
+    def next_notice_due(self) -> datetime | None: ...
+    # audit and inventory
+    def add_audit(self, entries: list[AuditEntry]) -> None: ...
+    def query_audit(self, since: datetime | None = None, until: datetime | None = None,
+                    rule: str | None = None, verdict: str | None = None, limit: int = 10000) -> list[AuditEntry]: ...
+    def record_accounts(self, accounts: list[SocialAccount]) -> None: ...
+    def inventory(self) -> list[SocialAccount]: ...
+    def close(self) -> None: ...

@@ -1,0 +1,417 @@
+"""SQLite store: WAL journal, synchronous=FULL, numbered migrations; one connection behind a lock.
+
+Due instants are kept in the row (`next_attempt`, epoch seconds UTC) with an index on
+(state, next_attempt): the next due hold and the due batch are index range scans, whatever the
+queue length. Message bytes live in their own table, so listing never reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from relay.store.base import (
+    AuditEntry,
+    Hold,
+    HoldEvent,
+    HoldFilter,
+    HoldState,
+    NewHold,
+    OutboxNotice,
+    SocialAccount,
+    StoreError,
+    utc,
+)
+
+T = TypeVar("T")
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: holds, their bytes and history; the outbox; the audit trail; the social-account inventory
+    """
+    CREATE TABLE holds (
+        id TEXT PRIMARY KEY,
+        queue_id TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        state TEXT NOT NULL,
+        mail_from TEXT NOT NULL,
+        recipients TEXT NOT NULL,
+        deliver_at REAL,
+        deliver_at_local TEXT NOT NULL DEFAULT '',
+        next_attempt REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        rule_ids TEXT NOT NULL,
+        cites TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        sender_notice_to TEXT,
+        moderators TEXT NOT NULL DEFAULT '[]',
+        last_error TEXT NOT NULL DEFAULT '',
+        size INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX holds_due ON holds (state, next_attempt);
+    CREATE INDEX holds_queue ON holds (queue_id);
+    CREATE TABLE hold_content (id TEXT PRIMARY KEY, content BLOB NOT NULL);
+    CREATE TABLE hold_events (
+        hold_id TEXT NOT NULL, at REAL NOT NULL, event TEXT NOT NULL, detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX hold_events_hold ON hold_events (hold_id);
+    CREATE TABLE outbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL,
+        created_at REAL NOT NULL, next_attempt REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX outbox_due ON outbox (next_attempt);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL, queue_id TEXT NOT NULL, verdict TEXT NOT NULL, reply TEXT NOT NULL,
+        mail_from TEXT NOT NULL, recipients INTEGER NOT NULL, login TEXT, client_ip TEXT,
+        rules TEXT NOT NULL, monitored TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit (at);
+    CREATE TABLE social_accounts (
+        network TEXT NOT NULL, account TEXT NOT NULL, mailbox_type TEXT NOT NULL,
+        first_seen REAL NOT NULL, last_seen REAL NOT NULL, messages INTEGER NOT NULL DEFAULT 1,
+        last_subject TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (network, account)
+    );
+    """,
+)
+
+
+def _ts(at: datetime | None) -> float | None:
+    return None if at is None else utc(at).timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+class SqliteStore:
+    """The embedded store. Safe to share between the event loop's worker threads."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")  # every commit fsynced before it returns
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open the store {self.path}: {error}") from None
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _migrate(self) -> None:
+        self._db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = self._db.execute("SELECT max(version) FROM schema_version").fetchone()
+        current = row[0] or 0
+        if current > len(MIGRATIONS):
+            raise StoreError(f"the store {self.path} has schema {current}, newer than this relay knows "
+                             f"({len(MIGRATIONS)}); upgrade the relay")
+        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("SELECT max(version) FROM schema_version").fetchone()[0])
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One durable transaction; any SQLite failure (disk full, I/O) becomes a StoreError."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as error:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise StoreError(f"store: {error}") from None
+
+    def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return fn(self._db)
+            except sqlite3.Error as error:
+                raise StoreError(f"store: {error}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, hold_id: str, now: datetime, event: str, detail: str = "") -> None:
+        db.execute("INSERT INTO hold_events VALUES (?, ?, ?, ?)", (hold_id, _ts(now), event, detail))
+
+    # -- holds ---------------------------------------------------------------------------------
+    def add_holds(self, holds: list[NewHold], now: datetime) -> list[str]:
+        ids = []
+        with self._tx() as db:
+            for n, hold in enumerate(holds, start=1):
+                hold_id = f"{hold.queue_id}-{n}"
+                moderated = hold.deliver_at is None
+                state = HoldState.MODERATION if moderated else HoldState.WAITING
+                db.execute(
+                    "INSERT INTO holds (id, queue_id, reason, state, mail_from, recipients, deliver_at, "
+                    "deliver_at_local, next_attempt, created_at, rule_ids, cites, subject, sender_notice_to, "
+                    "moderators, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (hold_id, hold.queue_id, hold.reason, state.value, hold.mail_from, json.dumps(hold.recipients),
+                     _ts(hold.deliver_at), hold.deliver_at_local, _ts(hold.deliver_at), _ts(now),
+                     json.dumps(hold.rule_ids), json.dumps(hold.cites), hold.subject[:300], hold.sender_notice_to,
+                     json.dumps(hold.moderators), len(hold.content)))
+                db.execute("INSERT INTO hold_content VALUES (?, ?)", (hold_id, hold.content))
+                self._event(db, hold_id, now, "held", f"{hold.reason}: {', '.join(hold.rule_ids)}")
+                ids.append(hold_id)
+        return ids
+
+    _COLUMNS = ("id, queue_id, reason, state, mail_from, recipients, deliver_at, next_attempt, attempts, "
+                "created_at, rule_ids, cites, subject, sender_notice_to, moderators, last_error, "
+                "deliver_at_local, size")
+
+    @staticmethod
+    def _hold(row: tuple[Any, ...]) -> Hold:
+        return Hold(
+            id=row[0], queue_id=row[1], reason=row[2], state=HoldState(row[3]), mail_from=row[4],
+            recipients=tuple(json.loads(row[5])), deliver_at=_dt(row[6]), next_attempt=_dt(row[7]),
+            attempts=row[8], created_at=_dt(row[9]) or datetime.fromtimestamp(0, UTC),
+            rule_ids=tuple(json.loads(row[10])), cites=tuple(json.loads(row[11])), subject=row[12],
+            sender_notice_to=row[13], moderators=tuple(json.loads(row[14])), last_error=row[15],
+            deliver_at_local=row[16], size=row[17],
+        )
+
+    def get_hold(self, hold_id: str) -> Hold | None:
+        row = self._read(lambda db: db.execute(f"SELECT {self._COLUMNS} FROM holds WHERE id = ?",
+                                               (hold_id,)).fetchone())
+        return None if row is None else self._hold(row)
+
+    def hold_content(self, hold_id: str) -> bytes | None:
+        row = self._read(lambda db: db.execute("SELECT content FROM hold_content WHERE id = ?",
+                                               (hold_id,)).fetchone())
+        return None if row is None else bytes(row[0])
+
+    def hold_events(self, hold_id: str) -> list[HoldEvent]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT at, event, detail FROM hold_events WHERE hold_id = ? ORDER BY rowid", (hold_id,)).fetchall())
+        return [HoldEvent(_dt(r[0]) or datetime.fromtimestamp(0, UTC), r[1], r[2]) for r in rows]
+
+    def list_holds(self, filters: HoldFilter) -> list[Hold]:
+        where = [f"state IN ({', '.join('?' * len(filters.states))})"]
+        args: list[Any] = [s.value for s in filters.states]
+        if filters.reason:
+            where.append("reason = ?")
+            args.append(filters.reason)
+        if filters.sender:
+            where.append("mail_from = ? COLLATE NOCASE")
+            args.append(filters.sender)
+        if filters.recipient:
+            where.append("EXISTS (SELECT 1 FROM json_each(holds.recipients) WHERE lower(value) = lower(?))")
+            args.append(filters.recipient)
+        if filters.due_before:
+            where.append("next_attempt < ?")
+            args.append(_ts(filters.due_before))
+        sql = (f"SELECT {self._COLUMNS} FROM holds WHERE {' AND '.join(where)} "
+               "ORDER BY next_attempt IS NULL, next_attempt, created_at LIMIT ?")
+        rows = self._read(lambda db: db.execute(sql, (*args, filters.limit)).fetchall())
+        return [self._hold(r) for r in rows]
+
+    def count_holds(self, states: tuple[HoldState, ...] = (HoldState.WAITING, HoldState.MODERATION,
+                                                            HoldState.DELIVERING)) -> int:
+        sql = f"SELECT count(*) FROM holds WHERE state IN ({', '.join('?' * len(states))})"
+        return int(self._read(lambda db: db.execute(sql, [s.value for s in states]).fetchone()[0]))
+
+    def next_due(self) -> datetime | None:
+        row = self._read(lambda db: db.execute(
+            "SELECT min(next_attempt) FROM holds WHERE state = 'waiting'").fetchone())
+        return _dt(row[0])
+
+    def claim_due(self, now: datetime, limit: int) -> list[Hold]:
+        """Due holds, earliest first, moved to 'delivering' (a crash sends them back by recover())."""
+        with self._tx() as db:
+            rows = db.execute(
+                f"SELECT {self._COLUMNS} FROM holds WHERE state = 'waiting' AND next_attempt <= ? "
+                "ORDER BY next_attempt, created_at LIMIT ?", (_ts(now), limit)).fetchall()
+            for row in rows:
+                db.execute("UPDATE holds SET state = 'delivering', attempts = attempts + 1 WHERE id = ?", (row[0],))
+        return [self._hold(r) for r in rows]
+
+    def mark_delivered(self, hold_id: str, now: datetime, detail: str = "") -> None:
+        with self._tx() as db:
+            db.execute("UPDATE holds SET state = 'delivered', next_attempt = NULL, last_error = '' WHERE id = ?",
+                       (hold_id,))
+            db.execute("DELETE FROM hold_content WHERE id = ?", (hold_id,))
+            self._event(db, hold_id, now, "delivered", detail)
+
+    def mark_retry(self, hold_id: str, now: datetime, next_attempt: datetime, error: str,
+                   recipients: tuple[str, ...] | None = None) -> None:
+        with self._tx() as db:
+            if recipients is not None:
+                db.execute("UPDATE holds SET recipients = ? WHERE id = ?", (json.dumps(recipients), hold_id))
+            db.execute("UPDATE holds SET state = 'waiting', next_attempt = ?, last_error = ? WHERE id = ?",
+                       (_ts(next_attempt), error[:500], hold_id))
+            self._event(db, hold_id, now, "deferred", error[:500])
+
+    def mark_failed(self, hold_id: str, now: datetime, error: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE holds SET state = 'failed', next_attempt = NULL, last_error = ? WHERE id = ?",
+                       (error[:500], hold_id))
+            db.execute("DELETE FROM hold_content WHERE id = ?", (hold_id,))
+            self._event(db, hold_id, now, "failed", error[:500])
+
+    def recover(self, now: datetime) -> int:
+        """After a crash: holds claimed but not confirmed go back to waiting, due now."""
+        with self._tx() as db:
+            rows = db.execute("SELECT id FROM holds WHERE state = 'delivering'").fetchall()
+            for (hold_id,) in rows:
+                db.execute("UPDATE holds SET state = 'waiting', next_attempt = min(next_attempt, ?) WHERE id = ?",
+                           (_ts(now), hold_id))
+                self._event(db, hold_id, now, "recovered", "claimed before a stop; delivering again")
+        return len(rows)
+
+    def _change(self, hold_id: str, now: datetime, allowed: tuple[HoldState, ...], sets: str, args: tuple[Any, ...],
+                event: str, detail: str, drop_content: bool = False) -> Hold:
+        with self._tx() as db:
+            row = db.execute("SELECT state FROM holds WHERE id = ?", (hold_id,)).fetchone()
+            if row is None:
+                raise KeyError(hold_id)
+            if HoldState(row[0]) not in allowed:
+                raise ValueError(f"hold {hold_id} is {row[0]}; this needs it to be "
+                                 + " or ".join(s.value for s in allowed))
+            db.execute(f"UPDATE holds SET {sets} WHERE id = ?", (*args, hold_id))
+            if drop_content:
+                db.execute("DELETE FROM hold_content WHERE id = ?", (hold_id,))
+            self._event(db, hold_id, now, event, detail)
+        hold = self.get_hold(hold_id)
+        assert hold is not None
+        return hold
+
+    def release(self, hold_id: str, now: datetime, by: str) -> Hold:
+        return self._change(hold_id, now, (HoldState.WAITING,), "next_attempt = ?", (_ts(now),),
+                            "released", f"by {by}")
+
+    def approve(self, hold_id: str, now: datetime, by: str) -> Hold:
+        return self._change(hold_id, now, (HoldState.MODERATION,), "state = 'waiting', next_attempt = ?",
+                            (_ts(now),), "approved", f"by {by}")
+
+    def reject(self, hold_id: str, now: datetime, by: str, reason: str) -> Hold:
+        return self._change(hold_id, now, (HoldState.MODERATION, HoldState.WAITING),
+                            "state = 'rejected', next_attempt = NULL, last_error = ?", (reason[:500],),
+                            "rejected", f"by {by}: {reason[:500]}", drop_content=True)
+
+    def delete(self, hold_id: str, now: datetime, by: str) -> Hold:
+        return self._change(hold_id, now, (HoldState.MODERATION, HoldState.WAITING, HoldState.FAILED),
+                            "state = 'deleted', next_attempt = NULL", (), "deleted", f"by {by}", drop_content=True)
+
+    def remove(self, hold_ids: list[str]) -> None:
+        """Undo add_holds (the rest of the message could not be delivered: the client retries)."""
+        with self._tx() as db:
+            for hold_id in hold_ids:
+                db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
+                db.execute("DELETE FROM hold_content WHERE id = ?", (hold_id,))
+                db.execute("DELETE FROM hold_events WHERE hold_id = ?", (hold_id,))
+
+    # -- notices -------------------------------------------------------------------------------
+    def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:
+        if not notices:
+            return
+        with self._tx() as db:
+            db.executemany("INSERT INTO outbox (recipient, kind, subject, body, created_at, next_attempt) "
+                           "VALUES (?, ?, ?, ?, ?, ?)", [(*n, _ts(now), _ts(now)) for n in notices])
+
+    def due_notices(self, now: datetime, limit: int) -> list[OutboxNotice]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT id, recipient, kind, subject, body, attempts FROM outbox WHERE next_attempt <= ? "
+            "ORDER BY next_attempt LIMIT ?", (_ts(now), limit)).fetchall())
+        return [OutboxNotice(*r) for r in rows]
+
+    def notice_done(self, notice_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (notice_id,))
+
+    def notice_retry(self, notice_id: int, next_attempt: datetime) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET attempts = attempts + 1, next_attempt = ? WHERE id = ?",
+                       (_ts(next_attempt), notice_id))
+
+    def next_notice_due(self) -> datetime | None:
+        return _dt(self._read(lambda db: db.execute("SELECT min(next_attempt) FROM outbox").fetchone())[0])
+
+    # -- audit and inventory -------------------------------------------------------------------
+    def add_audit(self, entries: list[AuditEntry]) -> None:
+        if not entries:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO audit (at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, "
+                "monitored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(_ts(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
+                  json.dumps(e.rules), json.dumps(e.monitored)) for e in entries])
+
+    def query_audit(self, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
+                    verdict: str | None = None, limit: int = 10000) -> list[AuditEntry]:
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if since:
+            where.append("at >= ?")
+            args.append(_ts(since))
+        if until:
+            where.append("at < ?")
+            args.append(_ts(until))
+        if verdict:
+            where.append("verdict = ?")
+            args.append(verdict)
+        if rule:
+            where.append("EXISTS (SELECT 1 FROM json_each(audit.rules) WHERE json_extract(value, '$[0]') = ?)")
+            args.append(rule)
+        sql = (f"SELECT at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored "
+               f"FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ?")
+        rows = self._read(lambda db: db.execute(sql, (*args, limit)).fetchall())
+        return [AuditEntry(_dt(r[0]) or datetime.fromtimestamp(0, UTC), r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                           tuple(tuple(x) for x in json.loads(r[8])), tuple(json.loads(r[9]))) for r in rows]
+
+    def record_accounts(self, accounts: list[SocialAccount]) -> None:
+        if not accounts:
+            return
+        with self._tx() as db:
+            for a in accounts:
+                db.execute(
+                    "INSERT INTO social_accounts VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (network, account) DO "
+                    "UPDATE SET last_seen = max(last_seen, excluded.last_seen), "
+                    "first_seen = min(first_seen, excluded.first_seen), messages = messages + 1, "
+                    "mailbox_type = excluded.mailbox_type, last_subject = excluded.last_subject",
+                    (a.network, a.account, a.mailbox_type, _ts(a.first_seen), _ts(a.last_seen), a.last_subject[:200]))
+
+    def inventory(self) -> list[SocialAccount]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT network, account, mailbox_type, first_seen, last_seen, messages, last_subject "
+            "FROM social_accounts ORDER BY network, account").fetchall())
+        return [SocialAccount(r[0], r[1], r[2], _dt(r[3]) or datetime.fromtimestamp(0, UTC),
+                              _dt(r[4]) or datetime.fromtimestamp(0, UTC), r[5], r[6]) for r in rows]
+
+
+def open_store(url: str, base: Path) -> SqliteStore:
+    """The store a config names (`sqlite:PATH`, relative to the config's folder)."""
+    if not url.startswith("sqlite:"):
+        raise StoreError(f"unknown store {url!r}: use sqlite:PATH")
+    path = Path(url.removeprefix("sqlite:"))
+    return SqliteStore(path if path.is_absolute() else base / path)
