@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import secrets
 import signal
@@ -14,7 +16,7 @@ from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
-from relay import logs, rewrite
+from relay import holds, logs, rewrite
 from relay.addresses import AddressError
 from relay.auth import Credentials
 from relay.clock import Clock, FileClock, SystemClock, clock_from_env
@@ -25,10 +27,12 @@ from relay.message import Envelope, Submission, parse_message
 from relay.policy.engine import envelope_refusal, evaluate
 from relay.policy.pack import Pack, load_pack
 from relay.policy.verdicts import Decision, Notice, Verdict
+from relay.scheduler import Scheduler, SchedulerSettings
+from relay.store import AuditEntry, SocialAccount, Store, StoreError, open_store
 from relay.upstream import Reply, Transaction, Upstream, make_upstream
 
 _AUTH_SENDER = re.compile(rb"\(Authenticated sender: ([^)\s]+)\)")
-HOLD_UNAVAILABLE = "451 4.3.0 This message must be held, and the hold store is not enabled yet; try again later"
+STORE_UNAVAILABLE = "451 4.3.0 The hold store is unavailable; try again later"
 
 
 def login_from_trace(content: bytes) -> str | None:
@@ -59,6 +63,13 @@ class RelayApp:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.log = logs.get("relay").bind(pack=self.pack.pack)
         self.notice_from = f"postmaster@{sorted(self.directory.domains)[0]}"
+        self.store: Store = open_store(config.store, self.base)
+        sched = config.scheduler
+        self.scheduler = Scheduler(self.store, self.upstream, self.clock, logs.get("relay.scheduler"),
+                                   SchedulerSettings(sched.batch, sched.concurrency, sched.retry_base, sched.retry_max,
+                                                     sched.alert_after_attempts, sched.alert_to, sched.max_sleep),
+                                   self.notice_bytes)
+        self.audit_buffer: list[AuditEntry] = []
 
     @classmethod
     def from_config(cls, path: str | Path, clock: Clock | None = None) -> RelayApp:
@@ -91,9 +102,11 @@ class RelayApp:
         reply = envelope_refusal(envelope, rcpt, self.pack, self.directory, self.clock.now())
         return None if reply is None else str(reply)
 
-    def decide(self, envelope: Envelope, content: bytes) -> Decision:
-        """Parse and decide; run in a worker thread so a large message does not block the loop."""
-        return evaluate(Submission(envelope, parse_message(content)), self.pack, self.directory, self.clock.now())
+    def decide(self, envelope: Envelope, content: bytes) -> tuple[Decision, str]:
+        """Parse and decide (run in a worker thread so a large message does not block the loop);
+        the decision and the message's subject."""
+        message = parse_message(content)
+        return evaluate(Submission(envelope, message), self.pack, self.directory, self.clock.now()), message.subject
 
     async def process(self, txn: Transaction | None, mail_from: str, rcpts: list[str], content: bytes, *,
                       login: str | None, client_ip: str, helo: str, tls: bool, trusted_hop: bool = False) -> str:
@@ -108,25 +121,26 @@ class RelayApp:
         except AddressError:
             await txn.abort()
             return "501 5.1.7 Bad address syntax"
-        decision = await asyncio.to_thread(self.decide, envelope, content)
+        decision, subject = await asyncio.to_thread(self.decide, envelope, content)
         log.info("decision", verdict=decision.verdict.value, reply=str(decision.reply),
                  hits=[f.rule_id for f in decision.findings], monitored=[f.rule_id for f in decision.monitored],
                  misses=list(decision.misses), recipients=len(rcpts), size=len(content),
                  login=login, client_ip=client_ip, defects=len(decision.defects),
                  audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings])
+        self.audit(queue_id, envelope, decision)
+        await self.record(decision, log)
         if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
             await txn.abort()
-            self.send_notices(decision.notices, log)
+            await self.notify(decision.notices, log)
             return str(decision.reply)
-        if decision.verdict in (Verdict.HOLD, Verdict.MODERATE):
-            await txn.abort()
-            log.warning("hold_refused", reason="hold store not enabled")
-            return HOLD_UNAVAILABLE
         fields, rest = rewrite.split_head(content)
         fields = rewrite.drop_own_headers(fields)
         if decision.rewrite and decision.rewrite.hide:
             fields = rewrite.hide_addresses(fields, decision.rewrite.hide)
         trace = self.trace_headers(queue_id, helo, client_ip, login, tls, decision)
+        if decision.verdict in holds.HELD:
+            return await self.hold(txn, decision, queue_id, mail_from, login, rewrite.join(trace + fields, rest),
+                                   subject, log)
         if decision.rewrite and decision.rewrite.split:
             await txn.abort()
             reply = await self.deliver_split(mail_from, rcpts, trace, fields, rest, log, login)
@@ -135,8 +149,108 @@ class RelayApp:
         log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
         if not reply.ok:
             return str(reply)
-        self.send_notices(decision.notices, log)
+        await self.notify(decision.notices, log)
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def hold(self, txn: Transaction, decision: Decision, queue_id: str, mail_from: str, login: str | None,
+                   content: bytes, subject: str, log: Any) -> str:
+        """Store the held copies durably, deliver the rest now, then answer 250.
+
+        Order: store (fsync) first, then deliver the deliver-now recipients; if that delivery
+        fails, the stored copies are removed and the client retries the whole message."""
+        await txn.abort()  # the upstream transaction named every recipient; start afresh
+        sender = self.local_sender(mail_from, login)
+        planned = holds.plan(decision, queue_id, mail_from, content, subject, sender)
+        try:
+            ids = await asyncio.to_thread(self.store.add_holds, planned, self.clock.now())
+        except StoreError as error:
+            log.error("hold_store_failed", error=str(error)[:200])
+            return STORE_UNAVAILABLE
+        now_rcpts = holds.deliver_now(decision)
+        if now_rcpts:
+            reply = await self.deliver_to(mail_from, now_rcpts, content)
+            log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe(),
+                     recipients=len(now_rcpts))
+            if not reply.ok:
+                try:
+                    await asyncio.to_thread(self.store.remove, ids)
+                except StoreError as error:  # the copies stay held; the retry may hold them twice
+                    log.error("hold_undo_failed", error=str(error)[:200], holds=ids)
+                return str(reply)
+        log.info("held", holds=ids, reasons=[h.reason for h in planned],
+                 deliver_at=[h.deliver_at.isoformat() if h.deliver_at else None for h in planned],
+                 held_recipients=sum(len(h.recipients) for h in planned), delivered_now=len(now_rcpts))
+        await self.notify(holds.with_hold_ids(decision.notices, planned, ids), log)
+        self.scheduler.wake()
+        held = sum(len(h.recipients) for h in planned)
+        return f"250 2.0.0 Ok: queued as {queue_id}; {held} recipient(s) held by policy"
+
+    async def deliver_to(self, mail_from: str, rcpts: list[str], content: bytes) -> Reply:
+        """A fresh upstream transaction for some recipients; any refusal refuses the whole message."""
+        txn = self.upstream.transaction()
+        await txn.mail(mail_from)
+        for rcpt in rcpts:
+            reply = await txn.rcpt(rcpt)
+            if not reply.ok:
+                await txn.abort()
+                return reply
+        return await txn.data(content)
+
+    def local_sender(self, mail_from: str, login: str | None) -> str | None:
+        """Our own sender, who may be told about the message (no backscatter to outsiders)."""
+        return next((a for a in (mail_from, login or "") if a and self.directory.is_local(a)), None)
+
+    async def notify(self, notices: tuple[Notice, ...], log: Any) -> None:
+        """Queue notices in the durable outbox; the scheduler sends them through the upstream."""
+        if not notices:
+            return
+        try:
+            await asyncio.to_thread(self.store.add_notices, [(n.to, n.kind, n.subject, n.text) for n in notices],
+                                    self.clock.now())
+        except StoreError as error:
+            log.error("notice_not_stored", error=str(error)[:200], count=len(notices))
+            return
+        self.scheduler.wake()
+
+    def audit(self, queue_id: str, envelope: Envelope, decision: Decision) -> None:
+        """Buffer the decision for the audit trail (flushed in batches by `flush_audit`)."""
+        self.audit_buffer.append(AuditEntry(
+            self.clock.now(), queue_id, decision.verdict.value, str(decision.reply), envelope.mail_from,
+            len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
+            tuple((f.rule_id, f.cites, f.action.value) for f in decision.findings),
+            tuple(f.rule_id for f in decision.monitored)))
+
+    async def flush_audit(self) -> None:
+        batch, self.audit_buffer = self.audit_buffer, []
+        if not batch:
+            return
+        try:
+            await asyncio.to_thread(self.store.add_audit, batch)
+        except StoreError as error:
+            self.log.error("audit_not_stored", error=str(error)[:200], count=len(batch))
+            self.audit_buffer[:0] = batch[-10000:]  # try again later, bounded
+
+    async def audit_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+            await self.flush_audit()
+
+    async def record(self, decision: Decision, log: Any) -> None:
+        """Social-network accounts seen (Bogotá Circular 004 de 2024, num. 4) go to the inventory."""
+        accounts = []
+        for record in decision.records:
+            if record.kind != "social-account":
+                continue
+            data = record.as_dict()
+            seen = datetime.fromisoformat(data["seen_at"])
+            accounts.append(SocialAccount(data["network"], data["account"], data["mailbox_type"], seen, seen,
+                                          1, data.get("subject", "")))
+        if accounts:
+            try:
+                await asyncio.to_thread(self.store.record_accounts, accounts)
+            except StoreError as error:
+                log.error("inventory_not_stored", error=str(error)[:200])
 
     async def deliver_split(self, mail_from: str, rcpts: list[str], trace: list[bytes], fields: list[bytes],
                             rest: bytes, log: Any, login: str | None = None) -> Reply:
@@ -166,20 +280,20 @@ class RelayApp:
                 failed.append((rcpt, reply))
                 log.error("split_copy_failed", rcpt=rcpt, code=reply.code, text=reply.text[:200])
         if failed:
-            self.notify_split_failures(mail_from, login, failed, log)
+            await self.notify_split_failures(mail_from, login, failed, log)
         return Reply(250, f"2.0.0 Ok: {len(delivered)} copies")
 
-    def notify_split_failures(self, mail_from: str, login: str | None, failed: list[tuple[str, Reply]],
-                              log: Any) -> None:
+    async def notify_split_failures(self, mail_from: str, login: str | None, failed: list[tuple[str, Reply]],
+                                    log: Any) -> None:
         """Tell our own sender which individual copies the next hop refused (never an outsider)."""
-        to = next((a for a in (mail_from, login or "") if a and self.directory.is_local(a)), None)
+        to = self.local_sender(mail_from, login)
         if to is None:
             return
         lines = "\n".join(f"- {rcpt}: {reply}" for rcpt, reply in failed)
         text = ("Su mensaje se envió por separado a cada destinatario, pero el servidor de correo rechazó "
                 f"estas copias:\n{lines}\n\n--- English ---\nYour message was sent to each recipient "
                 f"separately, but the mail server refused these copies:\n{lines}")
-        self.send_notices((Notice(to, "bounce", "Copias no entregadas", text),), log)
+        await self.notify((Notice(to, "bounce", "Copias no entregadas", text),), log)
 
     def trace_headers(self, queue_id: str, helo: str, client_ip: str, login: str | None, tls: bool,
                       decision: Decision) -> list[bytes]:
@@ -191,36 +305,24 @@ class RelayApp:
         return [received.encode(), f"X-Relay-Queue-ID: {queue_id}".encode(),
                 f"X-Relay-Rule-Hits: {_clean_ids(hits)}".encode()]
 
-    def notice_bytes(self, notice: Notice, now: datetime) -> bytes:
+    def notice_bytes(self, to: str, kind: str, subject: str, text: str, now: datetime) -> bytes:
         message = EmailMessage()
         message["From"] = f"policy-relay <{self.notice_from}>"
-        message["To"] = notice.to
-        message["Subject"] = " ".join(notice.subject.split())[:200]
+        message["To"] = to
+        message["Subject"] = " ".join(subject.split())[:200]
         message["Date"] = format_datetime(now)
         message["Message-ID"] = make_msgid(domain=sorted(self.directory.domains)[0])
         message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no replies, no loops
-        message["X-Relay-Notice"] = notice.kind
-        message.set_content(notice.text)
+        message["X-Relay-Notice"] = kind
+        message.set_content(text)
         return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
-
-    def send_notices(self, notices: tuple[Notice, ...], log: Any) -> None:
-        for notice in notices:
-            self.spawn(self._send_notice(notice, log))
-
-    async def _send_notice(self, notice: Notice, log: Any) -> None:
-        txn = self.upstream.transaction()
-        await txn.mail("")  # null sender: a notice never bounces back (RFC 3834 §3.1.5)
-        reply = await txn.rcpt(notice.to)
-        if reply.ok:
-            reply = await txn.data(self.notice_bytes(notice, self.clock.now()))
-        else:
-            await txn.abort()
-        log.info("notice", kind=notice.kind, to=notice.to, code=reply.code)
 
     async def close(self) -> None:
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=10)
+        await self.flush_audit()
         await self.upstream.close()
+        self.store.close()
 
 
 def _clean_ids(text: str) -> str:
@@ -243,6 +345,8 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
                          f"{error.strerror or error}") from None
     except ssl.SSLError as error:
         raise ServeError(f"tls: the certificate or key is unusable ({error.reason or error})") from None
+    except StoreError as error:
+        raise ServeError(str(error)) from None
     if isinstance(clock, FileClock):
         app.log.warning("test_clock", path=str(clock.path), now=clock.now().isoformat())
     loop = asyncio.get_running_loop()
@@ -255,6 +359,14 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, app.scheduler.wake)  # `relay queue` changed something
+    pid_file = config.resolve(config_path, config.pid_file)
+    pid_file.parent.mkdir(parents=True, exist_ok=True)
+    pid_file.write_text(f"{os.getpid()}\n")
+    # With the test clock, time may jump at any moment: the scheduler looks again every 0.1 s.
+    poll = 0.1 if isinstance(clock, FileClock) else None
+    scheduler = loop.create_task(app.scheduler.run(poll))
+    auditor = loop.create_task(app.audit_loop(stop))
     if ready is not None:
         ready.set()
     await stop.wait()
@@ -264,5 +376,9 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
         if app.active == 0:
             break
         await asyncio.sleep(0.1)
+    app.scheduler.stop()
+    await asyncio.wait([scheduler, auditor], timeout=30)
     await app.close()
+    with contextlib.suppress(OSError):
+        pid_file.unlink()
     app.log.info("stopped")

@@ -56,6 +56,18 @@ class UpstreamOptions(_Strict):
     password_file: str | None = Field(default=None, description="file with the AUTH password (not in the URL)")
 
 
+class Scheduler(_Strict):
+    """Releasing held mail and sending notices."""
+
+    batch: int = Field(default=50, ge=1, le=10000, description="holds claimed per round")
+    concurrency: int = Field(default=4, ge=1, le=100, description="holds delivered at once")
+    retry_base: float = Field(default=60, gt=0, description="seconds before the first retry (doubles)")
+    retry_max: float = Field(default=3600, gt=0, description="longest wait between retries")
+    alert_after_attempts: int = Field(default=6, ge=1, description="attempts before alert_to is told")
+    alert_to: str | None = Field(default=None, description="mailbox told about a hold that cannot be delivered")
+    max_sleep: float = Field(default=60, gt=0, le=3600, description="longest sleep; bounds a wall-clock jump")
+
+
 class Log(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -69,6 +81,8 @@ class RelayConfig(_Strict):
     upstream: str = Field(default="maildir:var/maildir", description="smtp://host:port, lmtp://host:port, maildir:PATH")
     upstream_options: UpstreamOptions = UpstreamOptions()
     store: str = Field(default="sqlite:var/relay.sqlite3")
+    pid_file: str = Field(default="var/relay.pid", description="`relay queue` signals this process (SIGUSR1)")
+    scheduler: Scheduler = Scheduler()
     limits: Limits = Limits()
     tls: Tls | None = None
     auth: Auth | None = None

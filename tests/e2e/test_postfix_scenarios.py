@@ -12,7 +12,7 @@ from __future__ import annotations
 import smtplib
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +127,8 @@ def test_scenario_through_postfix(path: Path, mode: str, chains: dict[tuple[str,
     seen = events[-1]
     assert seen["verdict"] == decision.verdict.value, seen
     assert seen["login"] == (address_key(env["auth"]) if env.get("auth") else None)
-    held = decision.verdict in (Verdict.HOLD, Verdict.MODERATE)
-    planned = set() if held else {address_key(n.to) for n in decision.notices}  # a 451 announces nothing
-    chain.relay.wait_events("notice", notices_before + len(planned))
+    planned = {address_key(n.to) for n in decision.notices}
+    chain.relay.wait_events("notice", notices_before + len(decision.notices))
     queue = chain.postfix.wait_queue(lambda q: all(m["queue_name"] == "deferred" for m in q))
     time.sleep(0.2)
     got = list(chain.sink.messages)
@@ -155,21 +154,31 @@ def test_scenario_through_postfix(path: Path, mode: str, chains: dict[tuple[str,
             [bounce] = bounces
             assert bounce.rcpts == [mail_from] and rule in unfold(bounce.content)
     else:
-        # hold / moderate: until the durable hold store lands the relay answers 451 4.3.0, so the
-        # message stays with Postfix (deferred) or with the client (proxy); never 250 and lost
-        assert delivered_to == set() and bounces == []
-        if mode == "proxy":
-            assert reply.startswith("451 4.3.0"), reply
-        else:
-            assert reply == "250"
-            [deferred] = queue
-            reasons = " ".join(r.get("delay_reason", "") for r in deferred["recipients"])
-            assert deferred["queue_name"] == "deferred" and "4.3.0" in reasons, deferred
-            chain.postfix.purge()
+        # hold / moderate: stored durably, then 250; deliver-now recipients go at once
+        assert reply == "250", reply
+        now_keys = {address_key(r.address) for r in decision.recipients if r.verdict is Verdict.DELIVER}
+        assert delivered_to == now_keys and bounces == [] and queue == []
+        held = [r for r in decision.recipients if r.verdict is Verdict.HOLD and r.deliver_at]
+        if held:
+            first = min(r.deliver_at for r in held if r.deliver_at)
+            FileClock.write(chain.relay.clock_path, first - timedelta(minutes=1))
+            time.sleep(0.6)
+            assert {address_key(r) for m in chain.sink.messages if m.mail_from not in ("<>", "")
+                    for r in m.rcpts} == now_keys  # not a minute early
+            FileClock.write(chain.relay.clock_path, max(r.deliver_at for r in held if r.deliver_at))
+            want = now_keys | {address_key(r.address) for r in held}
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                released = {address_key(r) for m in chain.sink.messages if m.mail_from not in ("<>", "")
+                            for r in m.rcpts}
+                if released == want:
+                    break
+                time.sleep(0.1)
+            assert released == want
 
     notified = {address_key(r) for m in notices for r in m.rcpts}
     assert notified == planned
-    for address in [] if held else expect.get("notify") or []:
+    for address in expect.get("notify") or []:
         assert address_key(address) in notified
     for address in expect.get("no_notify") or []:
         assert address_key(address) not in notified

@@ -9,10 +9,12 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from relay.clock import FileClock
 from tests.e2e.harness import PASSWORD, RelayProcess, Sink
 
 B = "barrancabermeja.gov.co"
@@ -246,17 +248,44 @@ def test_wrong_password_and_no_auth_for_outsiders(relay: RelayProcess) -> None:
     smtp.close()
 
 
-def test_hold_is_refused_with_451_until_the_store_exists(tmp_path: Path, sink: Sink) -> None:
-    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", pack="cancilleria").start()
+def test_friday_night_order_is_held_until_monday_0800(tmp_path: Path, sink: Sink) -> None:
+    luis, maria = "luis.fernandez@cancilleria.gov.co", "maria.lopez@cancilleria.gov.co"
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", pack="cancilleria")
+    relay.use_test_clock(datetime.fromisoformat("2026-11-27T20:00:00-05:00"))  # Friday night in Bogotá
+    relay.start()
     try:
-        with client(relay, login="luis.fernandez@cancilleria.gov.co") as smtp:
-            smtp.mail("luis.fernandez@cancilleria.gov.co")
-            smtp.rcpt("maria.lopez@cancilleria.gov.co")
-            code, _ = smtp.data(message("luis.fernandez@cancilleria.gov.co", "maria.lopez@cancilleria.gov.co"))
-        # Outside Bogotá working hours the message must be held: 451, never a 250 and a loss.
-        # Inside working hours it is delivered. Both are correct; a 250 with nothing delivered is not.
-        delivered = len(sink.wait_for(1, timeout=2))
-        assert (code == 451 and delivered == 0) or (code == 250 and delivered == 1)
+        with client(relay, login=luis) as smtp:
+            assert smtp.sendmail(luis, [maria], message(luis, maria, "Informe para el lunes")) == {}
+        [notice] = sink.wait_for(1)  # the sender hears when it will arrive, once
+        assert notice.rcpts == [luis] and b"X-Relay-Notice: hold" in notice.content
+        assert b"2088" in notice.content and b"2191" in notice.content
+        FileClock.write(relay.clock_path, datetime.fromisoformat("2026-11-30T07:59:00-05:00"))
+        time.sleep(1.0)
+        assert len(sink.messages) == 1  # not a minute early
+        FileClock.write(relay.clock_path, datetime.fromisoformat("2026-11-30T08:00:00-05:00"))
+        got = sink.wait_for(2)
+        assert [m.rcpts for m in got[1:]] == [[maria]] and b"Informe para el lunes" in got[1].content
+        time.sleep(0.5)
+        assert len(sink.messages) == 2  # exactly once
+    finally:
+        relay.stop()
+
+
+def test_hold_survives_a_restart_and_a_hold_due_while_down_goes_at_once(tmp_path: Path, sink: Sink) -> None:
+    luis, maria = "luis.fernandez@cancilleria.gov.co", "maria.lopez@cancilleria.gov.co"
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", pack="cancilleria")
+    relay.use_test_clock(datetime.fromisoformat("2026-11-27T20:00:00-05:00"))
+    relay.start()
+    try:
+        with client(relay, login=luis) as smtp:
+            smtp.sendmail(luis, [maria], message(luis, maria, "Pendiente"))
+        sink.wait_for(1)  # the hold notice
+        relay.proc.kill()  # type: ignore[union-attr]  # kill -9: no goodbye
+        relay.proc.wait()  # type: ignore[union-attr]
+        FileClock.write(relay.clock_path, datetime.fromisoformat("2026-11-30T09:30:00-05:00"))  # due while down
+        relay.start()
+        got = sink.wait_for(2)
+        assert [m.rcpts for m in got[1:]] == [[maria]]
     finally:
         relay.stop()
 

@@ -1,0 +1,185 @@
+"""Releases due holds through the upstream and sends the notice outbox; rebuilt from the store.
+
+One loop: send due notices, claim due holds (earliest first) and deliver them, then sleep until
+the next due instant, or until woken (a new hold or notice, SIGUSR1 from `relay queue`), at most
+`max_sleep` seconds (so a wall clock that jumps is noticed). After a crash, holds claimed but not
+confirmed go back to waiting (`recover`) and are delivered again: the one window for a duplicate
+is between the upstream's 250 for DATA and the store's commit of "delivered" (a few milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from relay.clock import Clock
+from relay.store import Hold, OutboxNotice, Store, StoreError
+from relay.upstream import Reply, Upstream
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    batch: int = 50
+    concurrency: int = 4
+    retry_base: float = 60.0  # first retry after a minute, then doubling
+    retry_max: float = 3600.0
+    alert_after_attempts: int = 6
+    alert_to: str | None = None
+    max_sleep: float = 60.0
+
+
+class Scheduler:
+    def __init__(self, store: Store, upstream: Upstream, clock: Clock, log: Any, settings: SchedulerSettings,
+                 notice_bytes: Callable[[str, str, str, str, datetime], bytes]) -> None:
+        self.store, self.upstream, self.clock, self.log = store, upstream, clock, log
+        self.settings = settings
+        self.notice_bytes = notice_bytes
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self.delivered = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    def _backoff(self, attempts: int) -> timedelta:
+        return timedelta(seconds=min(self.settings.retry_base * 2 ** max(attempts - 1, 0), self.settings.retry_max))
+
+    async def run(self, poll: float | None = None) -> None:
+        """Until stop(). `poll` caps each sleep (the test clock hook sets it: time may jump)."""
+        recovered = await asyncio.to_thread(self.store.recover, self.clock.now())
+        if recovered:
+            self.log.warning("holds_recovered", count=recovered)
+        while not self._stopping:
+            try:
+                busy = await self.tick()
+            except StoreError as error:
+                self.log.error("scheduler_store_error", error=str(error)[:200])
+                busy = False
+            if busy:
+                continue  # more may be due right away
+            timeout = await self._sleep_for(poll)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+
+    async def _sleep_for(self, poll: float | None) -> float:
+        due = [d for d in await asyncio.gather(asyncio.to_thread(self.store.next_due),
+                                                asyncio.to_thread(self.store.next_notice_due)) if d]
+        cap = min(self.settings.max_sleep, poll) if poll else self.settings.max_sleep
+        if not due:
+            return cap
+        return max(0.0, min(cap, (min(due) - self.clock.now()).total_seconds()))
+
+    async def tick(self) -> bool:
+        """One round; True when a full batch was handled (look again at once)."""
+        now = self.clock.now()
+        notices = await asyncio.to_thread(self.store.due_notices, now, self.settings.batch)
+        for notice in notices:
+            await self.send_notice(notice, now)
+        holds = await asyncio.to_thread(self.store.claim_due, now, self.settings.batch)
+        if holds:
+            gate = asyncio.Semaphore(self.settings.concurrency)
+
+            async def one(hold: Hold) -> None:
+                async with gate:
+                    await self.deliver(hold)
+
+            await asyncio.gather(*(one(h) for h in holds))
+        return len(holds) == self.settings.batch or len(notices) == self.settings.batch
+
+    async def send_notice(self, notice: OutboxNotice, now: datetime) -> None:
+        txn = self.upstream.transaction()
+        await txn.mail("")  # null sender: a notice never bounces back (RFC 3834 §3.1.5)
+        reply = await txn.rcpt(notice.to)
+        if reply.ok:
+            reply = await txn.data(self.notice_bytes(notice.to, notice.kind, notice.subject, notice.text, now))
+        else:
+            await txn.abort()
+        self.log.info("notice", kind=notice.kind, to=notice.to, code=reply.code, attempts=notice.attempts)
+        if reply.ok or not reply.temporary:
+            await asyncio.to_thread(self.store.notice_done, notice.id)  # a refused notice is not retried
+        else:
+            await asyncio.to_thread(self.store.notice_retry, notice.id, now + self._backoff(notice.attempts + 1))
+
+    async def deliver(self, hold: Hold) -> None:
+        """Deliver one claimed hold; record the outcome per recipient."""
+        log = self.log.bind(queue_id=hold.queue_id, hold_id=hold.id)
+        content = await asyncio.to_thread(self.store.hold_content, hold.id)
+        now = self.clock.now()
+        if content is None:
+            await asyncio.to_thread(self.store.mark_failed, hold.id, now, "message bytes missing")
+            log.error("hold_content_missing")
+            return
+        txn = self.upstream.transaction()
+        await txn.mail(hold.mail_from)
+        accepted, later, refused = [], [], []
+        for rcpt in hold.recipients:
+            reply = await txn.rcpt(rcpt)
+            if reply.ok:
+                accepted.append(rcpt)
+            elif reply.temporary:
+                later.append((rcpt, reply))
+            else:
+                refused.append((rcpt, reply))
+        data: Reply | None = None
+        if accepted:
+            data = await txn.data(content)
+            if not data.ok:
+                target = later if data.temporary else refused
+                target.extend((r, data) for r in accepted)
+                accepted = []
+        else:
+            await txn.abort()
+        now = self.clock.now()
+        if refused:
+            self.bounce(hold, refused, log)
+        if later:
+            error = str(later[0][1])
+            attempts = hold.attempts + 1
+            await asyncio.to_thread(self.store.mark_retry, hold.id, now, now + self._backoff(attempts), error,
+                                    tuple(r for r, _ in later))
+            log.warning("hold_deferred", attempts=attempts, error=error[:200], delivered=len(accepted))
+            if attempts == self.settings.alert_after_attempts:
+                self.alert(hold, error, log)
+        elif accepted:
+            detail = f"{len(accepted)} recipient(s): {data}" if data else ""
+            await asyncio.to_thread(self.store.mark_delivered, hold.id, now, detail[:300])
+            self.delivered += 1
+            log.info("hold_delivered", recipients=len(accepted), refused=len(refused))
+        else:
+            await asyncio.to_thread(self.store.mark_failed, hold.id, now, str(refused[0][1]) if refused else "")
+            log.error("hold_failed", error=str(refused[0][1])[:200] if refused else "")
+
+    def bounce(self, hold: Hold, refused: list[tuple[str, Reply]], log: Any) -> None:
+        """Tell our own sender which recipients the next hop refused (never an outsider)."""
+        if not hold.sender_notice_to:
+            return
+        lines = "\n".join(f"- {rcpt}: {reply}" for rcpt, reply in refused)
+        text = (f"Su mensaje «{hold.subject}» estaba retenido ({hold.reason}) y, al entregarlo, el servidor de "
+                f"correo rechazó estos destinatarios:\n{lines}\n\n--- English ---\nYour held message "
+                f"\"{hold.subject}\" was refused for these recipients:\n{lines}")
+        self._queue_notice(hold.sender_notice_to, "bounce", f"Mensaje retenido no entregado: {hold.subject}"[:200],
+                           text, log)
+
+    def alert(self, hold: Hold, error: str, log: Any) -> None:
+        log.error("hold_stuck", attempts=self.settings.alert_after_attempts, error=error[:200])
+        if self.settings.alert_to:
+            text = (f"El mensaje retenido {hold.id} ({hold.mail_from} -> {', '.join(hold.recipients)}) no se ha "
+                    f"podido entregar tras {self.settings.alert_after_attempts} intentos: {error}\n"
+                    f"Revise con: relay queue show {hold.id}")
+            self._queue_notice(self.settings.alert_to, "alert", f"Retención sin entregar: {hold.id}", text, log)
+
+    def _queue_notice(self, to: str, kind: str, subject: str, text: str, log: Any) -> None:
+        try:
+            self.store.add_notices([(to, kind, subject, text)], self.clock.now())
+        except StoreError as error:
+            log.error("notice_not_stored", to=to, error=str(error)[:200])
+        self.wake()
