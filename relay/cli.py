@@ -12,6 +12,7 @@ from typing import Any
 
 from relay import yamlconf
 from relay.addresses import AddressError
+from relay.store import StoreError
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
 
@@ -173,6 +174,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", required=True, help="relay config YAML (see config.example.yaml)")
     serve.set_defaults(func=cmd_serve)
 
+    from relay.admin import add_parsers
+
+    add_parsers(sub)
+
     passwd = sub.add_parser("passwd", help="print a credentials-file line for SMTP AUTH")
     passwd.add_argument("login")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -190,3 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except StoreError as error:
+        print(f"relay: {error}", file=sys.stderr)
+        return 1

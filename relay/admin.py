@@ -1,0 +1,279 @@
+"""The operators' tools on the store: `relay queue`, `relay audit`, `relay inventory`.
+
+They open the same store as the running relay (SQLite in WAL mode allows that) and, after a
+change, wake the relay's scheduler with SIGUSR1 (its pid file), so a release is delivered at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import getpass
+import json
+import os
+import signal
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from relay.clock import clock_from_env
+from relay.config import RelayConfig, load_config
+from relay.rewrite import split_head
+from relay.store import AuditEntry, Hold, HoldFilter, HoldState, SqliteStore, open_store
+
+EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
+
+
+def _open(args: argparse.Namespace) -> tuple[RelayConfig, SqliteStore]:
+    config = load_config(args.config)
+    return config, open_store(config.store, Path(args.config).resolve().parent)
+
+
+def _wake(config: RelayConfig, config_path: str) -> None:
+    """Tell a running relay that the queue changed (no effect if it is not running)."""
+    pid_file = config.resolve(config_path, config.pid_file)
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pid_file.read_text().strip()), signal.SIGUSR1)
+
+
+def _who(args: argparse.Namespace) -> str:
+    return str(getattr(args, "by", None) or os.environ.get("SUDO_USER") or getpass.getuser())
+
+
+def _iso(at: datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at else ""
+
+
+def hold_json(hold: Hold) -> dict[str, Any]:
+    return {"id": hold.id, "queue_id": hold.queue_id, "reason": hold.reason, "state": hold.state.value,
+            "mail_from": hold.mail_from, "recipients": list(hold.recipients),
+            "deliver_at": hold.deliver_at_local or _iso(hold.deliver_at), "next_attempt": _iso(hold.next_attempt),
+            "attempts": hold.attempts, "created_at": _iso(hold.created_at), "rules": list(hold.rule_ids),
+            "cites": list(hold.cites), "subject": hold.subject, "moderators": list(hold.moderators),
+            "last_error": hold.last_error, "size": hold.size}
+
+
+def _table(rows: list[list[str]], out: TextIO) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
+
+
+def _instant(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    at = datetime.fromisoformat(text)
+    if at.tzinfo is None:
+        raise SystemExit(f"relay: {text!r} has no UTC offset; add one, e.g. -05:00")
+    return at
+
+
+def cmd_queue(args: argparse.Namespace) -> int:
+    config, store = _open(args)
+    try:
+        return _queue(args, config, store)
+    finally:
+        store.close()
+
+
+def _queue(args: argparse.Namespace, config: RelayConfig, store: SqliteStore) -> int:
+    now = clock_from_env().now()
+    if args.action == "list":
+        states = tuple(HoldState) if args.all else (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
+        holds = store.list_holds(HoldFilter(reason=args.reason, recipient=args.recipient, sender=args.sender,
+                                            due_before=_instant(args.due_before), states=states, limit=args.limit))
+        if args.json:
+            print(json.dumps([hold_json(h) for h in holds], ensure_ascii=False, indent=2))
+            return EXIT_OK
+        if not holds:
+            print("no held messages")
+            return EXIT_OK
+        rows = [["ID", "STATE", "REASON", "DUE", "FROM", "TO", "SUBJECT", "RULES"]]
+        for h in holds:
+            to = h.recipients[0] + (f" (+{len(h.recipients) - 1})" if len(h.recipients) > 1 else "")
+            due = h.deliver_at_local[:16].replace("T", " ") if h.deliver_at_local else (
+                "awaits approval" if h.state is HoldState.MODERATION else _iso(h.next_attempt))
+            rows.append([h.id, h.state.value, h.reason, due, h.mail_from, to, h.subject[:40], ",".join(h.rule_ids)])
+        _table(rows, sys.stdout)
+        print(f"{len(holds)} held message(s)")
+        return EXIT_OK
+    hold = store.get_hold(args.id)
+    if hold is None:
+        print(f"relay queue: no held message {args.id!r} (see: relay queue list)", file=sys.stderr)
+        return EXIT_NOT_FOUND
+    if args.action == "show":
+        return _show(args, store, hold)
+    by = _who(args)
+    try:
+        if args.action == "release":
+            hold = store.release(hold.id, now, by)
+        elif args.action == "approve":
+            hold = store.approve(hold.id, now, by)
+            _tell_sender(store, hold, now, "approved", "")
+        elif args.action == "reject":
+            hold = store.reject(hold.id, now, by, args.reason)
+            _tell_sender(store, hold, now, "rejected", args.reason)
+        elif args.action == "delete":
+            hold = store.delete(hold.id, now, by)
+    except ValueError as error:
+        print(f"relay queue: {error}", file=sys.stderr)
+        return EXIT_STATE
+    _wake(config, args.config)
+    print(f"{hold.id}: {hold.state.value}" + (" (delivered within seconds by the running relay)"
+                                               if hold.state is HoldState.WAITING else ""))
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, store: SqliteStore, hold: Hold) -> int:
+    content = store.hold_content(hold.id) or b""
+    fields, _ = split_head(content)
+    headers = [f.decode("utf-8", "replace") for f in fields]
+    events = store.hold_events(hold.id)
+    if args.json:
+        print(json.dumps({**hold_json(hold), "headers": headers,
+                          "history": [{"at": _iso(e.at), "event": e.event, "detail": e.detail} for e in events]},
+                         ensure_ascii=False, indent=2))
+        return EXIT_OK
+    data = hold_json(hold)
+    for key in ("id", "state", "reason", "mail_from", "subject", "deliver_at", "next_attempt", "attempts",
+                "created_at", "last_error"):
+        if data[key] not in ("", None):
+            print(f"{key + ':':<14}{data[key]}")
+    print(f"{'recipients:':<14}{', '.join(hold.recipients)}")
+    for rule, cite in zip(hold.rule_ids, hold.cites, strict=False):
+        print(f"{'rule:':<14}{rule} — {cite}")
+    if hold.moderators:
+        print(f"{'moderators:':<14}{', '.join(hold.moderators)}")
+    print("headers:")
+    for header in headers:
+        print("  " + " ".join(header.split())[:300])
+    print("history:")
+    for e in events:
+        print(f"  {_iso(e.at)}  {e.event:<10} {e.detail}")
+    return EXIT_OK
+
+
+def _tell_sender(store: SqliteStore, hold: Hold, now: datetime, outcome: str, reason: str) -> None:
+    """The sender hears the moderator's decision (and the reason of a refusal), in Spanish first."""
+    if not hold.sender_notice_to:
+        return
+    subject = hold.subject or "(sin asunto)"
+    if outcome == "approved":
+        text = (f"Su mensaje «{subject}» fue aprobado y se entregará ahora a: {', '.join(hold.recipients)}.\n\n"
+                f"--- English ---\nYour message \"{subject}\" was approved and is being delivered.")
+        store.add_notices([(hold.sender_notice_to, "moderation-approved", f"Mensaje aprobado: {subject}", text)], now)
+        return
+    cites = "\n".join(f"- {c}" for c in hold.cites)
+    text = (f"Su mensaje «{subject}» no fue aprobado y no se entregó.\n\nMotivo del moderador: {reason}\n\n"
+            f"Fundamento:\n{cites}\n\n--- English ---\nYour message \"{subject}\" was not approved and was not "
+            f"delivered.\nThe moderator's reason: {reason}")
+    store.add_notices([(hold.sender_notice_to, "moderation-rejected", f"Mensaje no aprobado: {subject}", text)], now)
+
+
+AUDIT_COLUMNS = ["at", "queue_id", "verdict", "reply", "mail_from", "recipients", "login", "client_ip", "rules",
+                 "circulars", "actions", "monitored"]
+
+
+def _audit_row(e: AuditEntry) -> list[str]:
+    return [_iso(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, str(e.recipients), e.login or "",
+            e.client_ip or "", " ".join(r[0] for r in e.rules), " | ".join(r[1] for r in e.rules),
+            " ".join(r[2] for r in e.rules), " ".join(e.monitored)]
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    _, store = _open(args)
+    try:
+        entries = store.query_audit(_instant(args.since), _instant(args.until), args.rule, args.verdict, args.limit)
+    finally:
+        store.close()
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(AUDIT_COLUMNS)
+        writer.writerows(_audit_row(e) for e in entries)
+    elif args.json:
+        print(json.dumps([dict(zip(AUDIT_COLUMNS, _audit_row(e), strict=True)) for e in entries],
+                         ensure_ascii=False, indent=2))
+    else:
+        rows = [["AT", "QUEUE ID", "VERDICT", "FROM", "RULES"]]
+        rows += [[_iso(e.at), e.queue_id, e.verdict, e.mail_from, " ".join(r[0] for r in e.rules) or "-"]
+                 for e in entries]
+        _table(rows, sys.stdout)
+        print(f"{len(entries)} decision(s)")
+    return EXIT_OK
+
+
+# The columns Bogotá's Circular 004 de 2024, numeral 4, asks the inventory to hold; the relay fills
+# what mail shows, the communications office the rest.
+INVENTORY_COLUMNS = ["red_social", "usuario_cuenta", "url_perfil", "correo_institucional_asociado",
+                     "tipo_buzon", "objetivo_cuenta", "responsable_gestion", "datos_contacto",
+                     "primera_vez_visto", "ultima_vez_visto", "mensajes"]
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    _, store = _open(args)
+    try:
+        accounts = store.inventory()
+    finally:
+        store.close()
+    rows = [[a.network, "", "", a.account, "personal" if a.mailbox_type == "personal" else "servicio", "", "", "",
+             _iso(a.first_seen), _iso(a.last_seen), str(a.messages)] for a in accounts]
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(INVENTORY_COLUMNS)
+        writer.writerows(rows)
+    elif args.json:
+        print(json.dumps([dict(zip(INVENTORY_COLUMNS, r, strict=True)) for r in rows], ensure_ascii=False, indent=2))
+    else:
+        table = [["NETWORK", "ACCOUNT MAILBOX", "TYPE", "FIRST SEEN", "LAST SEEN", "MESSAGES"]]
+        table += [[r[0], r[3], r[4], r[8], r[9], r[10]] for r in rows]
+        _table(table, sys.stdout)
+        personal = sum(1 for a in accounts if a.mailbox_type == "personal")
+        print(f"{len(accounts)} account(s), {personal} on personal mailboxes (Circular 004 de 2024, num. 2: "
+              "move them to service mailboxes)")
+    return EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    queue = sub.add_parser("queue", help="held and moderated mail: list, show, release, approve, reject, delete")
+    queue.add_argument("--config", required=True, help="the relay's config YAML")
+    actions = queue.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="held messages, earliest due first")
+    listing.add_argument("--reason", choices=["hold", "moderate"])
+    listing.add_argument("--recipient")
+    listing.add_argument("--sender")
+    listing.add_argument("--due-before", help="ISO-8601 instant with offset")
+    listing.add_argument("--all", action="store_true", help="also delivered, refused and deleted ones")
+    listing.add_argument("--limit", type=int, default=1000)
+    listing.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one held message: headers, recipients, reason, history")
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true")
+    for name, text in (("release", "deliver a timed hold now"), ("approve", "approve a moderated message"),
+                       ("delete", "drop a held message without delivering it")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("id")
+        action.add_argument("--by", help="who decides (default: your user name)")
+    reject = actions.add_parser("reject", help="refuse a moderated message; the sender gets the reason")
+    reject.add_argument("id")
+    reject.add_argument("--reason", required=True, help="told to the sender, in Spanish")
+    reject.add_argument("--by")
+    queue.set_defaults(func=cmd_queue)
+
+    audit = sub.add_parser("audit", help="the decision audit trail (rule ids, circulars cited, actions)")
+    audit.add_argument("--config", required=True)
+    audit.add_argument("--since", help="ISO-8601 instant with offset")
+    audit.add_argument("--until")
+    audit.add_argument("--rule", help="only decisions where this rule fired")
+    audit.add_argument("--verdict", choices=["deliver", "hold", "moderate", "tempfail", "reject"])
+    audit.add_argument("--limit", type=int, default=100000)
+    audit.add_argument("--csv", action="store_true", help="CSV on standard output")
+    audit.add_argument("--json", action="store_true")
+    audit.set_defaults(func=cmd_audit)
+
+    inventory = sub.add_parser("inventory", help="social-network accounts seen (Bogotá Circular 004 de 2024)")
+    inventory.add_argument("--config", required=True)
+    inventory.add_argument("--csv", action="store_true", help="the semester report, CSV on standard output")
+    inventory.add_argument("--json", action="store_true")
+    inventory.set_defaults(func=cmd_inventory)
