@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +63,9 @@ class Scheduler:
             except StoreError as error:
                 self.log.error("scheduler_store_error", error=str(error)[:200])
                 busy = False
+            except Exception as error:  # a bug must not stop the releases; said once a round
+                self.log.exception("scheduler_error", error=type(error).__name__)
+                busy = False
             if busy:
                 continue  # more may be due right away
             timeout = await self._sleep_for(poll)
@@ -79,20 +82,20 @@ class Scheduler:
         return max(0.0, min(cap, (min(due) - self.clock.now()).total_seconds()))
 
     async def tick(self) -> bool:
-        """One round; True when a full batch was handled (look again at once)."""
+        """One round; True when a full batch was handled (look again at once). Due holds start
+        first (earliest due first), notices beside them, `concurrency` deliveries at a time."""
         now = self.clock.now()
-        notices = await asyncio.to_thread(self.store.due_notices, now, self.settings.batch)
-        for notice in notices:
-            await self.send_notice(notice, now)
         holds = await asyncio.to_thread(self.store.claim_due, now, self.settings.batch)
-        if holds:
-            gate = asyncio.Semaphore(self.settings.concurrency)
+        notices = await asyncio.to_thread(self.store.due_notices, now, self.settings.batch)
+        gate = asyncio.Semaphore(self.settings.concurrency)
 
-            async def one(hold: Hold) -> None:
-                async with gate:
-                    await self.deliver(hold)
+        async def limited(job: Coroutine[Any, Any, None]) -> None:
+            async with gate:
+                await job
 
-            await asyncio.gather(*(one(h) for h in holds))
+        jobs = [self.deliver(h) for h in holds] + [self.send_notice(n, now) for n in notices]
+        if jobs:
+            await asyncio.gather(*(limited(j) for j in jobs))
         return len(holds) == self.settings.batch or len(notices) == self.settings.batch
 
     async def send_notice(self, notice: OutboxNotice, now: datetime) -> None:
@@ -110,6 +113,18 @@ class Scheduler:
             await asyncio.to_thread(self.store.notice_retry, notice.id, now + self._backoff(notice.attempts + 1))
 
     async def deliver(self, hold: Hold) -> None:
+        """Deliver one claimed hold; an unexpected fault puts it back for a later attempt."""
+        try:
+            await self._deliver(hold)
+        except StoreError:
+            raise
+        except Exception as error:
+            self.log.exception("hold_delivery_error", hold_id=hold.id, error=type(error).__name__)
+            now = self.clock.now()
+            await asyncio.to_thread(self.store.mark_retry, hold.id, now, now + self._backoff(hold.attempts + 1),
+                                    f"internal error: {type(error).__name__}")
+
+    async def _deliver(self, hold: Hold) -> None:
         """Deliver one claimed hold; record the outcome per recipient."""
         log = self.log.bind(queue_id=hold.queue_id, hold_id=hold.id)
         content = await asyncio.to_thread(self.store.hold_content, hold.id)

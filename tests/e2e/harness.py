@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -53,6 +54,7 @@ class SinkHandler:
     messages: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
     fail_data: dict[str, str] = field(default_factory=dict)  # recipient -> reply to DATA
+    delay: float = 0.0  # seconds before answering DATA (a slower next hop)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
@@ -62,6 +64,8 @@ class SinkHandler:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         for rcpt in envelope.rcpt_tos:
             if rcpt.casefold() in self.fail_data:
                 return self.fail_data[rcpt.casefold()]
