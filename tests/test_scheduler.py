@@ -146,3 +146,37 @@ def test_sleep_is_bounded_by_the_next_due_instant_and_the_cap(tmp_path: Path, ca
     assert asyncio.run(scheduler._sleep_for(None)) == cap  # nothing waiting: sleep the cap, no polling loop
     store.add_holds([hold(("a@c.gov.co",), T0 + timedelta(seconds=30))], T0)
     assert asyncio.run(scheduler._sleep_for(None)) == min(cap, 30.0)
+
+
+def test_a_clock_that_jumps_back_and_forth_releases_each_hold_once_and_never_early(tmp_path: Path) -> None:
+    """1,000 holds due over three days; the clock walks forward and backward (NTP steps, a VM
+    restored from a snapshot, an operator's mistake). Each hold goes exactly once, never before its
+    deliver_at as seen by the clock at that moment, and all of them once time has passed them all."""
+    import random
+
+    up = FakeUpstream()
+    scheduler, store, clock = make(tmp_path, up, batch=200)
+    rng = random.Random(2088)
+    due = {f"r{i}@c.gov.co": T0 + timedelta(minutes=rng.randrange(3 * 24 * 60)) for i in range(1000)}
+    store.add_holds([hold((rcpt,), at) for rcpt, at in due.items()], T0)
+    released_at: dict[str, datetime] = {}
+    now = T0
+    for _ in range(400):
+        now = max(T0 - timedelta(hours=6), now + timedelta(minutes=rng.randrange(-600, 900)))
+        clock.set(now)
+        before = len(up.delivered)
+        asyncio.run(scheduler.tick())
+        for _sender, rcpts, _content in up.delivered[before:]:
+            assert rcpts[0] not in released_at, f"{rcpts[0]} released twice"
+            released_at[rcpts[0]] = now
+    clock.set(T0 + timedelta(days=4))
+    while store.count_holds():
+        before = len(up.delivered)
+        asyncio.run(scheduler.tick())
+        for _sender, rcpts, _content in up.delivered[before:]:
+            assert rcpts[0] not in released_at
+            released_at[rcpts[0]] = T0 + timedelta(days=4)
+    assert sorted(released_at) == sorted(due)
+    early = [r for r, at in released_at.items() if at < due[r]]
+    assert early == []
+    assert len(up.delivered) == 1000
