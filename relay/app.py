@@ -10,6 +10,7 @@ import secrets
 import signal
 import ssl
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -21,14 +22,15 @@ from relay.addresses import AddressError
 from relay.auth import Credentials
 from relay.clock import Clock, FileClock, SystemClock, clock_from_env
 from relay.config import RelayConfig, load_config
-from relay.directory import FileDirectory, load_directory
+from relay.directory import FileDirectory, address_key, load_directory
+from relay.frontends.milter import MilterSession
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
 from relay.message import Envelope, Submission, parse_message
-from relay.policy.engine import envelope_refusal, evaluate
+from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack, load_pack
 from relay.policy.verdicts import Decision, Notice, Verdict
 from relay.scheduler import Scheduler, SchedulerSettings
-from relay.store import AuditEntry, SocialAccount, Store, StoreError, open_store
+from relay.store import AuditEntry, NewHold, SocialAccount, Store, StoreError, open_store
 from relay.upstream import Reply, Transaction, Upstream, make_upstream
 
 _AUTH_SENDER = re.compile(rb"\(Authenticated sender: ([^)\s]+)\)")
@@ -89,8 +91,10 @@ class RelayApp:
         return AuthResult(success=ok, handled=False, auth_data=data)
 
     def rcpt_refusal(self, mail_from: str, rcpts: list[str], rcpt: str, login: str | None, client_ip: str,
-                     trusted_hop: bool = False) -> str | None:
-        """A 5xx for this recipient when an envelope-only rule refuses it, else None."""
+                     trusted_hop: bool = False, queue_id: str = "", notify: bool = True) -> str | None:
+        """A 5xx for this recipient when an envelope-only rule refuses it, else None; a refusal is
+        logged and goes to the audit trail like any decision, and (with `notify`: the front-end's
+        first refusal in a transaction) our own sender gets a notice."""
         if trusted_hop:
             # The trusted Postfix in front applied its relay restrictions, and the sender's login
             # only arrives with the message (its Received header): everything is decided at DATA.
@@ -99,8 +103,22 @@ class RelayApp:
             envelope = Envelope.build(mail_from, rcpts, login, client_ip)
         except AddressError:
             return "501 5.1.3 Bad recipient address syntax"
-        reply = envelope_refusal(envelope, rcpt, self.pack, self.directory, self.clock.now())
-        return None if reply is None else str(reply)
+        finding = envelope_refusing(envelope, rcpt, self.pack, self.directory, self.clock.now())
+        if finding is None:
+            return None
+        reply = str(refusal_reply(finding))
+        queue_id = queue_id or secrets.token_hex(6).upper()
+        self.log.info("rcpt_refused", queue_id=queue_id, rcpt=rcpt, reply=reply, login=envelope.auth,
+                      client_ip=client_ip, audit=[{"rule": finding.rule_id, "cites": finding.cites,
+                                                   "action": finding.action.value}])
+        self.audit_buffer.append(AuditEntry(
+            self.clock.now(), queue_id, "reject", reply, envelope.mail_from, 1, envelope.auth, client_ip,
+            ((finding.rule_id, finding.cites, finding.action.value),)))
+        if notify:
+            notices = envelope_notices(envelope, finding, rcpt, self.pack, self.directory, self.clock.now())
+            if notices:
+                self.spawn(self.notify(notices, self.log.bind(queue_id=queue_id)))
+        return reply
 
     def decide(self, envelope: Envelope, content: bytes) -> tuple[Decision, str]:
         """Parse and decide (run in a worker thread so a large message does not block the loop);
@@ -121,14 +139,7 @@ class RelayApp:
         except AddressError:
             await txn.abort()
             return "501 5.1.7 Bad address syntax"
-        decision, subject = await asyncio.to_thread(self.decide, envelope, content)
-        log.info("decision", verdict=decision.verdict.value, reply=str(decision.reply),
-                 hits=[f.rule_id for f in decision.findings], monitored=[f.rule_id for f in decision.monitored],
-                 misses=list(decision.misses), recipients=len(rcpts), size=len(content),
-                 login=login, client_ip=client_ip, defects=len(decision.defects),
-                 audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings])
-        self.audit(queue_id, envelope, decision)
-        await self.record(decision, log)
+        decision, subject = await self.decide_logged(queue_id, envelope, content, log)
         if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
             await txn.abort()
             await self.notify(decision.notices, log)
@@ -152,6 +163,30 @@ class RelayApp:
         await self.notify(decision.notices, log)
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
+    async def decide_logged(self, queue_id: str, envelope: Envelope, content: bytes,
+                            log: Any) -> tuple[Decision, str]:
+        """Decide (in a worker thread), then log the decision, buffer it for the audit trail and
+        record social-network accounts: what every front-end does with every message."""
+        decision, subject = await asyncio.to_thread(self.decide, envelope, content)
+        log.info("decision", verdict=decision.verdict.value, reply=str(decision.reply),
+                 hits=[f.rule_id for f in decision.findings], monitored=[f.rule_id for f in decision.monitored],
+                 misses=list(decision.misses), recipients=len(envelope.rcpt_to), size=len(content),
+                 login=envelope.auth, client_ip=envelope.client_ip, defects=len(decision.defects),
+                 audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings])
+        self.audit(queue_id, envelope, decision)
+        await self.record(decision, log)
+        return decision, subject
+
+    async def store_holds(self, decision: Decision, queue_id: str, mail_from: str, login: str | None,
+                          content: bytes, subject: str, log: Any) -> tuple[list[NewHold], list[str]] | None:
+        """Write the held copies durably (fsync); None when the store cannot (answer 451)."""
+        planned = holds.plan(decision, queue_id, mail_from, content, subject, self.local_sender(mail_from, login))
+        try:
+            return planned, await asyncio.to_thread(self.store.add_holds, planned, self.clock.now())
+        except StoreError as error:
+            log.error("hold_store_failed", error=str(error)[:200])
+            return None
+
     async def hold(self, txn: Transaction, decision: Decision, queue_id: str, mail_from: str, login: str | None,
                    content: bytes, subject: str, log: Any) -> str:
         """Store the held copies durably, deliver the rest now, then answer 250.
@@ -159,13 +194,10 @@ class RelayApp:
         Order: store (fsync) first, then deliver the deliver-now recipients; if that delivery
         fails, the stored copies are removed and the client retries the whole message."""
         await txn.abort()  # the upstream transaction named every recipient; start afresh
-        sender = self.local_sender(mail_from, login)
-        planned = holds.plan(decision, queue_id, mail_from, content, subject, sender)
-        try:
-            ids = await asyncio.to_thread(self.store.add_holds, planned, self.clock.now())
-        except StoreError as error:
-            log.error("hold_store_failed", error=str(error)[:200])
+        stored = await self.store_holds(decision, queue_id, mail_from, login, content, subject, log)
+        if stored is None:
             return STORE_UNAVAILABLE
+        planned, ids = stored
         now_rcpts = holds.deliver_now(decision)
         if now_rcpts:
             reply = await self.deliver_to(mail_from, now_rcpts, content)
@@ -184,6 +216,58 @@ class RelayApp:
         self.scheduler.wake()
         held = sum(len(h.recipients) for h in planned)
         return f"250 2.0.0 Ok: queued as {queue_id}; {held} recipient(s) held by policy"
+
+    async def process_milter(self, queue_id: str, mail_from: str, rcpts: list[str], content: bytes, *,
+                             login: str | None, client_ip: str, helo: str) -> MilterOutcome:
+        """The same decision, notices and holds as `process`, said the milter way: the MTA keeps
+        the message and delivers it itself; we answer with a reply, or with header edits and the
+        recipients to take out of its delivery (held ones, after their copy is fsynced here)."""
+        log = self.log.bind(queue_id=queue_id, frontend="milter")
+        try:
+            envelope = Envelope.build(mail_from, rcpts, login, client_ip, helo)
+        except AddressError:
+            return MilterOutcome(reply="550 5.1.7 Bad address syntax")
+        decision, subject = await self.decide_logged(queue_id, envelope, content, log)
+        if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
+            await self.notify(decision.notices, log)
+            return MilterOutcome(reply=str(decision.reply))
+        before, rest = rewrite.split_head(content)
+        fields = rewrite.drop_own_headers(before)
+        if decision.rewrite and decision.rewrite.hide:
+            fields = rewrite.hide_addresses(fields, decision.rewrite.hide)
+        trace = self.trace_headers(queue_id, helo, client_ip, login, False, decision)
+        if decision.verdict in holds.HELD:
+            stored = await self.store_holds(decision, queue_id, mail_from, login, rewrite.join(trace + fields, rest),
+                                            subject, log)
+            if stored is None:
+                return MilterOutcome(reply=STORE_UNAVAILABLE)
+            planned, ids = stored
+            held = {address_key(r) for h in planned for r in h.recipients}
+            log.info("held", holds=ids, reasons=[h.reason for h in planned],
+                     deliver_at=[h.deliver_at.isoformat() if h.deliver_at else None for h in planned],
+                     held_recipients=len(held), delivered_now=len(rcpts) - len(held))
+            await self.notify(holds.with_hold_ids(decision.notices, planned, ids), log)
+            self.scheduler.wake()
+            if not holds.deliver_now(decision):
+                return MilterOutcome(discard=True)
+            return MilterOutcome(delete_rcpts=tuple(r for r in rcpts if address_key(r) in held),
+                                 header_edits=self.milter_edits(before, fields, trace))
+        if decision.rewrite and decision.rewrite.split:
+            reply = await self.deliver_split(mail_from, rcpts, trace, fields, rest, log, login)
+            log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
+            if not reply.ok:
+                return MilterOutcome(reply=str(reply) if reply.code >= 400 else "451 4.4.1 Upstream failure")
+            await self.notify(decision.notices, log)
+            return MilterOutcome(discard=True)  # every copy went out separately
+        await self.notify(decision.notices, log)
+        return MilterOutcome(header_edits=self.milter_edits(before, fields, trace))
+
+    @staticmethod
+    def milter_edits(before: list[bytes], after: list[bytes], trace: list[bytes]) -> tuple[HeaderEdit, ...]:
+        """Header edits for the MTA: forged X-Relay-* out, hidden addresses out, our X-Relay-* in
+        (the MTA writes its own Received header, so ours is not added)."""
+        ours = [t for t in trace if t[:8].lower() == b"x-relay-"]
+        return tuple(rewrite.header_edits(before, after + ours))
 
     async def deliver_to(self, mail_from: str, rcpts: list[str], content: bytes) -> Reply:
         """A fresh upstream transaction for some recipients; any refusal refuses the whole message."""
@@ -325,12 +409,60 @@ class RelayApp:
         self.store.close()
 
 
+HeaderEdit = tuple[str, int, bytes | None]  # name, 1-based occurrence (0: append), value (None: delete)
+
+
+@dataclass(frozen=True)
+class MilterOutcome:
+    """What the milter answers at end of message: a 4xx/5xx reply, or discard (every recipient
+    is taken care of by us), or accept with header edits and recipients removed."""
+
+    reply: str | None = None
+    discard: bool = False
+    delete_rcpts: tuple[str, ...] = ()
+    header_edits: tuple[HeaderEdit, ...] = ()
+
+
 def _clean_ids(text: str) -> str:
     return re.sub(r"[^a-z0-9(), -]", "", text)[:900]
 
 
 class ServeError(Exception):
     """The relay cannot start (a port in use, a missing certificate): said plainly, no traceback."""
+
+
+async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]:
+    """The SMTP listener and the milter listener, whichever the config names."""
+    loop = asyncio.get_running_loop()
+    servers = []
+    if config.listen is not None:
+        try:
+            server = await loop.create_server(lambda: RelaySMTP(app), config.listen.host, config.listen.port)
+        except OSError as error:
+            raise ServeError(f"cannot listen on {config.listen.host}:{config.listen.port}: {error.strerror}") from None
+        servers.append(server)
+        app.log.info("listening", host=config.listen.host, ports=[s.getsockname()[1] for s in server.sockets],
+                     upstream=app.upstream.describe())
+    if config.milter is not None:
+        kind, where, port = config.milter.address()
+
+        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await MilterSession(app, reader, writer).run()
+
+        try:
+            if kind == "unix":
+                with contextlib.suppress(FileNotFoundError):
+                    if Path(where).is_socket():
+                        Path(where).unlink()  # a stale socket from a previous run
+                server = await asyncio.start_unix_server(session, where)
+                os.chmod(where, int(config.milter.socket_mode, 8))
+            else:
+                server = await asyncio.start_server(session, where, port)
+        except OSError as error:
+            raise ServeError(f"cannot listen on milter {config.milter.listen}: {error.strerror}") from None
+        servers.append(server)
+        app.log.info("milter_listening", listen=config.milter.listen, upstream=app.upstream.describe())
+    return servers
 
 
 async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> None:
@@ -350,12 +482,9 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     if isinstance(clock, FileClock):
         app.log.warning("test_clock", path=str(clock.path), now=clock.now().isoformat())
     loop = asyncio.get_running_loop()
-    try:
-        server = await loop.create_server(lambda: RelaySMTP(app), config.listen.host, config.listen.port)
-    except OSError as error:
-        raise ServeError(f"cannot listen on {config.listen.host}:{config.listen.port}: {error.strerror}") from None
-    ports = [s.getsockname()[1] for s in server.sockets]
-    app.log.info("listening", host=config.listen.host, ports=ports, upstream=app.upstream.describe())
+    servers = await _listeners(app, config)
+    if not servers:
+        raise ServeError("nothing to listen on: set listen (SMTP) or milter.listen")
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -371,7 +500,8 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
         ready.set()
     await stop.wait()
     app.log.info("stopping", active=app.active)
-    server.close()
+    for server in servers:
+        server.close()
     for _ in range(100):
         if app.active == 0:
             break

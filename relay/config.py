@@ -68,6 +68,42 @@ class Scheduler(_Strict):
     max_sleep: float = Field(default=60, gt=0, le=3600, description="longest sleep; bounds a wall-clock jump")
 
 
+class Milter(_Strict):
+    """The milter listener (Postfix smtpd_milters / Sendmail INPUT_MAIL_FILTER)."""
+
+    listen: str = Field(description="inet:HOST:PORT or unix:/PATH, as Postfix writes milter addresses")
+    idle_timeout: float = Field(default=900, gt=0, description="seconds a silent MTA connection is kept")
+    socket_mode: str = Field(default="0660", description="permissions of a unix socket (octal)")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        kind, _, rest = value.partition(":")
+        if kind == "unix" and rest.startswith("/"):
+            return value
+        host, _, port = rest.rpartition(":")
+        if kind == "inet" and host and port.isdigit() and 0 < int(port) < 65536:
+            return value
+        raise ValueError(f"{value!r}: use inet:127.0.0.1:8895 or unix:/var/spool/postfix/policy-relay/milter")
+
+    @field_validator("socket_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        try:
+            int(value, 8)
+        except ValueError:
+            raise ValueError(f"{value!r}: an octal mode such as 0660") from None
+        return value
+
+    def address(self) -> tuple[str, str, int]:
+        """('inet', host, port) or ('unix', path, 0)."""
+        kind, _, rest = self.listen.partition(":")
+        if kind == "unix":
+            return kind, rest, 0
+        host, _, port = rest.rpartition(":")
+        return kind, host.strip("[]"), int(port)
+
+
 class Log(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -75,7 +111,8 @@ class Log(_Strict):
 
 class RelayConfig(_Strict):
     hostname: str = "policy-relay.local"
-    listen: Listen = Listen()
+    listen: Listen | None = Field(default=Listen(), description="the SMTP listener; null for milter only")
+    milter: Milter | None = None
     policy: str
     directory: str
     upstream: str = Field(default="maildir:var/maildir", description="smtp://host:port, lmtp://host:port, maildir:PATH")

@@ -64,3 +64,34 @@ def set_to(fields: list[bytes], recipient: str) -> list[bytes]:
     """One copy for one recipient: To shows only them, Cc is dropped (split delivery)."""
     kept = [f for f in fields if f.split(b":", 1)[0].strip().lower() not in (b"to", b"cc")]
     return [*kept, b"To: " + recipient.encode("utf-8")]
+
+
+def header_edits(before: list[bytes], after: list[bytes]) -> list[tuple[str, int, bytes | None]]:
+    """The edits that turn header fields `before` into `after`, for an MTA that edits in place
+    (milter): (name, index, value) with the 1-based occurrence of that name, 0 to append, and
+    None to delete. Values are the raw bytes after the colon (folds as CRLF). Changes come first,
+    then appends, then deletions from the last occurrence up, so no edit shifts another's index."""
+
+    def by_name(fields: list[bytes]) -> dict[bytes, list[tuple[bytes, bytes]]]:
+        out: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        for field in fields:
+            name, _, value = field.partition(b":")
+            out.setdefault(name.strip().lower(), []).append((name.strip(), value))
+        return out
+
+    old, new = by_name(before), by_name(after)
+    changes: list[tuple[str, int, bytes | None]] = []
+    appends: list[tuple[str, int, bytes | None]] = []
+    deletes: list[tuple[str, int, bytes | None]] = []
+    for key in dict.fromkeys([*old, *new]):
+        was, will = old.get(key, []), new.get(key, [])
+        if [v for _, v in was] == [v for _, v in will]:
+            continue
+        for i, (name, value) in enumerate(will):
+            if i >= len(was):
+                appends.append((name.decode("ascii", "replace"), 0, value))
+            elif was[i][1] != value:
+                changes.append((was[i][0].decode("ascii", "replace"), i + 1, value))
+        deletes.extend((was[i][0].decode("ascii", "replace"), i + 1, None)
+                       for i in reversed(range(len(will), len(was))))
+    return changes + appends + deletes

@@ -82,6 +82,7 @@ class RelaySMTP(SMTP):
             **kwargs,
         )
         self.transaction: Any = None
+        self.refused = False  # an RCPT-time refusal in this transaction already notified the sender
         self.mail_params: list[str] = []
         self.rcpt_params: list[str] = []
         self.xforward: dict[str, str] = {}
@@ -192,6 +193,7 @@ class PolicyHandler:
         if server.transaction is not None:
             await server.transaction.abort()
         server.transaction = self.app.upstream.transaction()
+        server.refused = False
         # aiosmtpd hands the null sender (RFC 5321 §4.5.5) over as the text "<>" and needs it kept
         # non-empty in its envelope; upstream it is the empty path.
         await server.transaction.mail("" if address == "<>" else address, server.mail_params)
@@ -205,9 +207,9 @@ class PolicyHandler:
             return "452 4.5.3 Too many recipients"
         refusal = self.app.rcpt_refusal(envelope.mail_from or "", [*envelope.rcpt_tos, address], address,
                                         self.login(server, session), self.client_ip(server),
-                                        trusted_hop=server.trusted_hop)
+                                        trusted_hop=server.trusted_hop, notify=not server.refused)
         if refusal is not None:
-            self.log.info("rcpt_refused", rcpt=address, reply=refusal)
+            server.refused = True
             return refusal
         reply = await server.transaction.rcpt(address, server.rcpt_params)
         if not reply.ok:

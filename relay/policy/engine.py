@@ -196,7 +196,14 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
 
 def envelope_refusal(envelope: Envelope, recipient: str, pack: Pack, directory: Directory,
                      now: datetime) -> SmtpReply | None:
-    """RCPT time: the 5xx for `recipient` if an enforced rule refuses it from the envelope alone.
+    """RCPT time: the 5xx for `recipient` if an enforced rule refuses it from the envelope alone."""
+    finding = envelope_refusing(envelope, recipient, pack, directory, now)
+    return None if finding is None else refusal_reply(finding)
+
+
+def envelope_refusing(envelope: Envelope, recipient: str, pack: Pack, directory: Directory,
+                      now: datetime) -> Finding | None:
+    """RCPT time: the enforced finding that refuses `recipient` from the envelope alone, if any.
 
     Only rule kinds marked ENVELOPE_RULE run, on an empty message; a finding counts only when the
     rule says the envelope alone decided it (a list among the recipients, the envelope sender, the
@@ -208,5 +215,19 @@ def envelope_refusal(envelope: Envelope, recipient: str, pack: Pack, directory: 
     for finding in found:
         if (finding.mode is Mode.ENFORCE and finding.action is Action.REJECT and finding.envelope_only
                 and finding.applies_to(key)):
-            return refusal_reply(finding)
+            return finding
     return None
+
+
+def envelope_notices(envelope: Envelope, finding: Finding, recipient: str, pack: Pack, directory: Directory,
+                     now: datetime) -> tuple[Notice, ...]:
+    """The notice for an RCPT-time refusal: to our own sender only (no backscatter); the subject
+    is not known yet, so the letter names the refused recipient."""
+    identity = identify(envelope, directory)
+    ctx = Context(Submission(envelope, EMPTY_MESSAGE), identity, directory, now, pack.settings)
+    if not ctx.notice_to:
+        return ()
+    who = recipient.replace("{", "{{").replace("}", "}}")
+    text = _letter(ctx, f"Su mensaje para {who} no fue aceptado.", f"Your message to {who} was not accepted.",
+                   [finding])
+    return (Notice(ctx.notice_to, "bounce", f"Mensaje no enviado a {recipient}"[:160], text, (finding.rule_id,)),)

@@ -25,10 +25,20 @@ from tests.helpers import INSTITUTIONS, POLICIES, ROOT
 PASSWORD = "clave-de-prueba"
 
 
+_ISSUED: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, never one this process handed out before (ports are
+    often chosen for several servers before any of them binds)."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _ISSUED:
+            _ISSUED.add(port)
+            return port
+    raise RuntimeError("no free loopback port")
 
 
 def wait_port(port: int, timeout: float = 15) -> None:

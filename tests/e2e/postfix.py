@@ -1,10 +1,12 @@
 """A private Postfix instance from Debian's packages: own config and queue, loopback ports only.
 
-Two deployments of the relay, as docs/postfix.md describes them:
+Three deployments of the relay, as docs/postfix.md describes them:
 - "content_filter" (after queue): Postfix queues, hands each message to the relay, the relay
   delivers to Postfix's reinjection listener;
 - "proxy" (before queue, smtpd_proxy_filter): Postfix's smtpd passes the live session to the relay,
-  so the relay's replies reach the client itself.
+  so the relay's replies reach the client itself;
+- "milter" (smtpd_milters): Postfix stays the only SMTP server and asks the relay's milter
+  listener at each step; held copies and notices come back through the reinjection listener.
 The reinjection listener then relays everything to `relayhost` (a sink the test owns). Test
 clients may use XCLIENT (LOGIN=, ADDR=) to play an authenticated user from any address.
 """
@@ -86,7 +88,8 @@ bounce_queue_lifetime = 0
 
 class Postfix:
     def __init__(self, relay_port: int, sink_port: int, relay_domains: str,
-                 mode: Literal["content_filter", "proxy"] = "content_filter", backoff: int = 1) -> None:
+                 mode: Literal["content_filter", "proxy", "milter"] = "content_filter", backoff: int = 1,
+                 milter_port: int | None = None, milter_timeout: int = 30) -> None:
         # Postfix daemons run as the postfix user, who cannot enter pytest's private (0700) tmp folders.
         self.mode = mode
         self.root = Path(tempfile.mkdtemp(prefix="relay-postfix-"))
@@ -101,6 +104,11 @@ class Postfix:
         front = f"127.0.0.1:{self.smtpd_port} inet n - n - - smtpd\n"
         if mode == "content_filter":
             main += f"content_filter = smtp:[127.0.0.1]:{relay_port}\n"
+        elif mode == "milter":
+            main += (f"smtpd_milters = inet:127.0.0.1:{milter_port or relay_port}\n"
+                     "milter_default_action = tempfail\nmilter_protocol = 6\n"
+                     f"milter_command_timeout = {milter_timeout}s\nmilter_content_timeout = {milter_timeout}s\n"
+                     "milter_connect_timeout = 5s\n")
         else:
             front += f"  -o smtpd_proxy_filter=127.0.0.1:{relay_port}\n  -o smtpd_proxy_timeout=60s\n"
         (self.etc / "main.cf").write_text(main)

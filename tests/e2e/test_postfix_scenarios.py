@@ -22,9 +22,9 @@ import yaml
 from relay.clock import FileClock
 from relay.directory import address_key
 from relay.message import Envelope, Submission, parse_message
-from relay.policy.engine import evaluate
-from relay.policy.verdicts import Decision, Verdict
-from tests.e2e.harness import RelayProcess, Sink
+from relay.policy.engine import envelope_notices, envelope_refusal, envelope_refusing, evaluate
+from relay.policy.verdicts import Decision, Notice, Verdict
+from tests.e2e.harness import RelayProcess, Sink, free_port
 from tests.e2e.postfix import Postfix
 from tests.helpers import INSTITUTIONS, SHARED, directory, pack, to_bytes
 
@@ -38,12 +38,14 @@ class Chain:
 
     def __init__(self, tmp: Path, institution: str, mode: str) -> None:
         self.sink = Sink().start()
+        milter_port = free_port()
         self.relay = RelayProcess(tmp, "smtp://127.0.0.1:1", pack=institution,
-                                  trust={"xforward_hosts": ["127.0.0.1"]})
+                                  trust={"xforward_hosts": ["127.0.0.1"]},
+                                  milter={"listen": f"inet:127.0.0.1:{milter_port}"})
         domains = yaml.safe_load((INSTITUTIONS / f"{institution}.yaml").read_text(encoding="utf-8"))["domains"]
         # a long backoff: a deferred message must stay deferred while the test looks at it
         self.postfix = Postfix(self.relay.port, self.sink.port, ", ".join(domains), mode=mode,  # type: ignore[arg-type]
-                               backoff=3600)
+                               backoff=3600, milter_port=milter_port)
         self.relay.set_upstream(f"smtp://127.0.0.1:{self.postfix.reinject_port}")
         self.relay.use_test_clock(datetime.fromisoformat("2026-11-24T10:00:00-05:00"))
         self.relay.start()
@@ -70,16 +72,49 @@ def get_chain(chains: dict[tuple[str, str], Chain], tmp_path_factory: pytest.Tem
     return chains[(institution, mode)]
 
 
-def expected_decision(scenario: dict[str, Any], client_ip: str, raw: bytes) -> Decision:
+def expected_decision(scenario: dict[str, Any], client_ip: str, raw: bytes,
+                      rcpts: list[str] | None = None) -> Decision:
     env = scenario["envelope"]
     name = scenario["institution"]
     at = scenario["at"] if isinstance(scenario["at"], datetime) else datetime.fromisoformat(str(scenario["at"]))
-    envelope = Envelope.build(env.get("mail_from") or "", env["rcpt_to"], env.get("auth"), client_ip)
+    envelope = Envelope.build(env.get("mail_from") or "", rcpts if rcpts is not None else env["rcpt_to"],
+                              env.get("auth"), client_ip)
     return evaluate(Submission(envelope, parse_message(raw)), pack(name), directory(name), at)
 
 
-def send(postfix: Postfix, login: str | None, addr: str, mail_from: str, rcpts: list[str], raw: bytes) -> str:
-    """Send through Postfix as `login` from `addr` (XCLIENT); the final reply as 'code text'."""
+def refused_at_rcpt(scenario: dict[str, Any], client_ip: str) -> list[str]:
+    """The recipients a front-end that sees the envelope (the milter, the relay's own SMTP
+    listener) refuses at RCPT, in order, as it does: each judged with those accepted before it."""
+    env, name = scenario["envelope"], scenario["institution"]
+    at = scenario["at"] if isinstance(scenario["at"], datetime) else datetime.fromisoformat(str(scenario["at"]))
+    accepted: list[str] = []
+    refused: list[str] = []
+    for rcpt in env["rcpt_to"]:
+        envelope = Envelope.build(env.get("mail_from") or "", [*accepted, rcpt], env.get("auth"), client_ip)
+        if envelope_refusal(envelope, rcpt, pack(name), directory(name), at) is None:
+            accepted.append(rcpt)
+        else:
+            refused.append(rcpt)
+    return refused
+
+
+def early_notices(scenario: dict[str, Any], client_ip: str, early: list[str]) -> tuple[Notice, ...]:
+    """The one notice for a transaction's RCPT-time refusals (the first one), to our own sender."""
+    if not early:
+        return ()
+    env, name = scenario["envelope"], scenario["institution"]
+    at = scenario["at"] if isinstance(scenario["at"], datetime) else datetime.fromisoformat(str(scenario["at"]))
+    accepted = [r for r in env["rcpt_to"][: env["rcpt_to"].index(early[0])] if r not in early]
+    envelope = Envelope.build(env.get("mail_from") or "", [*accepted, early[0]], env.get("auth"), client_ip)
+    finding = envelope_refusing(envelope, early[0], pack(name), directory(name), at)
+    assert finding is not None
+    return envelope_notices(envelope, finding, early[0], pack(name), directory(name), at)
+
+
+def send(postfix: Postfix, login: str | None, addr: str, mail_from: str, rcpts: list[str],
+         raw: bytes) -> tuple[str, dict[str, str]]:
+    """Send through Postfix as `login` from `addr` (XCLIENT): the final reply as 'code text', and
+    the recipients refused at RCPT with their replies."""
     with smtplib.SMTP("127.0.0.1", postfix.smtpd_port, timeout=60) as smtp:
         smtp.ehlo("client.test")
         code, text = smtp.docmd("XCLIENT", f"ADDR={addr} NAME=[UNAVAILABLE]" + (f" LOGIN={login}" if login else ""))
@@ -88,18 +123,18 @@ def send(postfix: Postfix, login: str | None, addr: str, mail_from: str, rcpts: 
         try:
             refused = smtp.sendmail(mail_from, rcpts, raw)
         except smtplib.SMTPDataError as error:
-            return f"{error.smtp_code} {error.smtp_error.decode()}"
+            return f"{error.smtp_code} {error.smtp_error.decode()}", {}
         except smtplib.SMTPRecipientsRefused as error:
-            return " ".join(f"{c} {t.decode()}" for c, t in error.recipients.values())
-        assert refused == {}, refused
-        return "250"
+            replies = {r: f"{c} {t.decode()}" for r, (c, t) in error.recipients.items()}
+            return " ".join(replies.values()), replies
+        return "250", {r: f"{c} {t.decode()}" for r, (c, t) in refused.items()}
 
 
 def unfold(data: bytes) -> str:
     return " ".join(data.decode("utf-8", "replace").split())
 
 
-@pytest.mark.parametrize("mode", ["content_filter", "proxy"])
+@pytest.mark.parametrize("mode", ["content_filter", "proxy", "milter"])
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario_through_postfix(path: Path, mode: str, chains: dict[tuple[str, str], Chain],
                                   tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -112,23 +147,42 @@ def test_scenario_through_postfix(path: Path, mode: str, chains: dict[tuple[str,
     client_ip = env.get("client_ip") or OUTSIDE_IP
     mail_from, rcpts = env.get("mail_from") or "", list(env["rcpt_to"])
 
-    decision = expected_decision(scenario, client_ip, raw)
+    full = expected_decision(scenario, client_ip, raw)
     wanted = expect["verdict"] if isinstance(expect["verdict"], list) else [expect["verdict"]]
-    assert decision.verdict.value in wanted  # the dry run meets the scenario (run.py checks the rest)
+    assert full.verdict.value in wanted  # the dry run meets the scenario (run.py checks the rest)
+    # Behind Postfix as content_filter or proxy the relay sees the login only with the message, so
+    # it decides everything at DATA; as a milter it sees the envelope and refuses at RCPT what the
+    # envelope alone decides, then decides the rest at DATA, exactly like its own SMTP listener.
+    early = refused_at_rcpt(scenario, client_ip) if mode == "milter" else []
+    remaining = [r for r in rcpts if r not in early]
+    decision = expected_decision(scenario, client_ip, raw, remaining) if remaining else full
 
     decisions_before = len(chain.relay.events("decision"))
     notices_before = len(chain.relay.events("notice"))
+    refused_before = len(chain.relay.events("rcpt_refused"))
     with chain.sink.handler.lock:
         chain.sink.handler.messages.clear()
-    reply = send(chain.postfix, env.get("auth"), client_ip, mail_from, rcpts, raw)
+    reply, refused = send(chain.postfix, env.get("auth"), client_ip, mail_from, rcpts, raw)
 
-    events = chain.relay.wait_events("decision", decisions_before + 1)
-    assert len(events) == decisions_before + 1, (reply, chain.postfix.queue(), chain.postfix.log()[-3000:])
-    seen = events[-1]
-    assert seen["verdict"] == decision.verdict.value, seen
+    assert sorted(refused) == sorted(early), (refused, early)
+    for rcpt in early:
+        assert refused[rcpt].startswith("5") and " 5.7.1 [" in refused[rcpt], refused
+    seen_refusals = chain.relay.wait_events("rcpt_refused", refused_before + len(early))[refused_before:]
+    assert len(seen_refusals) == len(early)
+    planned_early = {address_key(n.to) for n in early_notices(scenario, client_ip, early)}
+    if remaining:
+        events = chain.relay.wait_events("decision", decisions_before + 1)
+        assert len(events) == decisions_before + 1, (reply, chain.postfix.queue(), chain.postfix.log()[-3000:])
+        seen = events[-1]
+        assert seen["verdict"] == decision.verdict.value, seen
+    else:
+        seen = seen_refusals[-1]
+        reply = refused[early[-1]]
+        decision = full
     assert seen["login"] == (address_key(env["auth"]) if env.get("auth") else None)
-    planned = {address_key(n.to) for n in decision.notices}
-    chain.relay.wait_events("notice", notices_before + len(decision.notices))
+    planned = {address_key(n.to) for n in decision.notices} if remaining else set()
+    planned |= planned_early
+    chain.relay.wait_events("notice", notices_before + len(planned))
     queue = chain.postfix.wait_queue(lambda q: all(m["queue_name"] == "deferred" for m in q))
     time.sleep(0.2)
     got = list(chain.sink.messages)
@@ -138,7 +192,10 @@ def test_scenario_through_postfix(path: Path, mode: str, chains: dict[tuple[str,
     delivered_to = {address_key(r) for m in originals for r in m.rcpts}
     keys = {address_key(r) for r in rcpts}
 
-    if decision.verdict is Verdict.DELIVER:
+    keys -= {address_key(r) for r in early}
+    if not remaining:
+        assert delivered_to == set() and bounces == [] and queue == []
+    elif decision.verdict is Verdict.DELIVER:
         assert reply == "250"
         assert delivered_to == keys
         assert all(b"X-Relay-Queue-ID: " in m.content for m in originals)
@@ -146,7 +203,7 @@ def test_scenario_through_postfix(path: Path, mode: str, chains: dict[tuple[str,
     elif decision.verdict is Verdict.REJECT:
         rule = decision.reply.text.split("]")[0] + "]"
         assert delivered_to == set()
-        if mode == "proxy":
+        if mode in ("proxy", "milter"):
             assert reply.startswith(f"{decision.reply.code} {decision.reply.status} {rule}"), reply
             assert bounces == []
         else:

@@ -1,0 +1,230 @@
+"""Milter front-end: one asyncio session per MTA connection, the same engine, notices and holds.
+
+Postfix opens a milter connection per SMTP session and may run several messages through it
+(SMFIC_ABORT between them, SMFIC_QUIT_NC to start afresh). Envelope refusals are answered at RCPT
+(SMFIR_REPLYCODE), the rest at end of message, where `RelayApp.process_milter` decides. Any fault
+of ours answers `451 4.3.0` (never a 5xx, never an accept); if the relay is down or silent, Postfix
+applies its `milter_default_action`, which must be `tempfail` (docs/postfix.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from typing import TYPE_CHECKING
+
+from relay import logs
+from relay.frontends import milter_codec as mc
+
+if TYPE_CHECKING:
+    from relay.app import MilterOutcome, RelayApp
+
+INTERNAL_ERROR = "451 4.3.0 Internal error; please try again later"
+# What we take from the MTA, and what we ask it to spare us (no DATA/unknown events; no reply per
+# header or body chunk; header values exactly as received, leading space included).
+ACTIONS = mc.F_ADDHDRS | mc.F_CHGHDRS | mc.F_DELRCPT | mc.F_SETSYMLIST
+PROTOCOL = mc.P_NOUNKNOWN | mc.P_NODATA | mc.P_NR_HDR | mc.P_NR_BODY | mc.P_NR_EOH | mc.P_HDR_LEADSPC
+MACROS = {
+    mc.M_CONNECT: "j {client_addr} {client_name}",
+    mc.M_ENVFROM: "i {auth_authen} {auth_type} {mail_addr}",
+    mc.M_ENVRCPT: "i {rcpt_addr}",
+    mc.M_EOM: "i",
+}
+_NO_REPLY = {mc.HEADER: mc.P_NR_HDR, mc.BODY: mc.P_NR_BODY, mc.EOH: mc.P_NR_EOH, mc.CONNECT: mc.P_NR_CONN,
+             mc.HELO: mc.P_NR_HELO, mc.MAIL: mc.P_NR_MAIL, mc.RCPT: mc.P_NR_RCPT, mc.DATA: mc.P_NR_DATA,
+             mc.UNKNOWN: mc.P_NR_UNKN}
+
+
+class MilterSession:
+    def __init__(self, app: RelayApp, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.app, self.reader, self.writer = app, reader, writer
+        self.decoder = mc.Decoder()
+        self.log = logs.get("relay.milter").bind(session_id=secrets.token_hex(4))
+        self.idle_timeout = app.config.milter.idle_timeout if app.config.milter else 900.0
+        self.protocol = 0  # negotiated SMFIP_* bits
+        self.actions = 0
+        self.macros: dict[bytes, dict[str, str]] = {}
+        self.client_ip = ""
+        self.helo = ""
+        self.reset_message()
+
+    def reset_message(self, keep_mail_macros: bool = False) -> None:
+        """Forget the message; macros of its stages too (those of MAIL arrive just before MAIL)."""
+        self.mail_from: str | None = None
+        self.rcpts: list[str] = []
+        self.headers: list[bytes] = []
+        self.body = bytearray()
+        self.size = 0
+        self.too_big = False
+        self.refused = False  # one notice per transaction for RCPT-time refusals
+        stages = (mc.RCPT, mc.DATA, mc.HEADER, mc.EOH, mc.BODY, mc.BODYEOB)
+        for stage in stages if keep_mail_macros else (mc.MAIL, *stages):
+            self.macros.pop(stage, None)
+
+    def macro(self, name: str) -> str | None:
+        for values in reversed(list(self.macros.values())):
+            if values.get(name):
+                return values[name]
+        return None
+
+    async def run(self) -> None:
+        self.app.active += 1
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), self.idle_timeout)
+                except TimeoutError:
+                    self.log.info("milter_idle_timeout")
+                    return
+                if not data:
+                    return
+                try:
+                    commands = self.decoder.feed(data)
+                except mc.ProtocolError as error:
+                    self.log.warning("milter_protocol_error", error=str(error))
+                    return
+                for command in commands:
+                    if not await self.handle(command):
+                        return
+                await self.writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            self.app.active -= 1
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    def send(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def answer(self, code: bytes, data: bytes) -> None:
+        """The reply to an event, unless we negotiated not to reply to that kind."""
+        flag = _NO_REPLY.get(code)
+        if flag is None or not self.protocol & flag:
+            self.send(data)
+
+    async def handle(self, command: mc.Command) -> bool:
+        """One command; False ends the connection."""
+        if isinstance(command, mc.OptNeg):
+            self.negotiate(command)
+        elif isinstance(command, mc.Macros):
+            self.macros[command.stage] = command.values
+        elif isinstance(command, mc.Connect):
+            self.client_ip = command.address if command.family in "46" else "127.0.0.1"
+            self.answer(mc.CONNECT, mc.reply_continue())
+        elif isinstance(command, mc.Helo):
+            self.helo = command.name
+            self.answer(mc.HELO, mc.reply_continue())
+        elif isinstance(command, mc.Mail):
+            self.reset_message(keep_mail_macros=True)
+            self.mail_from = command.sender
+            self.answer(mc.MAIL, mc.reply_continue())
+        elif isinstance(command, mc.Rcpt):
+            self.answer(mc.RCPT, self.rcpt(command.recipient))
+        elif isinstance(command, mc.Header):
+            self.header(command)
+            self.answer(mc.HEADER, mc.reply_continue())
+        elif isinstance(command, mc.Body):
+            self.add_body(command.chunk)
+            self.answer(mc.BODY, mc.reply_continue())
+        elif isinstance(command, mc.Unknown):
+            self.answer(mc.UNKNOWN, mc.reply_continue())
+        elif command.code == mc.BODYEOB:
+            for reply in await self.end_of_message():
+                self.send(reply)
+            self.reset_message()
+        elif command.code in (mc.EOH, mc.DATA):
+            self.answer(command.code, mc.reply_continue())
+        elif command.code == mc.ABORT:
+            self.reset_message()
+        elif command.code == mc.QUIT_NC:
+            self.reset_message()
+            self.macros.clear()
+            self.client_ip = self.helo = ""
+        elif command.code == mc.QUIT:
+            return False
+        return True
+
+    def negotiate(self, offer: mc.OptNeg) -> None:
+        self.actions = ACTIONS & offer.actions
+        self.protocol = PROTOCOL & offer.protocol
+        missing = (mc.F_DELRCPT | mc.F_CHGHDRS | mc.F_ADDHDRS) & ~offer.actions
+        if missing:
+            self.log.warning("milter_actions_missing", offered=offer.actions, missing=missing)
+        macros = MACROS if self.actions & mc.F_SETSYMLIST else None
+        self.send(mc.reply_optneg(self.actions, self.protocol, macros))
+        self.log.debug("milter_negotiated", version=offer.version, actions=self.actions, protocol=self.protocol)
+
+    def rcpt(self, recipient: str) -> bytes:
+        if self.mail_from is None:
+            return mc.reply_code("503 5.5.1 Bad sequence of commands")
+        try:
+            refusal = self.app.rcpt_refusal(self.mail_from, [*self.rcpts, recipient], recipient,
+                                            self.macro("auth_authen"), self.client_ip,
+                                            queue_id=self.macro("i") or "", notify=not self.refused)
+        except Exception as error:  # a fault of ours: the MTA defers, nothing is lost
+            self.log.error("milter_rcpt_fault", error=type(error).__name__)
+            return mc.reply_code(INTERNAL_ERROR)
+        if refusal is not None:
+            self.refused = True
+            return mc.reply_code(refusal)
+        self.rcpts.append(recipient)
+        return mc.reply_continue()
+
+    def header(self, command: mc.Header) -> None:
+        value = command.value.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        if not self.protocol & mc.P_HDR_LEADSPC:
+            value = b" " + value
+        field = command.name + b":" + value
+        self.headers.append(field)
+        self.size += len(field) + 2
+        self.too_big |= self.size > self.app.config.limits.max_message_size
+
+    def add_body(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.app.config.limits.max_message_size:
+            self.too_big = True
+            self.body.clear()  # answered 552 at end of message; keep no more of it
+        elif not self.too_big:
+            self.body += chunk
+
+    async def end_of_message(self) -> list[bytes]:
+        if self.mail_from is None or not self.rcpts:
+            return [mc.reply_code("503 5.5.1 Bad sequence of commands")]
+        if self.too_big:
+            return [mc.reply_code("552 5.3.4 Message size exceeds fixed maximum message size")]
+        content = b"".join(h + b"\r\n" for h in self.headers) + b"\r\n" + bytes(self.body)
+        queue_id = self.macro("i") or secrets.token_hex(6).upper()
+        try:
+            outcome = await self.app.process_milter(
+                queue_id, self.mail_from, list(self.rcpts), content,
+                login=self.macro("auth_authen"), client_ip=self.client_ip, helo=self.helo)
+            return self.encode(outcome)
+        except Exception as error:  # a fault of ours: the MTA defers, nothing is lost
+            self.log.exception("milter_fault", queue_id=queue_id, error=type(error).__name__)
+            return [mc.reply_code(INTERNAL_ERROR)]
+
+    def encode(self, outcome: MilterOutcome) -> list[bytes]:
+        if outcome.reply is not None:
+            return [mc.reply_code(outcome.reply)]
+        if outcome.discard:
+            return [mc.reply_discard()]
+        if outcome.delete_rcpts and not self.actions & mc.F_DELRCPT:
+            return [mc.reply_code("451 4.3.5 Milter may not delete recipients; enable it in the MTA")]
+        out = [mc.mod_delete_rcpt(r) for r in outcome.delete_rcpts]
+        for name, index, value in outcome.header_edits:
+            if value is not None and not self.protocol & mc.P_HDR_LEADSPC:
+                value = value[1:] if value.startswith((b" ", b"\t")) else value
+            value = (value or b"").replace(b"\r\n", b"\n")
+            if index == 0 and self.actions & mc.F_ADDHDRS:
+                out.append(mc.mod_add_header(name, value.decode("utf-8", "surrogateescape")))
+            elif index and self.actions & mc.F_CHGHDRS:
+                out.append(mc.mod_change_header(index, name, value))
+        return [*out, mc.reply_accept()]
+
+
+async def serve_session(app: RelayApp, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await MilterSession(app, reader, writer).run()
+
