@@ -100,3 +100,21 @@ def test_validate_command_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_shipped_config_example_validates() -> None:
     root = POLICIES.parent
     assert main(["validate", str(root / "config.example.yaml")]) == 0
+
+
+@pytest.mark.parametrize(("listen", "hint"), [
+    ("127.0.0.1:8895", "inet:127.0.0.1:8895"),
+    ("inet:127.0.0.1:99999", "inet:127.0.0.1:8895"),
+    ("unix:relative/path", "unix:/var/spool/postfix"),
+])
+def test_a_bad_milter_address_names_its_line_and_shows_the_forms(tmp_path: Path, listen: str, hint: str) -> None:
+    from relay.config import load_config
+
+    example = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text(encoding="utf-8")
+    text = example.replace("store: sqlite:", f'milter:\n  listen: "{listen}"\nstore: sqlite:', 1)
+    path = broken(tmp_path, text.replace("policies/", str(POLICIES) + "/").replace(
+        "../shared/", str(POLICIES.parent.parent / "shared") + "/"), "relay.yaml")
+    [problem] = problems(path, load_config)
+    line = line_of(text, f'  listen: "{listen}"')
+    assert problem.startswith(f"{path}:{line}: milter.listen:"), problem
+    assert hint in problem
