@@ -4,12 +4,18 @@
     smtp-source -> smtp-sink                      (direct: what the machine can do)
     smtp-source -> relay serve -> smtp-sink       (the relay with a full policy pack)
 
+and with --milter, a private Postfix (Debian's, started on loopback ports):
+
+    smtp-source -> Postfix -> smtp-sink                   (Postfix alone)
+    smtp-source -> Postfix + relay milter -> smtp-sink    (smtpd_milters = the relay)
+
 at 1, 10 and 50 concurrent sessions, one ~5 KB Spanish message per connection (as smtp-source does
 by default), staff mail that runs every staff rule of the pack. Prints messages/s, the relay's CPU
 seconds per 1,000 messages, its peak RSS, and the ratio relay/direct. Not a test: figures for the
 README table. Loopback only; every run sends a fixed number of messages.
 
     .venv/bin/python bench/smtp_load.py [--pack pasto] [--messages 2000] [--sessions 1,10,50] [--runs 1]
+    .venv/bin/python bench/smtp_load.py --milter     (as root: Postfix runs its daemons as postfix)
 """
 
 from __future__ import annotations
@@ -108,6 +114,68 @@ def start_relay(folder: Path, pack: str, upstream_port: int) -> tuple[subprocess
     return proc, port, log
 
 
+def start_milter_relay(folder: Path, pack: str, port: int, upstream_port: int) -> tuple[subprocess.Popen[bytes], Path]:
+    """The relay as a milter only (no SMTP listener); held mail would go to `upstream_port`."""
+    directory = yaml.safe_load((INSTITUTIONS / f"{pack}.yaml").read_text(encoding="utf-8"))
+    directory["internal_networks"] = [*directory.get("internal_networks", []), "127.0.0.0/8"]  # staff mail
+    (folder / "directory.yaml").write_text(yaml.safe_dump(directory, allow_unicode=True), encoding="utf-8")
+    config = {"hostname": "relay.bench", "listen": None, "milter": {"listen": f"inet:127.0.0.1:{port}"},
+              "policy": str(ROOT / "policies" / f"{pack}.yaml"), "directory": str(folder / "directory.yaml"),
+              "upstream": f"smtp://127.0.0.1:{upstream_port}", "store": f"sqlite:{folder / 'milter.sqlite3'}",
+              "pid_file": str(folder / "milter.pid"), "log": {"level": "info"}}
+    (folder / "milter.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    log = folder / "milter.log"
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(folder / "milter.yaml")],
+                            cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    wait_port(port)
+    return proc, log
+
+
+def milter_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rcpt: str) -> None:
+    """Postfix alone (its milter-free listener) against Postfix with the relay as its milter."""
+    sys.path.insert(0, str(ROOT))
+    from tests.e2e.postfix import Postfix
+
+    domain = rcpt.split("@")[1]
+    sink_port = free_port()
+    user = ["-u", "postfix"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
+    milter_port = free_port()
+    postfix = Postfix(milter_port, sink_port, domain, mode="milter", backoff=60, milter_port=milter_port)
+    relay, log = start_milter_relay(folder, args.pack, milter_port, postfix.reinject_port)
+    postfix.start()
+    wait_port(sink_port)
+    try:
+        source(postfix.smtpd_port, 1, 20, sender, rcpt, msg)  # warm up
+        print(f"pack {args.pack}, {args.size} B messages, {args.messages} per row, one message per connection; "
+              "msg/s = accepted by Postfix")
+        print(f"{'sessions':>8} {'Postfix msg/s':>14} {'+milter msg/s':>14} {'ratio':>6} "
+              f"{'relay CPU s/1000':>17} {'relay peak RSS MiB':>19}")
+        for sessions in (int(s) for s in args.sessions.split(",")):
+            count = args.messages if sessions > 1 else max(args.messages // 4, 100)
+            alone, filtered, cpu = [], [], []
+            for _ in range(args.runs):
+                alone.append(count / source(postfix.reinject_port, sessions, count, sender, rcpt, msg))
+                before = cpu_seconds(relay.pid)
+                filtered.append(count / source(postfix.smtpd_port, sessions, count, sender, rcpt, msg))
+                cpu.append((cpu_seconds(relay.pid) - before) / count * 1000)
+            a, f = statistics.median(alone), statistics.median(filtered)
+            print(f"{sessions:>8} {a:>14,.0f} {f:>14,.0f} {f / a:>6.1%} {statistics.median(cpu):>17.2f} "
+                  f"{peak_rss_mib(relay.pid):>19.0f}")
+        events = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+        verdicts: dict[str, int] = {}
+        for e in events:
+            if e["event"] == "decision":
+                verdicts[e["verdict"]] = verdicts.get(e["verdict"], 0) + 1
+        print(f"relay milter decisions: {verdicts}")
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        relay.wait(20)
+        postfix.stop()
+        sink.terminate()
+        sink.wait(5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pack", default="pasto", choices=sorted(SENDER))
@@ -115,6 +183,7 @@ def main() -> int:
     parser.add_argument("--sessions", default="1,10,50")
     parser.add_argument("--size", type=int, default=5 * 1024)
     parser.add_argument("--runs", type=int, default=1, help="median of this many runs per row")
+    parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")
     args = parser.parse_args()
     for tool in (SMTP_SOURCE, SMTP_SINK):
         if not Path(tool).exists():
@@ -124,6 +193,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         folder = Path(tmp)
         msg = message_file(folder, sender, rcpt, args.size)
+        if args.milter:
+            milter_rows(args, folder, msg, sender, rcpt)
+            return 0
         sink_port = free_port()
         user = ["-u", "postfix"] if os.geteuid() == 0 else []
         sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import re
 import secrets
@@ -431,6 +432,13 @@ class ServeError(Exception):
     """The relay cannot start (a port in use, a missing certificate): said plainly, no traceback."""
 
 
+def _is_loopback_host(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]:
     """The SMTP listener and the milter listener, whichever the config names."""
     loop = asyncio.get_running_loop()
@@ -462,6 +470,10 @@ async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]
             raise ServeError(f"cannot listen on milter {config.milter.listen}: {error.strerror}") from None
         servers.append(server)
         app.log.info("milter_listening", listen=config.milter.listen, upstream=app.upstream.describe())
+        if kind == "inet" and not _is_loopback_host(where):
+            # whoever reaches this port is believed about the SASL login ({auth_authen}): only the MTA may
+            app.log.warning("milter_not_loopback", listen=config.milter.listen,
+                            advice="bind to 127.0.0.1 or a unix socket, or firewall it to the MTA only")
     return servers
 
 

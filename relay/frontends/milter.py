@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from typing import TYPE_CHECKING
+import socket
+from typing import TYPE_CHECKING, Any
 
 from relay import logs
 from relay.frontends import milter_codec as mc
@@ -47,6 +48,7 @@ class MilterSession:
         self.macros: dict[bytes, dict[str, str]] = {}
         self.client_ip = ""
         self.helo = ""
+        self.sock = _quickack_socket(writer)
         self.reset_message()
 
     def reset_message(self, keep_mail_macros: bool = False) -> None:
@@ -79,6 +81,12 @@ class MilterSession:
                     return
                 if not data:
                     return
+                if self.sock is not None:
+                    # The MTA writes a macro packet, then the command (or one packet per header),
+                    # each flushed alone with Nagle on: the next write waits for our ACK, which
+                    # Linux delays 40 ms when we have nothing to send. ACK at once instead.
+                    with contextlib.suppress(OSError):
+                        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 try:
                     commands = self.decoder.feed(data)
                 except mc.ProtocolError as error:
@@ -223,6 +231,14 @@ class MilterSession:
             elif index and self.actions & mc.F_CHGHDRS:
                 out.append(mc.mod_change_header(index, name, value))
         return [*out, mc.reply_accept()]
+
+
+def _quickack_socket(writer: asyncio.StreamWriter) -> Any:
+    """The TCP socket under a milter connection when Linux quick ACKs can be asked for, else None."""
+    sock = writer.get_extra_info("socket")
+    if sock is None or not hasattr(socket, "TCP_QUICKACK") or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return sock
 
 
 async def serve_session(app: RelayApp, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

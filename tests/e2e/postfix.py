@@ -49,6 +49,7 @@ REINJECT = """\
 127.0.0.1:{reinject_port} inet n - n - - smtpd
   -o content_filter=
   -o smtpd_proxy_filter=
+  -o smtpd_milters=
   -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
   -o smtpd_relay_restrictions=permit_mynetworks,reject
   -o smtpd_authorized_xclient_hosts=
