@@ -2,6 +2,7 @@
 """The yardstick of issue 6: a bare aiosmtpd -> aiosmtplib passthrough, no policy, no store.
 
     .venv/bin/python bench/passthrough.py --port 2525 --upstream 127.0.0.1:2526 [--uvloop] [--parse]
+    .venv/bin/python bench/passthrough.py --port 2525 --sink      (a bare aiosmtpd sink)
 
 Every message received is sent on with one aiosmtplib transaction (a new connection each, as
 the simplest relay would) and the client hears the upstream's reply. `--parse` adds a full
@@ -19,20 +20,21 @@ import signal
 from typing import Any
 
 import aiosmtplib
-from aiosmtpd.controller import Controller  # noqa: F401  (documents the dependency; we run our own loop)
 from aiosmtpd.smtp import SMTP
 
 
 class Forward:
-    def __init__(self, host: str, port: int, parse: bool) -> None:
-        self.host, self.port, self.parse = host, port, parse
+    def __init__(self, host: str, port: int, parse: bool, sink: bool) -> None:
+        self.host, self.port, self.parse, self.sink = host, port, parse, sink
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         content = envelope.original_content
+        if self.sink:
+            return "250 2.0.0 Ok"
         if self.parse:
             email.message_from_bytes(content, policy=email.policy.default).get("Subject")
         try:
-            errors, reply = await aiosmtplib.send(content, sender=envelope.mail_from, recipients=envelope.rcpt_tos,
+            errors, _ = await aiosmtplib.send(content, sender=envelope.mail_from, recipients=envelope.rcpt_tos,
                                                   hostname=self.host, port=self.port, timeout=30)
         except aiosmtplib.SMTPException as error:
             return f"451 4.4.1 upstream: {error}"
@@ -41,7 +43,7 @@ class Forward:
 
 async def serve(args: argparse.Namespace) -> None:
     host, _, port = args.upstream.rpartition(":")
-    handler = Forward(host, int(port), args.parse)
+    handler = Forward(host, int(port), args.parse, args.sink)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SMTP(handler, enable_SMTPUTF8=True, data_size_limit=64 << 20),
                                       "127.0.0.1", args.port)
@@ -55,7 +57,8 @@ async def serve(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--upstream", required=True, help="HOST:PORT")
+    parser.add_argument("--upstream", default="127.0.0.1:0", help="HOST:PORT")
+    parser.add_argument("--sink", action="store_true", help="a bare aiosmtpd sink: answer 250, send nothing on")
     parser.add_argument("--uvloop", action="store_true")
     parser.add_argument("--parse", action="store_true", help="parse each message with email.policy.default")
     args = parser.parse_args()

@@ -2,7 +2,11 @@
 """Benchmark: SMTP throughput of the relay against Postfix's own tools, side by side in one run.
 
     smtp-source -> smtp-sink                      (direct: what the machine can do)
+    smtp-source -> bare aiosmtpd -> aiosmtplib -> smtp-sink   (bench/passthrough.py, asyncio and uvloop)
     smtp-source -> relay serve -> smtp-sink       (the relay with a full policy pack)
+
+with a latency probe (end of DATA to reply, p50/p99 at 10 sessions), and with --large 10 the same
+for 10 MiB messages beside a bare aiosmtpd sink (msg/s, CPU seconds per message, peak RSS),
 
 and with --milter, a private Postfix (Debian's, started on loopback ports):
 
@@ -15,6 +19,7 @@ seconds per 1,000 messages, its peak RSS, and the ratio relay/direct. Not a test
 README table. Loopback only; every run sends a fixed number of messages.
 
     .venv/bin/python bench/smtp_load.py [--pack pasto] [--messages 2000] [--sessions 1,10,50] [--runs 1]
+    .venv/bin/python bench/smtp_load.py --large 10 [--large-messages 20]
     .venv/bin/python bench/smtp_load.py --milter     (as root: Postfix runs its daemons as postfix)
 """
 
@@ -176,6 +181,152 @@ def milter_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, 
         sink.wait(5)
 
 
+def start_passthrough(*flags: str, upstream_port: int = 0) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "passthrough.py"), "--port", str(port),
+                             "--upstream", f"127.0.0.1:{upstream_port}", *flags], cwd=ROOT)
+    wait_port(port)
+    return proc, port
+
+
+async def _latency_session(port: int, count: int, sender: str, rcpt: str, data: bytes, out: list[float]) -> None:
+    """One message per connection; the time from the end of DATA to the server's reply."""
+    import asyncio
+
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def reply(reader: asyncio.StreamReader = reader) -> bytes:
+            while True:
+                line = await reader.readline()
+                if line[3:4] != b"-":
+                    return line
+
+        await reply()
+        writer.write(f"EHLO bench.test\r\nMAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode())
+        for _ in range(4):
+            await reply()
+        started = time.perf_counter()
+        writer.write(data)
+        line = await reply()
+        out.append(time.perf_counter() - started)
+        if not line.startswith(b"250"):
+            raise RuntimeError(f"latency probe: {line!r}")
+        writer.write(b"QUIT\r\n")
+        await reply()
+        writer.close()
+
+
+def latency(port: int, sessions: int, messages: int, sender: str, rcpt: str, msg: Path) -> list[float]:
+    """End-of-DATA to reply, in seconds, for `messages` sent over `sessions` concurrent sessions."""
+    import asyncio
+
+    body = msg.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    data = body.replace(b"\r\n.", b"\r\n..") + b".\r\n"
+    out: list[float] = []
+
+    async def run() -> None:
+        await asyncio.gather(*(_latency_session(port, messages // sessions, sender, rcpt, data, out)
+                               for _ in range(sessions)))
+
+    asyncio.run(run())
+    return sorted(out)
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rcpt: str) -> None:
+    """smtp-source into each target, side by side in one run; the relay's figures against each."""
+    sink_port = free_port()
+    user = ["-u", "postfix"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
+    wait_port(sink_port)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ports = {"direct": sink_port}
+    procs["passthrough"], ports["passthrough"] = start_passthrough(upstream_port=sink_port)
+    procs["passthrough uvloop"], ports["passthrough uvloop"] = start_passthrough("--uvloop", upstream_port=sink_port)
+    relay, ports["relay"], log = start_relay(folder, args.pack, sink_port)
+    procs["relay"] = relay
+    try:
+        for port in ports.values():
+            source(port, 1, 20, sender, rcpt, msg)  # warm up (imports, pools)
+        print(f"pack {args.pack}, {args.size} B messages, {args.messages} per row, one message per connection, "
+              f"median of {args.runs}; msg/s")
+        names = list(ports)
+        print(f"{'sessions':>8} " + " ".join(f"{n:>18}" for n in names)
+              + f" {'relay/passthrough':>18} {'relay CPU s/1000':>17} {'passthr. CPU s/1000':>19} "
+              f"{'relay RSS MiB':>14}")
+        for sessions in (int(s) for s in args.sessions.split(",")):
+            count = args.messages if sessions > 1 else max(args.messages // 4, 100)
+            rates: dict[str, list[float]] = {n: [] for n in names}
+            cpu: dict[str, list[float]] = {"relay": [], "passthrough": []}
+            for _ in range(args.runs):
+                for name in names:
+                    proc = procs.get(name)
+                    before = cpu_seconds(proc.pid) if proc else 0.0
+                    rates[name].append(count / source(ports[name], sessions, count, sender, rcpt, msg))
+                    if proc and name in cpu:
+                        cpu[name].append((cpu_seconds(proc.pid) - before) / count * 1000)
+            med = {n: statistics.median(v) for n, v in rates.items()}
+            print(f"{sessions:>8} " + " ".join(f"{med[n]:>18,.0f}" for n in names)
+                  + f" {med['relay'] / med['passthrough']:>18.1%} {statistics.median(cpu['relay']):>17.2f}"
+                  f" {statistics.median(cpu['passthrough']):>19.2f} {peak_rss_mib(relay.pid):>14.0f}")
+        if args.latency:
+            print(f"\nlatency, end of DATA to reply, {args.latency} messages at 10 sessions (ms)")
+            print(f"{'target':>20} {'p50':>7} {'p99':>7}")
+            base = latency(ports["direct"], 10, args.latency, sender, rcpt, msg)
+            for name in names:
+                got = base if name == "direct" else latency(ports[name], 10, args.latency, sender, rcpt, msg)
+                print(f"{name:>20} {pct(got, 0.5):>7.2f} {pct(got, 0.99):>7.2f}")
+        events = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+        decisions = sum(1 for e in events if e["event"] == "decision")
+        delivered = sum(1 for e in events if e["event"] == "upstream_reply" and e.get("code") == 250)
+        print(f"relay decisions: {decisions}, delivered upstream with 250: {delivered}")
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        sink.terminate()
+        sink.wait(5)
+
+
+def large_rows(args: argparse.Namespace, folder: Path, sender: str, rcpt: str) -> None:
+    """10 MB messages: smtp-sink, a bare aiosmtpd sink, the passthrough and the relay."""
+    msg = message_file(folder, sender, rcpt, args.large * 1024 * 1024)
+    sink_port = free_port()
+    user = ["-u", "postfix"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
+    wait_port(sink_port)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    ports = {"smtp-sink": sink_port}
+    procs["aiosmtpd sink"], ports["aiosmtpd sink"] = start_passthrough("--sink")
+    procs["passthrough"], ports["passthrough"] = start_passthrough(upstream_port=sink_port)
+    relay, ports["relay"], _ = start_relay(folder, args.pack, sink_port)
+    procs["relay"] = relay
+    try:
+        print(f"{args.large} MiB messages, {args.large_messages} per row, one per connection, median of {args.runs}")
+        print(f"{'target':>14} {'sessions':>8} {'msg/s':>7} {'CPU s/msg':>10} {'peak RSS MiB':>13}")
+        for sessions in (1, 10):
+            for name, port in ports.items():
+                rates, cpu = [], []
+                proc = procs.get(name)
+                for _ in range(args.runs):
+                    before = cpu_seconds(proc.pid) if proc else 0.0
+                    rates.append(args.large_messages / source(port, sessions, args.large_messages, sender, rcpt, msg))
+                    cpu.append((cpu_seconds(proc.pid) - before) / args.large_messages if proc else 0.0)
+                rss = f"{peak_rss_mib(proc.pid):>13.0f}" if proc else f"{'-':>13}"
+                cpu_text = f"{statistics.median(cpu):>10.3f}" if proc else f"{'-':>10}"
+                print(f"{name:>14} {sessions:>8} {statistics.median(rates):>7.1f} {cpu_text} {rss}")
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        sink.terminate()
+        sink.wait(5)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pack", default="pasto", choices=sorted(SENDER))
@@ -183,6 +334,9 @@ def main() -> int:
     parser.add_argument("--sessions", default="1,10,50")
     parser.add_argument("--size", type=int, default=5 * 1024)
     parser.add_argument("--runs", type=int, default=1, help="median of this many runs per row")
+    parser.add_argument("--latency", type=int, default=1000, help="messages for the latency probe (0: none)")
+    parser.add_argument("--large", type=int, default=0, metavar="MIB", help="large-message rows of this size instead")
+    parser.add_argument("--large-messages", type=int, default=20)
     parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")
     args = parser.parse_args()
     for tool in (SMTP_SOURCE, SMTP_SINK):
@@ -192,41 +346,14 @@ def main() -> int:
     sender, rcpt = SENDER[args.pack]
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         folder = Path(tmp)
+        if args.large:
+            large_rows(args, folder, sender, rcpt)
+            return 0
         msg = message_file(folder, sender, rcpt, args.size)
         if args.milter:
             milter_rows(args, folder, msg, sender, rcpt)
-            return 0
-        sink_port = free_port()
-        user = ["-u", "postfix"] if os.geteuid() == 0 else []
-        sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
-        relay, relay_port, log = start_relay(folder, args.pack, sink_port)
-        wait_port(sink_port)
-        try:
-            source(relay_port, 1, 20, sender, rcpt, msg)  # warm up (imports, pools)
-            print(f"pack {args.pack}, {args.size} B messages, {args.messages} per row, one message per connection")
-            print(f"{'sessions':>8} {'direct msg/s':>13} {'relay msg/s':>12} {'ratio':>6} "
-                  f"{'relay CPU s/1000':>17} {'relay peak RSS MiB':>19}")
-            for sessions in (int(s) for s in args.sessions.split(",")):
-                count = args.messages if sessions > 1 else max(args.messages // 4, 100)
-                direct, relayed, cpu = [], [], []
-                for _ in range(args.runs):
-                    direct.append(count / source(sink_port, sessions, count, sender, rcpt, msg))
-                    before = cpu_seconds(relay.pid)
-                    relayed.append(count / source(relay_port, sessions, count, sender, rcpt, msg))
-                    cpu.append((cpu_seconds(relay.pid) - before) / count * 1000)
-                d, r = statistics.median(direct), statistics.median(relayed)
-                print(f"{sessions:>8} {d:>13,.0f} {r:>12,.0f} {r / d:>6.1%} {statistics.median(cpu):>17.2f} "
-                      f"{peak_rss_mib(relay.pid):>19.0f}")
-            events = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
-                      if line.startswith("{")]
-            decisions = sum(1 for e in events if e["event"] == "decision")
-            delivered = sum(1 for e in events if e["event"] == "upstream_reply" and e.get("code") == 250)
-            print(f"relay decisions: {decisions}, delivered upstream with 250: {delivered}")
-        finally:
-            relay.send_signal(signal.SIGTERM)
-            relay.wait(20)
-            sink.terminate()
-            sink.wait(5)
+        else:
+            smtp_rows(args, folder, msg, sender, rcpt)
     return 0
 
 

@@ -122,9 +122,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from relay.app import ServeError, serve
+    from relay.config import load_config
 
     try:
-        asyncio.run(serve(args.config))
+        run = asyncio.run
+        if (choice := load_config(args.config).event_loop) != "asyncio":
+            try:
+                import uvloop
+
+                run = uvloop.run
+            except ImportError:
+                if choice == "uvloop":
+                    print("relay serve: event_loop is uvloop but uvloop is not installed "
+                          "(pip install uvloop, or set event_loop: asyncio)", file=sys.stderr)
+                    return EXIT_CONFIG
+        run(serve(args.config))
     except yamlconf.ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)

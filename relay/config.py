@@ -125,6 +125,8 @@ class RelayConfig(_Strict):
     auth: Auth | None = None
     trust: Trust = Trust()
     log: Log = Log()
+    event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
+        default="auto", description="auto: uvloop when it is installed (faster), else asyncio's own")
 
     @field_validator("upstream")
     @classmethod

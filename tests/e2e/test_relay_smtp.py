@@ -66,8 +66,11 @@ def test_envelope_violation_is_refused_at_rcpt_citing_the_circular(relay: RelayP
         assert b"005-20" in text and b"mass-mail-authorized-senders" in text
         assert smtp.rcpt(f"pmu@{B}")[0] == 250  # an ordinary recipient in the same transaction is fine
         assert smtp.data(message(LAURA, f"pmu@{B}"))[0] == 250
-    [got] = sink.wait_for(1)
-    assert got.rcpts == [f"pmu@{B}"]
+    got = sink.wait_for(2)  # the message, and the notice of the refusal to Laura (she is staff)
+    [sent] = [m for m in got if b"X-Relay-Notice" not in m.content]
+    assert sent.rcpts == [f"pmu@{B}"]
+    [notice] = [m for m in got if b"X-Relay-Notice" in m.content]
+    assert notice.rcpts == [LAURA] and notice.mail_from in ("", "<>")
 
 
 def test_send_as_someone_else_is_refused_at_rcpt(relay: RelayProcess, sink: Sink) -> None:
@@ -337,5 +340,90 @@ def test_size_connection_and_line_limits(tmp_path: Path, sink: Sink) -> None:
             with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as third:
                 assert third.recv(1024).startswith(b"421 4.7.0")
         assert sink.messages == []
+    finally:
+        relay.stop()
+
+
+def transaction(body: bytes, sender: bytes = b"ana@example.org") -> bytes:
+    return (b"MAIL FROM:<" + sender + b">\r\nRCPT TO:<pmu@barrancabermeja.gov.co>\r\nDATA\r\n"
+            b"From: " + sender + b"\r\nSubject: hola\r\n\r\n" + body + b".\r\n")
+
+
+def test_pipelined_transactions_in_one_write_are_each_read_whole(relay: RelayProcess, sink: Sink) -> None:
+    # DATA is read in large chunks: the bytes after one end of data are the next commands, in order.
+    payload = (b"EHLO pipe.test\r\n" + transaction(b"..leading dot\r\n..\r\nnot the end\r\nuno\r\n")
+               + transaction(b"") + transaction(b"tres\r\n") + b"QUIT\r\n")
+    replies = raw_session(relay.port, payload)
+    assert replies.count(b"250 2.0.0 Ok: queued") == 3, replies
+    assert replies.rstrip().endswith(b"221 Bye")
+    got = sink.wait_for(3)
+    first = got[0].content.split(b"\r\n\r\n", 1)[1]
+    assert first == b".leading dot\r\n.\r\nnot the end\r\nuno\r\n"  # transparency dots removed, once
+    assert got[1].content.endswith(b"Subject: hola\r\n\r\n")  # the empty body stays empty
+    assert got[2].content.endswith(b"\r\n\r\ntres\r\n")
+
+
+def test_end_of_data_split_across_reads_byte_by_byte(relay: RelayProcess, sink: Sink) -> None:
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.recv(1024)
+        s.sendall(b"EHLO slow.test\r\nMAIL FROM:<ana@example.org>\r\nRCPT TO:<pmu@barrancabermeja.gov.co>\r\n")
+        time.sleep(0.3)
+        s.sendall(b"DATA\r\n")
+        time.sleep(0.3)
+        for byte in b"From: ana@example.org\r\n\r\nlento\r\n.x\r\n\r\n.\r\nQUIT\r\n":
+            s.sendall(bytes([byte]))
+            time.sleep(0.002)
+        time.sleep(1)
+        replies = s.recv(65536)
+    assert replies.count(b"250 2.0.0 Ok: queued") == 1 and b"221" in replies, replies
+    [got] = sink.wait_for(1)
+    assert got.content.endswith(b"\r\n\r\nlento\r\nx\r\n\r\n")
+
+
+def test_nul_is_refused_and_never_forwarded(relay: RelayProcess, sink: Sink) -> None:
+    replies = raw_session(relay.port, b"EHLO t\r\n" + transaction(b"bad\x00byte\r\n") + transaction(b"ok\r\n"))
+    assert b"550 5.6.0" in replies and replies.count(b"250 2.0.0 Ok: queued") == 1, replies
+    [got] = sink.wait_for(1)
+    assert b"\x00" not in got.content
+
+
+def test_size_limit_is_exact(tmp_path: Path, sink: Sink) -> None:
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", limits={"max_message_size": 4096}).start()
+    try:
+        head = b"From: ana@example.org\r\nSubject: hola\r\n\r\n"
+        line = b"x" * 62 + b"\r\n"
+        body = line * ((4096 - len(head)) // len(line))
+        body += b"y" * (4096 - len(head) - len(body) - 2) + b"\r\n"  # exactly 4096 bytes with the headers
+        assert len(head + body) == 4096
+        fits = (b"MAIL FROM:<ana@example.org>\r\nRCPT TO:<pmu@barrancabermeja.gov.co>\r\nDATA\r\n"
+                + head + body + b".\r\n")
+        over = fits.replace(b"y\r\n.\r\n", b"yz\r\n.\r\n")
+        replies = raw_session(relay.port, b"EHLO t\r\n" + fits + over + b"QUIT\r\n")
+        assert replies.count(b"250 2.0.0 Ok: queued") == 1 and b"552 5.3.4" in replies, replies
+        [got] = sink.wait_for(1)
+        assert got.content.endswith(body)
+    finally:
+        relay.stop()
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+def test_connections_the_client_closes_are_counted_down(tmp_path: Path, sink: Sink, event_loop: str) -> None:
+    # A client that just closes (EOF, no QUIT) must free its slot, whichever event loop runs.
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", limits={"max_connections": 2})
+    relay.config["event_loop"] = event_loop
+    relay.start()
+    try:
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as s:
+                assert s.recv(1024).startswith(b"220")
+        time.sleep(0.3)
+        first, second = (socket.create_connection(("127.0.0.1", relay.port), timeout=5) for _ in range(2))
+        with first, second:
+            assert first.recv(1024).startswith(b"220") and second.recv(1024).startswith(b"220")
+        started = time.monotonic()
+        relay.stop()
+        assert time.monotonic() - started < 5  # nothing left "active" to wait for
+        assert relay.events("stopping")[-1]["active"] == 0
     finally:
         relay.stop()
