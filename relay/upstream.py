@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import ssl
@@ -310,11 +311,16 @@ class MaildirUpstream:
         self._count += 1
         name = f"{time.time():.6f}.P{os.getpid()}Q{self._count}.{socket.gethostname()}"
         tmp = self.path / "tmp" / name
-        with open(tmp, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, self.path / "new" / name)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(content)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.rename(tmp, self.path / "new" / name)
+        except BaseException:  # disk full, I/O error: no half-written file stays behind
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
         dir_fd = os.open(self.path / "new", os.O_RDONLY)
         try:
             os.fsync(dir_fd)

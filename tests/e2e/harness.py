@@ -140,6 +140,7 @@ class RelayProcess:
         self.log_path = tmp / "relay.log"
         self.clock_path = tmp / "clock.txt"
         self.env: dict[str, str] = {}
+        self.wrapper: list[str] = []  # a command to run the relay under (strace)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def set_upstream(self, upstream: str) -> None:
@@ -153,9 +154,10 @@ class RelayProcess:
     def start(self) -> RelayProcess:
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(self.config_path)],
+        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "relay", "serve", "--config",
+                                      str(self.config_path)],
                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
-        wait_port(self.port)
+        wait_port(self.port, 60 if self.wrapper else 20)
         return self
 
     def stop(self) -> None:
