@@ -20,6 +20,13 @@ from relay.directory import address_key
 
 MAX_BODY_CHARS = 64 * 1024
 MAX_PARTS = 500
+# Checked before the stdlib parser sees a message (its cost grows with these, not with the size):
+MAX_HEADER_BYTES = 1024 * 1024  # the whole header section
+MAX_HEADER_FIELDS = 5000
+MAX_MULTIPARTS = 250  # Content-Type: multipart/... fields anywhere (Postfix: mime_nesting_limit 100)
+MAX_DECODED_HEADER = 16 * 1024  # characters of one field value that are RFC 2047-decoded
+_MULTIPART = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?\"?multipart/", re.I | re.M)
+_FIELD_START = re.compile(rb"^[^ \t\r\n]", re.M)
 _TAGS = re.compile(r"<[^>]*>")
 _SCRIPTS = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
 COMBINING = re.compile("[\u0300-\u036f]")
@@ -83,8 +90,10 @@ def raw_headers(msg: Message) -> list[tuple[str, str]]:
 
 
 def decode_value(raw: str) -> str:
-    """RFC 2047-decoded, unfolded header value; undecodable words stay as they are."""
-    unfolded = raw.replace("\r\n", "\n").replace("\n ", " ").replace("\n\t", " ").replace("\n", " ")
+    """RFC 2047-decoded, unfolded header value; undecodable words stay as they are. Only the first
+    MAX_DECODED_HEADER characters (the stdlib decoder is slow on thousands of encoded words)."""
+    unfolded = raw[:MAX_DECODED_HEADER].replace("\r\n", "\n").replace("\n ", " ").replace("\n\t", " ")
+    unfolded = unfolded.replace("\n", " ")
     if "=?" not in unfolded:
         return unfolded.strip()
     try:
@@ -107,6 +116,7 @@ class ParsedMessage:
     attachments: tuple[Attachment, ...]
     defects: tuple[str, ...]
     size: int
+    incomplete: str | None = None  # why the message could not be read whole (policy then refuses it)
 
     def header(self, name: str) -> str | None:
         """First value of a header (decoded), or None."""
@@ -168,7 +178,7 @@ def _walk_body(msg: Message, defects: list[str], max_chars: int) -> tuple[str, t
         if part.is_multipart():
             continue
         ctype = part.get_content_type()
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         filename = part.get_filename()
         if disposition == "attachment" or filename:
             raw = part.get_payload()
@@ -200,13 +210,35 @@ def _parse(data: bytes) -> Message:
     return message_from_bytes(data, policy=compat32)
 
 
+def too_complex(data: bytes) -> str | None:
+    """Why a message is beyond what is parsed (so never "could not read it, so deliver it"), or None.
+
+    Cheap scans of the raw bytes, made before the stdlib parser, whose time grows with the header
+    count, the MIME nesting and the number of encoded words rather than with the size."""
+    blank = _BLANK.search(data)
+    head = data[: blank.start()] if blank else data
+    if len(head) > MAX_HEADER_BYTES:
+        return f"header section over {MAX_HEADER_BYTES // 1024} KiB"
+    if len(head) > 64 * 1024 and len(_FIELD_START.findall(head)) > MAX_HEADER_FIELDS:
+        return f"more than {MAX_HEADER_FIELDS} header fields"
+    if data.count(b"ultipart/") > MAX_MULTIPARTS and len(_MULTIPART.findall(data)) > MAX_MULTIPARTS:
+        return f"more than {MAX_MULTIPARTS} multipart parts"
+    return None
+
+
 def parse_message(data: bytes, max_body_chars: int = MAX_BODY_CHARS) -> ParsedMessage:
-    """Parse raw RFC 5322 bytes. Never raises on malformed input; faults become `defects`."""
+    """Parse raw RFC 5322 bytes. Never raises on malformed input; faults become `defects`, and
+    what could not be read whole sets `incomplete` (the engine refuses such a message)."""
     defects: list[str] = []
+    incomplete = too_complex(data)
+    if incomplete:
+        return ParsedMessage(headers=(), from_=(), from_error=None, to=(), cc=(), subject="", body_text="",
+                             attachments=(), defects=(incomplete,), size=len(data), incomplete=incomplete)
     try:
         msg = _parse(data)
     except Exception as error:  # the stdlib parser is lenient; stay safe on the odd crash
-        defects.append(f"unparseable message: {type(error).__name__}")
+        incomplete = f"unparseable message: {type(error).__name__}"
+        defects.append(incomplete)
         msg = message_from_bytes(b"\r\n", policy=compat32)
     defects.extend(type(d).__name__ for d in msg.defects)
 
@@ -238,13 +270,16 @@ def parse_message(data: bytes, max_body_chars: int = MAX_BODY_CHARS) -> ParsedMe
         defects.append(f"{len(subjects)} Subject headers")
     try:
         body, attachments = _walk_body(msg, defects, max_body_chars)
-    except (RecursionError, LookupError, ValueError, AssertionError, TypeError) as error:
-        defects.append(f"body not readable: {type(error).__name__}")
+    except Exception as error:  # the stdlib's odd crash on odd input: fail closed (the engine refuses)
+        incomplete = incomplete or f"body not readable: {type(error).__name__}"
+        defects.append(incomplete)
         body, attachments = "", ()
+    if not incomplete and any(d.startswith(f"more than {MAX_PARTS} MIME parts") for d in defects):
+        incomplete = f"more than {MAX_PARTS} MIME parts"
     return ParsedMessage(
         headers=headers, from_=from_, from_error=from_error, to=to, cc=cc,
         subject=subjects[0] if subjects else "", body_text=body, attachments=attachments,
-        defects=tuple(dict.fromkeys(defects)), size=len(data),
+        defects=tuple(dict.fromkeys(defects)), size=len(data), incomplete=incomplete,
     )
 
 

@@ -169,6 +169,8 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
     """Decide one message. Pure: same inputs, same decision."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
+    if submission.message.incomplete:
+        return unreadable(submission)
     identity = identify(submission.envelope, directory)
     ctx = Context(submission, identity, directory, now, pack.settings)
     found, misses = _run_rules(pack, ctx)
@@ -176,6 +178,8 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
     monitored = [f for f in found if f.mode is Mode.MONITOR]
     recipients = _recipient_verdicts(submission.envelope.rcpt_to, enforced)
     verdict = max((r.verdict for r in recipients), key=lambda v: v.rank, default=Verdict.DELIVER)
+    if verdict is not Verdict.REJECT and (refusal := ambiguous_from(submission)) is not None:
+        return refusal  # a rule of the pack that refuses (and cites its circular) is said first
     hits = [f.rule_id for f in enforced] + [f"{f.rule_id}(monitor)" for f in monitored]
     rewrite = _rewrite(enforced) if verdict is not Verdict.REJECT else None
     return Decision(
@@ -192,6 +196,39 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
         moderators=tuple(sorted({m for f in enforced if f.action is Action.MODERATE for m in f.moderators})),
         extra_headers=(("X-Relay-Rule-Hits", ", ".join(dict.fromkeys(hits)) or "none"),),
     )
+
+
+UNREADABLE_RULE = "message-unreadable"
+AMBIGUOUS_FROM_RULE = "ambiguous-from"
+
+
+def _builtin_refusal(submission: Submission, rule_id: str, reply: SmtpReply) -> Decision:
+    """A refusal of the relay's own (no circular): the message cannot be judged safely."""
+    return Decision(
+        verdict=Verdict.REJECT, reply=reply,
+        recipients=tuple(RecipientVerdict(r, Verdict.REJECT, None, (rule_id,)) for r in submission.envelope.rcpt_to),
+        findings=(), monitored=(), misses=(), notices=(), records=(), rewrite=None,
+        defects=submission.message.defects, extra_headers=(("X-Relay-Rule-Hits", rule_id),),
+    )
+
+
+def unreadable(submission: Submission) -> Decision:
+    """Fail closed: a message the relay could not read whole is refused, never passed unchecked."""
+    why = (submission.message.incomplete or "unreadable").encode("ascii", "replace").decode()[:80]
+    return _builtin_refusal(submission, UNREADABLE_RULE, SmtpReply(
+        554, "5.6.0", f"Mensaje demasiado complejo para verificar la politica de correo ({why}); "
+                      "Message too complex to check"))
+
+
+def ambiguous_from(submission: Submission) -> Decision | None:
+    """Two From headers, or one the strict parser cannot read as addresses (the CVE-2023-27043
+    shape `alice@inst.gov.co <mallory@evil.test>`): who sent it is unknown, so it is refused."""
+    problem = submission.message.from_error
+    if not problem or problem == "no From header":
+        return None
+    return _builtin_refusal(submission, AMBIGUOUS_FROM_RULE, SmtpReply(
+        550, "5.7.1", f"Remitente ambiguo ({problem.encode('ascii', 'replace').decode()[:60]}); "
+                      "ambiguous or duplicate From header (RFC 5322 3.6.2)"))
 
 
 def envelope_refusal(envelope: Envelope, recipient: str, pack: Pack, directory: Directory,

@@ -427,3 +427,26 @@ def test_connections_the_client_closes_are_counted_down(tmp_path: Path, sink: Si
         assert relay.events("stopping")[-1]["active"] == 0
     finally:
         relay.stop()
+
+
+def test_hostile_messages_get_a_clear_refusal_and_the_relay_stays_up(relay: RelayProcess, sink: Sink) -> None:
+    from tests.test_hostile import BLOW_UPS
+
+    for name, text in BLOW_UPS.items():
+        data = text.replace("\n", "\r\n").encode()
+        with smtplib.SMTP("127.0.0.1", relay.port, timeout=60) as smtp:
+            smtp.ehlo("hostile.test")
+            smtp.mail("ana@example.org")
+            assert smtp.rcpt("pmu@barrancabermeja.gov.co")[0] == 250
+            code, text_ = smtp.data(data)
+        assert (code, text_[:5]) == (554, b"5.6.0"), (name, code, text_)
+    ambiguous = b"From: alcalde@barrancabermeja.gov.co <mallory@evil.test>\r\nSubject: pago\r\n\r\nurgente\r\n"
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=15) as smtp:
+        smtp.ehlo("hostile.test")
+        smtp.mail("ana@example.org")
+        smtp.rcpt("pmu@barrancabermeja.gov.co")
+        code, text_ = smtp.data(ambiguous)
+    assert code == 550 and b"ambiguous" in text_, (code, text_)
+    with client(relay) as smtp:  # and ordinary mail still goes through
+        assert smtp.sendmail(LAURA, ["jose@gmail.com"], message(LAURA, "jose@gmail.com")) == {}
+    assert [m.rcpts for m in sink.wait_for(1)] == [["jose@gmail.com"]]

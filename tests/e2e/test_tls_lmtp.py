@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import smtplib
+import socket
 import ssl
 import subprocess
 import tempfile
@@ -187,3 +189,29 @@ def test_lmtp_upstream_with_several_recipients(tmp_path: Path, lmtp_sink: tuple[
                 f"X-Rcpt-Args: <{r}>".encode() for r in rcpts]
     finally:
         relay.stop()
+
+
+def test_starttls_command_injection_gets_no_reply(tls_relay: RelayProcess, sink: Sink,
+                                                  cert: tuple[Path, Path]) -> None:
+    """Commands sent in the same packet as STARTTLS (before the handshake) are thrown away
+    (RFC 3207 4.2; CVE-2011-0411): nothing of them is answered inside the TLS session."""
+    with socket.create_connection(("127.0.0.1", tls_relay.port), timeout=10) as raw:
+        raw.recv(1024)
+        raw.sendall(b"EHLO inject.test\r\n")
+        time.sleep(0.3)
+        raw.recv(4096)
+        raw.sendall(b"STARTTLS\r\nNOOP injected\r\nMAIL FROM:<ana@example.org>\r\n")
+        assert raw.recv(1024).startswith(b"220")
+        tls = client_context(cert[0]).wrap_socket(raw, server_hostname="localhost")
+        tls.sendall(b"EHLO after.test\r\n")
+        time.sleep(0.5)
+        tls.settimeout(1)
+        replies = b""
+        with contextlib.suppress(TimeoutError):
+            while chunk := tls.recv(4096):  # everything the relay says, until it falls silent
+                replies += chunk
+        final = [line for line in replies.split(b"\r\n") if line[3:4] == b" "]
+        assert replies.startswith(b"250-") and len(final) == 1, replies  # only our EHLO's reply
+        tls.sendall(b"RCPT TO:<pmu@barrancabermeja.gov.co>\r\n")  # no MAIL was accepted: the injected one is gone
+        reply = tls.recv(1024)
+        assert reply.startswith(b"503") and b"MAIL" in reply, reply
