@@ -79,6 +79,21 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def large_message_file(folder: Path, sender: str, rcpt: str, size: int) -> Path:
+    """A report with a PDF attached, as such mail really is: base64 in 76-character lines."""
+    import base64
+
+    blob = base64.encodebytes(os.urandom(size * 3 // 4))  # LF: smtp-source sends every line with CRLF
+    head = (f"From: {sender}\r\nTo: {rcpt}\r\nSubject: Informe anual con anexos\r\nMessage-ID: <big@bench.test>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{PARAGRAPH}\r\n--b1\r\n"
+            "Content-Type: application/pdf; name=\"informe.pdf\"\r\nContent-Transfer-Encoding: base64\r\n"
+            "Content-Disposition: attachment; filename=\"informe.pdf\"\r\n\r\n").encode()
+    path = folder / "large.eml"
+    path.write_bytes(head.replace(b"\r\n", b"\n") + blob + b"--b1--\n")
+    return path
+
+
 def message_file(folder: Path, sender: str, rcpt: str, size: int) -> Path:
     body = PARAGRAPH * (size // len(PARAGRAPH) + 1)
     text = (f"From: {sender}\nTo: {rcpt}\nSubject: Informe de seguimiento del proyecto\n"
@@ -294,7 +309,7 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
 
 def large_rows(args: argparse.Namespace, folder: Path, sender: str, rcpt: str) -> None:
     """10 MB messages: smtp-sink, a bare aiosmtpd sink, the passthrough and the relay."""
-    msg = message_file(folder, sender, rcpt, args.large * 1024 * 1024)
+    msg = large_message_file(folder, sender, rcpt, args.large * 1024 * 1024)
     sink_port = free_port()
     user = ["-u", "postfix"] if os.geteuid() == 0 else []
     sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])

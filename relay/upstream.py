@@ -48,12 +48,16 @@ class UpstreamError(Exception):
 
 def dot_stuff(data: bytes) -> bytes:
     """RFC 5321 §4.5.2 transparency; `data` has CRLF line ends only (the front-end normalised it)."""
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
-    if stuffed.startswith(b"."):
-        stuffed = b"." + stuffed
-    return stuffed + b".\r\n"
+    return b"".join(dot_stuffed(data))
+
+
+def dot_stuffed(data: bytes) -> list[bytes]:
+    """The pieces of `dot_stuff(data)`, written one after the other (no copy of a large message
+    is made unless it has lines to stuff)."""
+    pieces = [b"."] if data.startswith(b".") else []
+    pieces.append(data.replace(b"\r\n.", b"\r\n..") if b"\r\n." in data else data)
+    pieces.append(b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
+    return pieces
 
 
 class SmtpConnection:
@@ -100,7 +104,7 @@ class SmtpConnection:
         reply = await self.command("DATA")
         if reply.code != 354:
             return [reply] * max(rcpt_count, 1)
-        self.writer.write(dot_stuff(content))
+        self.writer.writelines(dot_stuffed(content))
         await asyncio.wait_for(self.writer.drain(), self.timeout)
         # LMTP answers once per accepted recipient (RFC 2033 §4.2); SMTP once.
         return [await self.reply() for _ in range(rcpt_count if self.lmtp else 1)]

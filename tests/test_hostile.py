@@ -112,3 +112,36 @@ def test_fuzz_parse_and_decide_never_raise(data: bytes) -> None:
         assert decision.verdict in Verdict
         assert 200 <= decision.reply.code < 600
         decision.to_json()  # the dry-run contract serialises whatever came in
+
+
+# -- large messages: attachment contents are not parsed line by line, text always is -------------
+
+def _b64_lines(raw: bytes) -> bytes:
+    import base64
+
+    return base64.encodebytes(raw).replace(b"\n", b"\r\n")
+
+
+def test_a_large_attachment_is_skipped_but_its_name_and_the_text_are_read() -> None:
+    from relay.message import ELIDE_OVER
+
+    pdf = _b64_lines(os.urandom(ELIDE_OVER))
+    data = (b"From: ana@example.org\r\nTo: pmu@barrancabermeja.gov.co\r\nSubject: anexo\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n"
+            b"Adjunto el informe.\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+            b"Content-Disposition: attachment; filename=informe.pdf\r\n\r\n" + pdf + b"--b--\r\n")
+    parsed = parse_message(data)
+    assert parsed.incomplete is None and "Adjunto el informe." in parsed.body_text
+    assert [(a.filename, a.content_type) for a in parsed.attachments] == [("informe.pdf", "application/pdf")]
+
+
+def test_text_hidden_after_a_fake_content_type_line_inside_base64_is_still_read() -> None:
+    # A text part in base64 with a line that looks like a part header of an image, then a long run:
+    # the cut would hide the text from the rules, so the message is parsed whole instead.
+    hidden = ("Texto de relleno. " * 10 + "Le notificamos el embargo de su salario por la deuda. " * 8000).encode()
+    body = _b64_lines(b"Hola!!") + b"Content-Type: image/png\r\n" + _b64_lines(hidden)  # no padding: all decodes
+    data = (b"From: ana@example.org\r\nTo: pmu@barrancabermeja.gov.co\r\nSubject: aviso\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"--b--\r\n")
+    assert len(data) > 256 * 1024
+    assert "embargo de su salario" in parse_message(data).body_text

@@ -41,3 +41,17 @@ def test_bare_newlines_are_found_without_a_copy() -> None:
     for bad in (b"a\nb\r\n", b"a\rb\r\n", b"a\r\n\rb", b"\n"):
         assert needs_normalising(bad)
         assert not needs_normalising(normalise_newlines(bad))
+
+
+def test_long_line_scan_agrees_with_a_plain_split() -> None:
+    import random
+
+    from relay.frontends.smtp import has_long_line
+
+    rng = random.Random(7)
+    for _ in range(3000):
+        limit = rng.choice([4, 10, 77, 999])
+        lines = [b"x" * rng.choice([0, 1, limit // 2, limit - 1, limit, limit + 1, 2 * limit, rng.randrange(3 * limit)])
+                 for _ in range(rng.randrange(1, 8))]
+        buf = b"\n".join(lines)
+        assert has_long_line(buf, limit) == (max(map(len, buf.split(b"\n"))) > limit), (limit, lines)
