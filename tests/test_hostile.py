@@ -139,7 +139,7 @@ def test_text_hidden_after_a_fake_content_type_line_inside_base64_is_still_read(
     # A text part in base64 with a line that looks like a part header of an image, then a long run:
     # the cut would hide the text from the rules, so the message is parsed whole instead.
     hidden = ("Texto de relleno. " * 10 + "Le notificamos el embargo de su salario por la deuda. " * 8000).encode()
-    body = _b64_lines(b"Hola!!") + b"Content-Type: image/png\r\n" + _b64_lines(hidden)  # no padding: all decodes
+    body = _b64_lines(b"Hola!!") + b"--fake\r\nContent-Type: image/png\r\n\r\n" + _b64_lines(hidden)  # no padding
     data = (b"From: ana@example.org\r\nTo: pmu@barrancabermeja.gov.co\r\nSubject: aviso\r\nMIME-Version: 1.0\r\n"
             b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\n"
             b"Content-Transfer-Encoding: base64\r\n\r\n" + body + b"--b--\r\n")
