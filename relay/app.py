@@ -36,6 +36,7 @@ from relay.upstream import Reply, Transaction, Upstream, make_upstream
 
 _AUTH_SENDER = re.compile(rb"\(Authenticated sender: ([^)\s]+)\)")
 STORE_UNAVAILABLE = "451 4.3.0 The hold store is unavailable; try again later"
+INLINE_DECIDE = 64 * 1024  # smaller messages are decided on the event loop, larger in a worker thread
 
 
 def login_from_trace(content: bytes) -> str | None:
@@ -168,7 +169,10 @@ class RelayApp:
                             log: Any) -> tuple[Decision, str]:
         """Decide (in a worker thread), then log the decision, buffer it for the audit trail and
         record social-network accounts: what every front-end does with every message."""
-        decision, subject = await asyncio.to_thread(self.decide, envelope, content)
+        if len(content) <= INLINE_DECIDE:
+            decision, subject = self.decide(envelope, content)  # ~0.3 ms: cheaper than a thread hop
+        else:
+            decision, subject = await asyncio.to_thread(self.decide, envelope, content)
         log.info("decision", verdict=decision.verdict.value, reply=str(decision.reply),
                  hits=[f.rule_id for f in decision.findings], monitored=[f.rule_id for f in decision.monitored],
                  misses=list(decision.misses), recipients=len(envelope.rcpt_to), size=len(content),

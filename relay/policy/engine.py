@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 
+from relay.addresses import lenient_addresses
 from relay.directory import Directory, address_key
 from relay.identity import identify
 from relay.message import COMBINING, EMPTY_MESSAGE, Envelope, Submission
@@ -226,6 +227,10 @@ def ambiguous_from(submission: Submission) -> Decision | None:
     problem = submission.message.from_error
     if not problem or problem == "no From header":
         return None
+    if not problem.endswith("From headers"):  # one From the strict parser refused: ambiguous only if
+        value = submission.message.header("From") or ""  # it names two addresses ("Postmaster <>" does not)
+        if len({a.casefold() for a in lenient_addresses(value)}) < 2:
+            return None
     return _builtin_refusal(submission, AMBIGUOUS_FROM_RULE, SmtpReply(
         550, "5.7.1", f"Remitente ambiguo ({problem.encode('ascii', 'replace').decode()[:60]}); "
                       "ambiguous or duplicate From header (RFC 5322 3.6.2)"))

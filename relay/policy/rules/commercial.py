@@ -21,9 +21,11 @@ from relay.policy.verdicts import Action, Finding
 
 TERMS: dict[str, float] = {
     "promocion*": 2, "oferta*": 1.5, "descuento*": 1.5, r"re:\d+\s*%\s*(de\s+)?(dcto|descuento)": 1.5,
-    "por tiempo limitado": 2.5, "compre*": 2, "compra ya": 2, "aproveche*": 2, "precio*": 1,
+    "por tiempo limitado": 2.5, "compre": 2, "compren": 2, "compra ya": 2, "aproveche*": 2, "precio*": 1,
     "precios especiales": 1.5, "cotiza*": 1.5, "venta*": 1.5, "vendo": 2, "gratis": 1.5,
-    "envio gratis": 2, "catalogo": 1.5, "exclusiv*": 1, "publicidad": 2, "patrocinad*": 1.5,
+    "envio gratis": 2, "catalogo": 1.5, "publicidad": 2, "patrocinad*": 1.5,
+    # whole Spanish words: the stems "compre*" and "exclusiv*" also caught English "comprehensive", "exclusive"
+    "exclusivo": 1, "exclusiva": 1, "exclusivos": 1, "exclusivas": 1,
     "cupos limitados": 1.5, "financiacion": 1, "cuotas sin interes": 2.5, "llame ya": 2,
     "escribame": 1, "whatsapp": 0.5, "rifa*": 1.5, "sorteo*": 1, "emprendimiento": 1,
     "limited time": 2.5, "buy now": 2.5, "discount": 1.5, "free shipping": 2, "unsubscribe": 1.5,
