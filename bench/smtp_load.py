@@ -204,11 +204,16 @@ def start_passthrough(*flags: str, upstream_port: int = 0) -> tuple[subprocess.P
     return proc, port
 
 
-async def _latency_session(port: int, count: int, sender: str, rcpt: str, data: bytes, out: list[float]) -> None:
-    """One message per connection; the time from the end of DATA to the server's reply."""
+async def _latency_session(port: int, count: int, sender: str, rcpt: str, data: bytes, out: list[float],
+                           interval: float = 0.0) -> None:
+    """One message per connection; the time from the end of DATA to the server's reply. With an
+    interval, a new message starts every `interval` seconds (a paced load, below saturation)."""
     import asyncio
 
-    for _ in range(count):
+    start = time.perf_counter()
+    for n in range(count):
+        if interval:
+            await asyncio.sleep(max(0.0, start + n * interval - time.perf_counter()))
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
 
         async def reply(reader: asyncio.StreamReader = reader) -> bytes:
@@ -232,8 +237,10 @@ async def _latency_session(port: int, count: int, sender: str, rcpt: str, data: 
         writer.close()
 
 
-def latency(port: int, sessions: int, messages: int, sender: str, rcpt: str, msg: Path) -> list[float]:
-    """End-of-DATA to reply, in seconds, for `messages` sent over `sessions` concurrent sessions."""
+def latency(port: int, sessions: int, messages: int, sender: str, rcpt: str, msg: Path,
+            rate: float = 0.0) -> list[float]:
+    """End-of-DATA to reply, in seconds, for `messages` sent over `sessions` concurrent sessions
+    (as fast as they can, or at `rate` messages per second in all)."""
     import asyncio
 
     body = msg.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
@@ -241,7 +248,8 @@ def latency(port: int, sessions: int, messages: int, sender: str, rcpt: str, msg
     out: list[float] = []
 
     async def run() -> None:
-        await asyncio.gather(*(_latency_session(port, messages // sessions, sender, rcpt, data, out)
+        interval = sessions / rate if rate else 0.0
+        await asyncio.gather(*(_latency_session(port, messages // sessions, sender, rcpt, data, out, interval)
                                for _ in range(sessions)))
 
     asyncio.run(run())
@@ -288,12 +296,12 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
             print(f"{sessions:>8} " + " ".join(f"{med[n]:>18,.0f}" for n in names)
                   + f" {med['relay'] / med['passthrough']:>18.1%} {statistics.median(cpu['relay']):>17.2f}"
                   f" {statistics.median(cpu['passthrough']):>19.2f} {peak_rss_mib(relay.pid):>14.0f}")
-        if args.latency:
-            print(f"\nlatency, end of DATA to reply, {args.latency} messages at 10 sessions (ms)")
+        for rate in ((0.0, args.paced) if args.latency else ()):
+            load = f"paced at {rate:.0f} msg/s" if rate else "as fast as they can"
+            print(f"\nlatency, end of DATA to reply, {args.latency} messages from 10 sessions, {load} (ms)")
             print(f"{'target':>20} {'p50':>7} {'p99':>7}")
-            base = latency(ports["direct"], 10, args.latency, sender, rcpt, msg)
             for name in names:
-                got = base if name == "direct" else latency(ports[name], 10, args.latency, sender, rcpt, msg)
+                got = latency(ports[name], 10, args.latency, sender, rcpt, msg, rate)
                 print(f"{name:>20} {pct(got, 0.5):>7.2f} {pct(got, 0.99):>7.2f}")
         events = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
         decisions = sum(1 for e in events if e["event"] == "decision")
@@ -350,6 +358,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=5 * 1024)
     parser.add_argument("--runs", type=int, default=1, help="median of this many runs per row")
     parser.add_argument("--latency", type=int, default=1000, help="messages for the latency probe (0: none)")
+    parser.add_argument("--paced", type=float, default=100.0, help="msg/s of the paced latency probe")
     parser.add_argument("--large", type=int, default=0, metavar="MIB", help="large-message rows of this size instead")
     parser.add_argument("--large-messages", type=int, default=20)
     parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")

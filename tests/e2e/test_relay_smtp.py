@@ -177,13 +177,20 @@ def raw_session(port: int, payload: bytes, wait: float = 1.0) -> bytes:
         return out
 
 
-@pytest.mark.parametrize("terminator", [b"\n.\n", b"\r.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n"])
+# End-of-data variants of the kind public SMTP-smuggling scanners send: bare LF/CR around the dot, NUL.
+@pytest.mark.parametrize("terminator", [b"\n.\n", b"\r.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\n.\r",
+                                        b"\r\n.\r", b"\r.\r", b"\r\n\x00.\r\n", b"\r\n.\x00\r\n"])
 def test_smuggling_never_splits_a_message(relay: RelayProcess, sink: Sink, terminator: bytes) -> None:
     smuggled = (b"MAIL FROM:<patriciah.fierro@barrancabermeja.gov.co>\r\nRCPT TO:<victim@example.org>\r\n"
                 b"DATA\r\nFrom: patriciah.fierro@barrancabermeja.gov.co\r\n\r\nsmuggled\r\n.\r\n")
     payload = (b"EHLO smuggler.test\r\nMAIL FROM:<ana@example.org>\r\nRCPT TO:<pmu@barrancabermeja.gov.co>\r\n"
                b"DATA\r\nFrom: ana@example.org\r\nSubject: hola\r\n\r\nfirst" + terminator + smuggled + b"QUIT\r\n")
     replies = raw_session(relay.port, payload)
+    if b"\x00" in terminator:  # refused whole: the smuggled part never becomes a message either
+        assert replies.count(b"250 2.0.0 Ok: queued") == 0 and b"550 5.6.0" in replies, replies
+        time.sleep(0.3)
+        assert sink.messages == []
+        return
     assert replies.count(b"250 2.0.0 Ok: queued") == 1, replies
     [got] = sink.wait_for(1)
     assert got.rcpts == ["pmu@barrancabermeja.gov.co"]
