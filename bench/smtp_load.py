@@ -205,12 +205,12 @@ def start_passthrough(*flags: str, upstream_port: int = 0) -> tuple[subprocess.P
 
 
 async def _latency_session(port: int, count: int, sender: str, rcpt: str, data: bytes, out: list[float],
-                           interval: float = 0.0) -> None:
+                           interval: float = 0.0, offset: float = 0.0) -> None:
     """One message per connection; the time from the end of DATA to the server's reply. With an
     interval, a new message starts every `interval` seconds (a paced load, below saturation)."""
     import asyncio
 
-    start = time.perf_counter()
+    start = time.perf_counter() + offset  # paced sessions are staggered, not all at once
     for n in range(count):
         if interval:
             await asyncio.sleep(max(0.0, start + n * interval - time.perf_counter()))
@@ -249,8 +249,9 @@ def latency(port: int, sessions: int, messages: int, sender: str, rcpt: str, msg
 
     async def run() -> None:
         interval = sessions / rate if rate else 0.0
-        await asyncio.gather(*(_latency_session(port, messages // sessions, sender, rcpt, data, out, interval)
-                               for _ in range(sessions)))
+        await asyncio.gather(*(_latency_session(port, messages // sessions, sender, rcpt, data, out, interval,
+                                                interval * i / sessions)
+                               for i in range(sessions)))
 
     asyncio.run(run())
     return sorted(out)
