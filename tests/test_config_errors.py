@@ -118,3 +118,15 @@ def test_a_bad_milter_address_names_its_line_and_shows_the_forms(tmp_path: Path,
     line = line_of(text, f'  listen: "{listen}"')
     assert problem.startswith(f"{path}:{line}: milter.listen:"), problem
     assert hint in problem
+
+
+def test_a_bad_event_loop_names_its_line_and_the_choices(tmp_path: Path) -> None:
+    from relay.config import load_config
+
+    example = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text(encoding="utf-8")
+    text = example.replace("event_loop: auto", "event_loop: tokio")
+    path = broken(tmp_path, text.replace("policies/", str(POLICIES) + "/").replace(
+        "../shared/", str(POLICIES.parent.parent / "shared") + "/"), "relay.yaml")
+    [problem] = problems(path, load_config)
+    assert problem.startswith(f"{path}:{line_of(text, 'event_loop: tokio')}: event_loop:"), problem
+    assert "uvloop" in problem and "asyncio" in problem
