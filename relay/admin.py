@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from relay import moderation
 from relay.clock import clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.rewrite import split_head
@@ -105,18 +106,8 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: SqliteStore) ->
         return EXIT_NOT_FOUND
     if args.action == "show":
         return _show(args, store, hold)
-    by = _who(args)
     try:
-        if args.action == "release":
-            hold = store.release(hold.id, now, by)
-        elif args.action == "approve":
-            hold = store.approve(hold.id, now, by)
-            _tell_sender(store, hold, now, "approved", "")
-        elif args.action == "reject":
-            hold = store.reject(hold.id, now, by, args.reason)
-            _tell_sender(store, hold, now, "rejected", args.reason)
-        elif args.action == "delete":
-            hold = store.delete(hold.id, now, by)
+        hold = moderation.act(store, hold.id, args.action, _who(args), now, getattr(args, "reason", "") or "")
     except ValueError as error:
         print(f"relay queue: {error}", file=sys.stderr)
         return EXIT_STATE
@@ -153,23 +144,6 @@ def _show(args: argparse.Namespace, store: SqliteStore, hold: Hold) -> int:
     for e in events:
         print(f"  {_iso(e.at)}  {e.event:<10} {e.detail}")
     return EXIT_OK
-
-
-def _tell_sender(store: SqliteStore, hold: Hold, now: datetime, outcome: str, reason: str) -> None:
-    """The sender hears the moderator's decision (and the reason of a refusal), in Spanish first."""
-    if not hold.sender_notice_to:
-        return
-    subject = hold.subject or "(sin asunto)"
-    if outcome == "approved":
-        text = (f"Su mensaje «{subject}» fue aprobado y se entregará ahora a: {', '.join(hold.recipients)}.\n\n"
-                f"--- English ---\nYour message \"{subject}\" was approved and is being delivered.")
-        store.add_notices([(hold.sender_notice_to, "moderation-approved", f"Mensaje aprobado: {subject}", text)], now)
-        return
-    cites = "\n".join(f"- {c}" for c in hold.cites)
-    text = (f"Su mensaje «{subject}» no fue aprobado y no se entregó.\n\nMotivo del moderador: {reason}\n\n"
-            f"Fundamento:\n{cites}\n\n--- English ---\nYour message \"{subject}\" was not approved and was not "
-            f"delivered.\nThe moderator's reason: {reason}")
-    store.add_notices([(hold.sender_notice_to, "moderation-rejected", f"Mensaje no aprobado: {subject}", text)], now)
 
 
 AUDIT_COLUMNS = ["at", "queue_id", "verdict", "reply", "mail_from", "recipients", "login", "client_ip", "rules",
@@ -235,7 +209,58 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Check the files here first (a bad one is reported exactly as `relay validate` does and the
+    relay is not disturbed), then SIGHUP the running relay and report what it says it did."""
+    import time
+
+    from relay.app import reload_status_path
+
+    config = load_config(args.config)  # ConfigError: printed by main, exit 3
+    pid_file = config.resolve(args.config, config.pid_file)
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        print(f"relay reload: no running relay (pid file {pid_file})", file=sys.stderr)
+        return 1
+    status = reload_status_path(config, args.config)
+
+    def stamp() -> tuple[int, int]:
+        try:
+            st = status.stat()
+        except OSError:
+            return (0, 0)
+        return (st.st_ino, st.st_mtime_ns)
+
+    before = stamp()
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + args.timeout
+    while stamp() == before:
+        if time.monotonic() > deadline:
+            print(f"relay reload: signalled pid {pid}, but it did not report within {args.timeout:g} s "
+                  "(see its log)", file=sys.stderr)
+            return 1
+        time.sleep(0.05)
+    result = json.loads(status.read_text(encoding="utf-8"))
+    if not result["ok"]:
+        print(f"relay reload: refused; the running rules (generation {result['generation']}) stay in force:",
+              file=sys.stderr)
+        for problem in result["problems"]:
+            print(problem, file=sys.stderr)
+        return 3
+    print(f"reloaded: generation {result['generation']}, pack {result['pack']} ({result['rules']} rules)")
+    if result["restart_needed"]:
+        print("changed settings that only a restart applies: " + ", ".join(result["restart_needed"]))
+    return EXIT_OK
+
+
 def add_parsers(sub: Any) -> None:
+    reload = sub.add_parser("reload", help="re-read config, pack and directory in the running relay (SIGHUP)")
+    reload.add_argument("--config", required=True)
+    reload.add_argument("--timeout", type=float, default=30, help="seconds to wait for the relay's answer")
+    reload.set_defaults(func=cmd_reload)
+
     queue = sub.add_parser("queue", help="held and moderated mail: list, show, release, approve, reject, delete")
     queue.add_argument("--config", required=True, help="the relay's config YAML")
     actions = queue.add_subparsers(dest="action", required=True)

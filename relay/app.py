@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -16,9 +17,11 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from relay import holds, logs, rewrite
+from aiohttp import web
+
+from relay import holds, logs, rewrite, systemd, yamlconf
 from relay.addresses import AddressError
 from relay.auth import Credentials
 from relay.clock import Clock, FileClock, SystemClock, clock_from_env
@@ -27,12 +30,16 @@ from relay.directory import FileDirectory, address_key, load_directory
 from relay.frontends.milter import MilterSession
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
 from relay.message import Envelope, Submission, parse_message
+from relay.metrics import MeteredUpstream, Metrics, TimedStore
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack, load_pack
 from relay.policy.verdicts import Decision, Notice, Verdict
 from relay.scheduler import Scheduler, SchedulerSettings
 from relay.store import AuditEntry, NewHold, SocialAccount, Store, StoreError, open_store
 from relay.upstream import Reply, Transaction, Upstream, make_upstream
+from relay.web import links
+from relay.web.server import AdminSite
+from relay.web.server import start as start_admin
 
 _AUTH_SENDER = re.compile(rb"\(Authenticated sender: ([^)\s]+)\)")
 STORE_UNAVAILABLE = "451 4.3.0 The hold store is unavailable; try again later"
@@ -48,32 +55,123 @@ def login_from_trace(content: bytes) -> str | None:
     return match.group(1).decode("utf-8", "replace") if match else None
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What a reload replaces in one step: a decision reads this once, so it never mixes the pack
+    of one generation with the directory of another."""
+
+    pack: Pack
+    directory: FileDirectory
+    credentials: Credentials | None
+    tls_context: ssl.SSLContext | None
+    generation: int = 1
+
+
+def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> Rules:
+    """Read the pack, directory, credentials and certificate a config names (blocking)."""
+    credentials = (Credentials.load(config.resolve(config_path, config.auth.credentials_file))
+                   if config.auth else None)
+    tls_context: ssl.SSLContext | None = None
+    if config.tls:
+        tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls_context.load_cert_chain(config.resolve(config_path, config.tls.cert),
+                                    config.resolve(config_path, config.tls.key))
+    return Rules(load_pack(config.resolve(config_path, config.policy)),
+                 load_directory(config.resolve(config_path, config.directory)), credentials, tls_context, generation)
+
+
+# Settings read only at start: a reload that changes them says so and keeps the running value.
+RESTART_FIELDS = ("listen", "milter", "upstream", "upstream_options", "store", "pid_file", "log", "event_loop",
+                  "admin")
+
+
 class RelayApp:
     def __init__(self, config: RelayConfig, config_path: Path, clock: Clock | None = None) -> None:
         self.config = config
+        self.config_path = config_path
         self.base = config_path.resolve().parent
-        self.pack: Pack = load_pack(config.resolve(config_path, config.policy))
-        self.directory: FileDirectory = load_directory(config.resolve(config_path, config.directory))
+        self.rules = load_rules(config, config_path)
         self.clock = clock or SystemClock()
-        self.upstream: Upstream = make_upstream(config.upstream, config.hostname, self.base, config.upstream_options)
-        self.credentials = (Credentials.load(config.resolve(config_path, config.auth.credentials_file))
-                            if config.auth else None)
-        self.tls_context: ssl.SSLContext | None = None
-        if config.tls:
-            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            self.tls_context.load_cert_chain(config.resolve(config_path, config.tls.cert),
-                                             config.resolve(config_path, config.tls.key))
+        self.metrics = Metrics()
+        self.upstream: Upstream = MeteredUpstream(
+            make_upstream(config.upstream, config.hostname, self.base, config.upstream_options), self.metrics)
         self.active = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.log = logs.get("relay").bind(pack=self.pack.pack)
         self.notice_from = f"postmaster@{sorted(self.directory.domains)[0]}"
-        self.store: Store = open_store(config.store, self.base)
+        self.store: Store = cast(Store, TimedStore(open_store(config.store, self.base), self.metrics))
+        self.metrics.watch_store(self.store, self.clock)
+        self.metrics.sessions.set_function(lambda: self.active)
+        self.metrics.generation.set(1)
         sched = config.scheduler
         self.scheduler = Scheduler(self.store, self.upstream, self.clock, logs.get("relay.scheduler"),
                                    SchedulerSettings(sched.batch, sched.concurrency, sched.retry_base, sched.retry_max,
                                                      sched.alert_after_attempts, sched.alert_to, sched.max_sleep),
                                    self.notice_bytes)
         self.audit_buffer: list[AuditEntry] = []
+        self.link_key = (links.load_key(config.resolve(config_path, config.admin.secret_file))
+                         if config.admin else None)
+
+    def moderation_link(self, hold_id: str, action: str, moderator: str) -> str:
+        """A signed one-click link for a moderation notice (admin listener on)."""
+        assert self.config.admin is not None and self.link_key is not None
+        expires = int(self.clock.now().timestamp() + self.config.admin.link_ttl)
+        token = links.sign(self.link_key, links.LinkClaim(hold_id, action, moderator, expires))
+        return f"{self.config.admin.base_url()}/m/{token}"
+
+    def with_links(self, notices: tuple[Notice, ...], planned: list[NewHold], ids: list[str]) -> tuple[Notice, ...]:
+        return holds.with_hold_ids(notices, planned, ids, self.moderation_link if self.link_key else None)
+
+    @property
+    def pack(self) -> Pack:
+        return self.rules.pack
+
+    @property
+    def directory(self) -> FileDirectory:
+        return self.rules.directory
+
+    @property
+    def credentials(self) -> Credentials | None:
+        return self.rules.credentials
+
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        return self.rules.tls_context
+
+    async def reload(self) -> ReloadResult:
+        """Re-read config, pack, directory, credentials and certificate; swap them in at once, or
+        keep the running ones when any file is bad (the same errors as `relay validate`).
+        Sessions in flight finish with the rules they started with; nothing is dropped."""
+        generation = self.rules.generation + 1
+        try:
+            config = await asyncio.to_thread(load_config, self.config_path)
+            rules = await asyncio.to_thread(load_rules, config, self.config_path, generation)
+        except yamlconf.ConfigError as error:
+            return self._reload_refused(error.problems)
+        except (OSError, ValueError) as error:
+            filename = getattr(error, "filename", None)
+            return self._reload_refused([f"{filename or 'a file the config names'}: "
+                                         f"{getattr(error, 'strerror', None) or error}"])
+        except ssl.SSLError as error:
+            return self._reload_refused([f"tls: the certificate or key is unusable ({error.reason or error})"])
+        kept = [name for name in RESTART_FIELDS if getattr(config, name) != getattr(self.config, name)]
+        self.config = config.model_copy(update={name: getattr(self.config, name) for name in kept})
+        self.rules = rules
+        sched = config.scheduler
+        self.scheduler.settings = SchedulerSettings(sched.batch, sched.concurrency, sched.retry_base, sched.retry_max,
+                                                    sched.alert_after_attempts, sched.alert_to, sched.max_sleep)
+        self.log = logs.get("relay").bind(pack=rules.pack.pack)
+        self.log.info("reloaded", generation=generation, rules=len(rules.pack.rules),
+                      addresses=len(rules.directory.entries), restart_needed=kept)
+        self.metrics.reload(True)
+        self.metrics.generation.set(generation)
+        return ReloadResult(True, generation, rules.pack.pack, len(rules.pack.rules), [], kept)
+
+    def _reload_refused(self, problems: list[str]) -> ReloadResult:
+        self.log.error("reload_refused", problems=problems, generation=self.rules.generation,
+                       advice="the running rules stay in force; fix the file and reload again")
+        self.metrics.reload(False)
+        return ReloadResult(False, self.rules.generation, self.pack.pack, len(self.pack.rules), problems, [])
 
     @classmethod
     def from_config(cls, path: str | Path, clock: Clock | None = None) -> RelayApp:
@@ -105,7 +203,8 @@ class RelayApp:
             envelope = Envelope.build(mail_from, rcpts, login, client_ip)
         except AddressError:
             return "501 5.1.3 Bad recipient address syntax"
-        finding = envelope_refusing(envelope, rcpt, self.pack, self.directory, self.clock.now())
+        rules = self.rules
+        finding = envelope_refusing(envelope, rcpt, rules.pack, rules.directory, self.clock.now())
         if finding is None:
             return None
         reply = str(refusal_reply(finding))
@@ -113,11 +212,11 @@ class RelayApp:
         self.log.info("rcpt_refused", queue_id=queue_id, rcpt=rcpt, reply=reply, login=envelope.auth,
                       client_ip=client_ip, audit=[{"rule": finding.rule_id, "cites": finding.cites,
                                                    "action": finding.action.value}])
-        self.audit_buffer.append(AuditEntry(
+        self.add_audit(AuditEntry(
             self.clock.now(), queue_id, "reject", reply, envelope.mail_from, 1, envelope.auth, client_ip,
             ((finding.rule_id, finding.cites, finding.action.value),)))
         if notify:
-            notices = envelope_notices(envelope, finding, rcpt, self.pack, self.directory, self.clock.now())
+            notices = envelope_notices(envelope, finding, rcpt, rules.pack, rules.directory, self.clock.now())
             if notices:
                 self.spawn(self.notify(notices, self.log.bind(queue_id=queue_id)))
         return reply
@@ -126,7 +225,8 @@ class RelayApp:
         """Parse and decide (run in a worker thread so a large message does not block the loop);
         the decision and the message's subject."""
         message = parse_message(content)
-        return evaluate(Submission(envelope, message), self.pack, self.directory, self.clock.now()), message.subject
+        rules = self.rules
+        return evaluate(Submission(envelope, message), rules.pack, rules.directory, self.clock.now()), message.subject
 
     async def process(self, txn: Transaction | None, mail_from: str, rcpts: list[str], content: bytes, *,
                       login: str | None, client_ip: str, helo: str, tls: bool, trusted_hop: bool = False) -> str:
@@ -217,7 +317,7 @@ class RelayApp:
         log.info("held", holds=ids, reasons=[h.reason for h in planned],
                  deliver_at=[h.deliver_at.isoformat() if h.deliver_at else None for h in planned],
                  held_recipients=sum(len(h.recipients) for h in planned), delivered_now=len(now_rcpts))
-        await self.notify(holds.with_hold_ids(decision.notices, planned, ids), log)
+        await self.notify(self.with_links(decision.notices, planned, ids), log)
         self.scheduler.wake()
         held = sum(len(h.recipients) for h in planned)
         return f"250 2.0.0 Ok: queued as {queue_id}; {held} recipient(s) held by policy"
@@ -251,7 +351,7 @@ class RelayApp:
             log.info("held", holds=ids, reasons=[h.reason for h in planned],
                      deliver_at=[h.deliver_at.isoformat() if h.deliver_at else None for h in planned],
                      held_recipients=len(held), delivered_now=len(rcpts) - len(held))
-            await self.notify(holds.with_hold_ids(decision.notices, planned, ids), log)
+            await self.notify(self.with_links(decision.notices, planned, ids), log)
             self.scheduler.wake()
             if not holds.deliver_now(decision):
                 return MilterOutcome(discard=True)
@@ -303,11 +403,16 @@ class RelayApp:
 
     def audit(self, queue_id: str, envelope: Envelope, decision: Decision) -> None:
         """Buffer the decision for the audit trail (flushed in batches by `flush_audit`)."""
-        self.audit_buffer.append(AuditEntry(
+        self.add_audit(AuditEntry(
             self.clock.now(), queue_id, decision.verdict.value, str(decision.reply), envelope.mail_from,
             len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
             tuple((f.rule_id, f.cites, f.action.value) for f in decision.findings),
             tuple(f.rule_id for f in decision.monitored)))
+
+    def add_audit(self, entry: AuditEntry) -> None:
+        """One decision: counted in the metrics and buffered for the audit trail, together."""
+        self.metrics.decision(entry)
+        self.audit_buffer.append(entry)
 
     async def flush_audit(self) -> None:
         batch, self.audit_buffer = self.audit_buffer, []
@@ -414,6 +519,20 @@ class RelayApp:
         self.store.close()
 
 
+@dataclass(frozen=True)
+class ReloadResult:
+    ok: bool
+    generation: int
+    pack: str
+    rules: int
+    problems: list[str]
+    restart_needed: list[str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "generation": self.generation, "pack": self.pack, "rules": self.rules,
+                "problems": self.problems, "restart_needed": self.restart_needed}
+
+
 HeaderEdit = tuple[str, int, bytes | None]  # name, 1-based occurrence (0: append), value (None: delete)
 
 
@@ -481,8 +600,19 @@ async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]
     return servers
 
 
+def _write_status(path: Path, result: ReloadResult) -> None:
+    """What `relay reload` waits for: the outcome of the latest reload, written atomically."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result.as_json(), ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def reload_status_path(config: RelayConfig, config_path: str | Path) -> Path:
+    return config.resolve(config_path, config.pid_file).with_suffix(".reload.json")
+
+
 async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> None:
-    """Run the relay until SIGTERM or SIGINT; finish sessions in flight, then stop."""
+    """Run the relay until SIGTERM or SIGINT; finish sessions in flight, then stop. SIGHUP reloads."""
     config = load_config(config_path)
     logs.configure(config.log.level, config.log.format)
     clock = clock_from_env()
@@ -493,7 +623,7 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
                          f"{error.strerror or error}") from None
     except ssl.SSLError as error:
         raise ServeError(f"tls: the certificate or key is unusable ({error.reason or error})") from None
-    except StoreError as error:
+    except (StoreError, ValueError) as error:
         raise ServeError(str(error)) from None
     if isinstance(clock, FileClock):
         app.log.warning("test_clock", path=str(clock.path), now=clock.now().isoformat())
@@ -501,20 +631,39 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     servers = await _listeners(app, config)
     if not servers:
         raise ServeError("nothing to listen on: set listen (SMTP) or milter.listen")
+    admin = await _admin_listener(app, config)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, app.scheduler.wake)  # `relay queue` changed something
+    status_path = reload_status_path(config, config_path)
+    reloading = asyncio.Lock()
+
+    async def reload() -> None:
+        async with reloading:  # signals in a burst reload one after another, the last one wins
+            systemd.reloading()
+            result = await app.reload()
+            with contextlib.suppress(OSError):
+                _write_status(status_path, result)
+            systemd.ready(f"rules generation {result.generation}")
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: app.spawn(reload()))
     pid_file = config.resolve(config_path, config.pid_file)
     pid_file.parent.mkdir(parents=True, exist_ok=True)
     pid_file.write_text(f"{os.getpid()}\n")
+    with contextlib.suppress(OSError):
+        _write_status(status_path, ReloadResult(True, 1, app.pack.pack, len(app.pack.rules), [], []))
     # With the test clock, time may jump at any moment: the scheduler looks again every 0.1 s.
     poll = 0.1 if isinstance(clock, FileClock) else None
     scheduler = loop.create_task(app.scheduler.run(poll))
     auditor = loop.create_task(app.audit_loop(stop))
+    if admin is not None:
+        admin[0].ready = True
+    systemd.ready("accepting mail")
     if ready is not None:
         ready.set()
     await stop.wait()
+    systemd.stopping()
     app.log.info("stopping", active=app.active)
     for server in servers:
         server.close()
@@ -522,9 +671,29 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
         if app.active == 0:
             break
         await asyncio.sleep(0.1)
+    if admin is not None:
+        await admin[1].cleanup()
     app.scheduler.stop()
     await asyncio.wait([scheduler, auditor], timeout=30)
     await app.close()
     with contextlib.suppress(OSError):
         pid_file.unlink()
     app.log.info("stopped")
+
+
+async def _admin_listener(app: RelayApp, config: RelayConfig) -> tuple[AdminSite, web.AppRunner] | None:
+    """The admin pages, /metrics and health checks, when the config has an `admin` section."""
+    if config.admin is None or app.link_key is None:
+        return None
+    host, port = config.admin.address()
+    site = AdminSite(app, app.link_key)
+    try:
+        runner = await start_admin(site, host, port)
+    except OSError as error:
+        raise ServeError(f"cannot listen on admin {config.admin.listen}: {error.strerror}") from None
+    app.log.info("admin_listening", listen=config.admin.listen, url=config.admin.base_url(),
+                 accounts=len(config.admin.accounts))
+    if not _is_loopback_host(host):
+        app.log.warning("admin_not_loopback", listen=config.admin.listen,
+                        advice="put it behind a TLS proxy, or bind to 127.0.0.1")
+    return site, runner

@@ -104,6 +104,58 @@ class Milter(_Strict):
         return kind, host.strip("[]"), int(port)
 
 
+class AdminAccount(_Strict):
+    """A moderator or operator who signs in to the admin pages."""
+
+    login: str = Field(min_length=1, max_length=200)
+    password_hash: str = Field(description="pbkdf2_sha256$...; make one with: relay passwd LOGIN")
+    name: str = ""
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hash(cls, value: str) -> str:
+        if not value.startswith("pbkdf2_sha256$") or value.count("$") != 3:
+            raise ValueError("not a password hash; make one with `relay passwd LOGIN` and paste what follows "
+                             "'LOGIN:'")
+        return value
+
+
+class Admin(_Strict):
+    """The admin listener: moderation pages, rule test page, /metrics, /healthz, /readyz."""
+
+    listen: str = Field(default="127.0.0.1:8025", description="HOST:PORT; keep it on loopback behind a proxy")
+    public_url: str | None = Field(default=None, description="base of the links in moderation notices, "
+                                   "e.g. https://relay.example.gov.co (default: http://LISTEN)")
+    secret_file: str = Field(default="var/admin.secret", description="HMAC key for links and sessions; "
+                             "made (mode 0600) when missing")
+    accounts: tuple[AdminAccount, ...] = ()
+    link_ttl: float = Field(default=3 * 86400, gt=0, description="seconds a link in a notice stays valid")
+    session_ttl: float = Field(default=8 * 3600, gt=0, description="seconds a sign-in lasts")
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if host and port.isdigit() and 0 < int(port) < 65536:
+            return value
+        raise ValueError(f"{value!r}: use HOST:PORT, e.g. 127.0.0.1:8025")
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r}: use http://HOST:PORT or https://HOST")
+        return value.rstrip("/") if value else value
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def base_url(self) -> str:
+        host, port = self.address()
+        return self.public_url or (f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
+
+
 class Log(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -125,6 +177,7 @@ class RelayConfig(_Strict):
     auth: Auth | None = None
     trust: Trust = Trust()
     log: Log = Log()
+    admin: Admin | None = Field(default=None, description="the admin listener; off unless configured")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto: uvloop when it is installed (faster), else asyncio's own")
 

@@ -228,6 +228,7 @@ class FileDirectory:
     domains: frozenset[str]
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     entries: dict[str, Entry] = field(hash=False)
+    timezone: str = "UTC"  # the institution's zone: times shown to people
 
     def find(self, address: str) -> Entry | None:
         return self.entries.get(address_key(address))
@@ -269,6 +270,7 @@ class FileDirectory:
             domains=frozenset(d.casefold().rstrip(".") for d in model.domains),
             networks=tuple(ipaddress.ip_network(n, strict=False) for n in model.internal_networks),
             entries=entries,
+            timezone=model.timezone,
         )
 
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from relay.config import UpstreamOptions
@@ -360,10 +361,16 @@ class MaildirTransaction(Transaction):
         self.recipients = []
 
 
-Upstream = SmtpUpstream | MaildirUpstream
+class Upstream(Protocol):
+    """The next hop: smtp://, lmtp://, maildir: (and wrappers that measure them)."""
+
+    def describe(self) -> str: ...
+    def transaction(self) -> Transaction: ...
+    async def close(self) -> None: ...
 
 
-def make_upstream(url: str, helo: str, base: Path, options: UpstreamOptions | None = None) -> Upstream:
+def make_upstream(url: str, helo: str, base: Path, options: UpstreamOptions | None = None
+                  ) -> SmtpUpstream | MaildirUpstream:
     """Build the upstream a config names; paths are relative to `base` (the config's folder)."""
     if url.startswith("maildir:"):
         path = Path(url.removeprefix("maildir:"))

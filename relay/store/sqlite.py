@@ -240,6 +240,13 @@ class SqliteStore:
         sql = f"SELECT count(*) FROM holds WHERE state IN ({', '.join('?' * len(states))})"
         return int(self._read(lambda db: db.execute(sql, [s.value for s in states]).fetchone()[0]))
 
+    def hold_stats(self) -> dict[str, tuple[int, datetime | None]]:
+        """Open holds by reason (hold | moderate): how many, and when the oldest was stored."""
+        rows = self._read(lambda db: db.execute(
+            "SELECT reason, count(*), min(created_at) FROM holds WHERE state IN ('waiting', 'moderation', "
+            "'delivering') GROUP BY reason").fetchall())
+        return {str(r[0]): (int(r[1]), _dt(r[2])) for r in rows}
+
     def next_due(self) -> datetime | None:
         row = self._read(lambda db: db.execute(
             "SELECT min(next_attempt) FROM holds WHERE state = 'waiting'").fetchone())

@@ -1,0 +1,162 @@
+"""Prometheus metrics: decisions by verdict and rule, holds waiting, upstream and store latency.
+
+Counters move where the audit trail is written (`Metrics.decision` takes the same AuditEntry),
+so `/metrics` and `relay audit` tell one story. Hold figures are read from the store at scrape
+time: they survive restarts and include what `relay queue` changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from relay.clock import Clock
+from relay.store import AuditEntry, Store, StoreError
+from relay.upstream import Reply, Transaction, Upstream
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """The relay's registry (its own, not the global one, so tests can run several relays)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.messages = Counter("relay_messages", "Decisions, by verdict (rcpt-time refusals count as reject)",
+                                ["verdict"], registry=r)
+        self.rule_hits = Counter("relay_rule_hits", "Rule findings in force, by rule id and action",
+                                 ["rule", "action"], registry=r)
+        self.monitored = Counter("relay_rule_monitored", "Findings of rules in monitor mode (not enforced)",
+                                 ["rule"], registry=r)
+        self.upstream_seconds = Histogram("relay_upstream_seconds", "Time for the upstream to answer a message",
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_errors = Counter("relay_upstream_errors", "Upstream refusals and failures, by kind",
+                                       ["kind"], registry=r)
+        self.store_seconds = Histogram("relay_store_seconds", "Time of store operations", ["operation"],
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.store_errors = Counter("relay_store_errors", "Store operations that failed", ["operation"], registry=r)
+        self.reloads = Counter("relay_reloads", "Reloads (SIGHUP, relay reload), by result", ["result"], registry=r)
+        self.sessions = Gauge("relay_smtp_sessions", "SMTP sessions open now", registry=r)
+        self.generation = Gauge("relay_rules_generation", "Generation of the rules in force (1 at start)",
+                                registry=r)
+
+    def decision(self, entry: AuditEntry) -> None:
+        self.messages.labels(entry.verdict).inc()
+        for rule, _cites, action in entry.rules:
+            self.rule_hits.labels(rule, action).inc()
+        for rule in entry.monitored:
+            self.monitored.labels(rule).inc()
+
+    def reload(self, ok: bool) -> None:
+        self.reloads.labels("ok" if ok else "refused").inc()
+
+    def watch_store(self, store: Store, clock: Clock) -> None:
+        self.registry.register(HoldCollector(store, clock))
+
+    def render(self) -> bytes:
+        """The text exposition (blocking: the hold figures read the store)."""
+        return bytes(generate_latest(self.registry))
+
+
+class HoldCollector(Collector):
+    """Holds waiting and the age of the oldest, by reason, read from the store at scrape time."""
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def describe(self) -> list[Any]:
+        return []  # figures come from the store; nothing to describe before a scrape
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        waiting = GaugeMetricFamily("relay_holds_open", "Held messages not yet delivered or refused, by reason",
+                                    labels=["reason"])
+        oldest = GaugeMetricFamily("relay_oldest_hold_age_seconds", "Age of the oldest open hold, by reason",
+                                   labels=["reason"])
+        try:
+            stats = self.store.hold_stats()
+        except StoreError:
+            return
+        now = self.clock.now()
+        for reason in ("hold", "moderate"):
+            count, first = stats.get(reason, (0, None))
+            waiting.add_metric([reason], count)
+            oldest.add_metric([reason], max((now - first).total_seconds(), 0.0) if first else 0.0)
+        yield waiting
+        yield oldest
+
+
+class TimedStore:
+    """The store, with every call timed (and failures counted) into `relay_store_seconds`."""
+
+    def __init__(self, store: Store, metrics: Metrics) -> None:
+        self._store = store
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._store, name)
+        if not callable(target) or name.startswith("_"):
+            return target
+        seconds = self._metrics.store_seconds.labels(name)
+        errors = self._metrics.store_errors.labels(name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return target(*args, **kwargs)
+            except StoreError:
+                errors.inc()
+                raise
+            finally:
+                seconds.observe(time.perf_counter() - started)
+
+        return timed
+
+
+class MeteredUpstream:
+    """The upstream, with each message's DATA timed and every non-250 outcome counted by kind."""
+
+    def __init__(self, upstream: Upstream, metrics: Metrics) -> None:
+        self.inner = upstream
+        self.metrics = metrics
+
+    def describe(self) -> str:
+        return self.inner.describe()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    def transaction(self) -> Transaction:
+        return MeteredTransaction(self.inner.transaction(), self.metrics)
+
+
+class MeteredTransaction(Transaction):
+    def __init__(self, inner: Transaction, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    def _count(self, reply: Reply) -> Reply:
+        if not reply.ok:
+            self.metrics.upstream_errors.labels("temporary" if reply.temporary else "permanent").inc()
+        return reply
+
+    async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
+        return self._count(await self.inner.mail(sender, options))
+
+    async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
+        return self._count(await self.inner.rcpt(recipient, options))
+
+    async def data(self, content: bytes) -> Reply:
+        started = time.perf_counter()
+        reply = await self.inner.data(content)
+        self.metrics.upstream_seconds.observe(time.perf_counter() - started)
+        return self._count(reply)
+
+    async def abort(self) -> None:
+        await self.inner.abort()

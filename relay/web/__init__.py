@@ -1,0 +1,1 @@
+"""The admin listener: moderation pages, rule test page, metrics and health (aiohttp)."""

@@ -1,0 +1,349 @@
+"""The admin listener (aiohttp, in the relay's own event loop).
+
+Pages in Spanish for moderators: sign in, held and waiting messages, one message (headers and a
+text rendering; its HTML is never served), approve / refuse with a reason / release now, the
+confirmation page behind the signed links of moderation notices, and the rule test page (the
+engine of `relay check`). For machines: /metrics (Prometheus), /healthz, /readyz.
+
+Every page that shows or changes mail needs a signed-in account; every POST carries the
+session's CSRF token; responses forbid scripts, framing and referrers (links carry tokens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit
+from zoneinfo import ZoneInfo
+
+import jinja2
+from aiohttp import web
+
+from relay import moderation
+from relay.addresses import AddressError
+from relay.auth import hash_password, verify_password
+from relay.message import Envelope, Submission, parse_message
+from relay.policy.engine import evaluate
+from relay.store import Hold, HoldFilter, HoldState, StoreError
+from relay.web import links
+
+if TYPE_CHECKING:
+    from relay.app import RelayApp
+
+SESSION_COOKIE = "relay_session"
+MAX_SESSIONS = 10_000
+MAX_CHECK_BYTES = 10 * 1024 * 1024
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+STATE_NAMES = {"waiting": "en espera", "moderation": "espera moderación", "delivering": "entregándose",
+               "delivered": "entregado", "rejected": "rechazado", "failed": "fallido", "deleted": "eliminado"}
+REASON_NAMES = {"hold": "retenido por horario (derecho a la desconexión)", "moderate": "requiere aprobación"}
+ACTION_NAMES = {"approve": "Aprobar", "reject": "Rechazar", "release": "Liberar ahora", "delete": "Eliminar"}
+_DUMMY_HASH = hash_password("x", salt=b"0" * 16)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class Session:
+    login: str
+    csrf: str
+    expires: float
+
+
+class AdminSite:
+    """The admin web application bound to one running relay."""
+
+    def __init__(self, relay: RelayApp, key: bytes) -> None:
+        self.relay = relay
+        self.key = key
+        self.sessions: dict[str, Session] = {}
+        self.templates = jinja2.Environment(loader=jinja2.PackageLoader("relay.web", "templates"),
+                                            autoescape=True, undefined=jinja2.StrictUndefined)
+        self.templates.filters["when"] = self._when
+        self.ready = False
+        self.web = web.Application(middlewares=[self._headers], client_max_size=MAX_CHECK_BYTES + 64 * 1024)
+        self.web.add_routes([
+            web.get("/healthz", self.healthz), web.get("/readyz", self.readyz), web.get("/metrics", self.metrics),
+            web.get("/static/relay.css", self.css),
+            web.get("/", self.index), web.get("/login", self.login_form), web.post("/login", self.login),
+            web.post("/logout", self.logout),
+            web.get("/holds", self.holds), web.get(r"/holds/{id:[A-Za-z0-9_-]{1,64}}", self.hold),
+            web.post(r"/holds/{id:[A-Za-z0-9_-]{1,64}}/{action:approve|reject|release|delete}", self.act),
+            web.get("/m/{token}", self.link_form), web.post("/m/{token}", self.link_act),
+            web.get("/check", self.check_form), web.post("/check", self.check),
+        ])
+
+    # ------------------------------------------------------------------ plumbing
+    @web.middleware
+    async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            response = exc
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def _when(self, at: datetime | None) -> str:
+        if at is None:
+            return ""
+        try:
+            zone = ZoneInfo(self.relay.directory.timezone)
+        except (KeyError, ValueError):
+            zone = ZoneInfo("UTC")
+        return at.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
+
+    def page(self, name: str, request: web.Request, status: int = 200, **context: Any) -> web.Response:
+        session = self.session(request)
+        html = self.templates.get_template(name).render(
+            session=session, csrf=session.csrf if session else "", institution=self.relay.directory.name,
+            state_names=STATE_NAMES, reason_names=REASON_NAMES, action_names=ACTION_NAMES, **context)
+        return web.Response(text=html, content_type="text/html", charset="utf-8", status=status)
+
+    def notice(self, request: web.Request, title: str, text: str, status: int = 200,
+               back: str = "/holds") -> web.Response:
+        return self.page("notice.html", request, status, title=title, text=text, back=back)
+
+    def session(self, request: web.Request) -> Session | None:
+        sid = request.cookies.get(SESSION_COOKIE, "")
+        session = self.sessions.get(sid)
+        if session is None:
+            return None
+        if session.expires < time.monotonic():
+            self.sessions.pop(sid, None)
+            return None
+        return session
+
+    def require(self, request: web.Request) -> Session:
+        """The signed-in session, or a redirect to the sign-in page that comes back here."""
+        session = self.session(request)
+        if session is None:
+            raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+        return session
+
+    def require_post(self, request: web.Request, form: Any) -> Session:
+        """A signed-in session whose CSRF token the form carries (403 otherwise: no redirect, since
+        a forged cross-site POST must not be turned into a sign-in)."""
+        session = self.session(request)
+        if session is None:
+            raise web.HTTPForbidden(text="Inicie sesión primero (sign in first).")
+        if not hmac.compare_digest(str(form.get("csrf", "")), session.csrf):
+            raise web.HTTPForbidden(text="Formulario vencido o de otro sitio (CSRF); vuelva a cargar la página.")
+        return session
+
+    def same_origin(self, request: web.Request) -> None:
+        origin = request.headers.get("Origin")
+        if origin and origin != "null" and urlsplit(origin).netloc != request.host:
+            raise web.HTTPForbidden(text="Solicitud de otro sitio rechazada (cross-site request refused).")
+
+    async def _store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except StoreError as error:
+            self.relay.log.error("admin_store_failed", error=str(error)[:200])
+            raise web.HTTPServiceUnavailable(text="El almacén de mensajes no responde; intente de nuevo.") from None
+
+    # ------------------------------------------------------------------ machines
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready: listening, and the store answers."""
+        if not self.ready:
+            return web.Response(status=503, text="starting\n")
+        try:
+            await asyncio.wait_for(asyncio.to_thread(self.relay.store.count_holds), 5)
+        except (StoreError, TimeoutError) as error:
+            return web.Response(status=503, text=f"store unavailable: {type(error).__name__}\n")
+        return web.Response(text="ready\n")
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body = await asyncio.to_thread(self.relay.metrics.render)
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def css(self, request: web.Request) -> web.Response:
+        text = self.templates.loader.get_source(self.templates, "relay.css")[0]  # type: ignore[union-attr]
+        return web.Response(text=text, content_type="text/css")
+
+    # ------------------------------------------------------------------ sign in
+    async def index(self, request: web.Request) -> web.Response:
+        raise web.HTTPSeeOther("/holds")
+
+    async def login_form(self, request: web.Request) -> web.Response:
+        return self.page("login.html", request, next=_local(request.query.get("next", "/holds")), error="")
+
+    async def login(self, request: web.Request) -> web.Response:
+        self.same_origin(request)
+        form = await request.post()
+        login = str(form.get("login", "")).strip()
+        password = str(form.get("password", ""))
+        next_path = _local(str(form.get("next", "/holds")))
+        account = next((a for a in self.relay.config.admin.accounts if a.login == login), None) \
+            if self.relay.config.admin else None
+        ok = await asyncio.to_thread(verify_password, password, account.password_hash if account else _DUMMY_HASH)
+        ok = ok and account is not None
+        self.relay.log.info("admin_sign_in", login=login[:200], success=ok, client_ip=request.remote)
+        if not ok:
+            await asyncio.sleep(1)  # slows password guessing
+            return self.page("login.html", request, 401, next=next_path,
+                             error="Usuario o contraseña incorrectos.")
+        self._purge()
+        sid = secrets.token_urlsafe(32)
+        ttl = self.relay.config.admin.session_ttl if self.relay.config.admin else 3600
+        self.sessions[sid] = Session(login, secrets.token_urlsafe(32), time.monotonic() + ttl)
+        response = web.HTTPSeeOther(next_path)
+        response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", path="/",
+                            secure=self.relay.config.admin is not None
+                            and self.relay.config.admin.base_url().startswith("https://"))
+        raise response
+
+    def _purge(self) -> None:
+        now = time.monotonic()
+        for sid in [s for s, v in self.sessions.items() if v.expires < now]:
+            del self.sessions[sid]
+        while len(self.sessions) >= MAX_SESSIONS:
+            self.sessions.pop(next(iter(self.sessions)))
+
+    async def logout(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.require_post(request, form)
+        self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+        response = web.HTTPSeeOther("/login")
+        response.del_cookie(SESSION_COOKIE, path="/")
+        raise response
+
+    # ------------------------------------------------------------------ held mail
+    async def holds(self, request: web.Request) -> web.Response:
+        self.require(request)
+        show_all = request.query.get("todos") == "1"
+        states = tuple(HoldState) if show_all else (HoldState.MODERATION, HoldState.WAITING, HoldState.DELIVERING)
+        rows: list[Hold] = await self._store(self.relay.store.list_holds, HoldFilter(states=states, limit=500))
+        rows.sort(key=lambda h: (h.state is not HoldState.MODERATION, h.created_at))
+        return self.page("holds.html", request, holds=rows, show_all=show_all)
+
+    async def _hold_or_404(self, request: web.Request, hold_id: str) -> Hold:
+        hold: Hold | None = await self._store(self.relay.store.get_hold, hold_id)
+        if hold is None:
+            raise web.HTTPNotFound(text=f"No hay un mensaje retenido {hold_id}.")
+        return hold
+
+    async def hold(self, request: web.Request) -> web.Response:
+        self.require(request)
+        hold = await self._hold_or_404(request, request.match_info["id"])
+        content: bytes = await self._store(self.relay.store.hold_content, hold.id) or b""
+        events = await self._store(self.relay.store.hold_events, hold.id)
+        message = await asyncio.to_thread(parse_message, content)
+        return self.page("hold.html", request, hold=hold, message=message, events=events,
+                         rules=list(zip(hold.rule_ids, hold.cites, strict=False)))
+
+    async def _act(self, request: web.Request, session: Session, hold_id: str, action: str, reason: str,
+                   via: str = "") -> web.Response:
+        by = f"{session.login} (web{via})"
+        try:
+            hold = await self._store(moderation.act, self.relay.store, hold_id, action, by,
+                                     self.relay.clock.now(), reason)
+        except KeyError:
+            raise web.HTTPNotFound(text=f"No hay un mensaje retenido {hold_id}.") from None
+        except ValueError as error:
+            return self.notice(request, "No se pudo", _spanish_state_error(str(error)), 409, f"/holds/{hold_id}")
+        self.relay.log.info("moderated", hold=hold.id, queue_id=hold.queue_id, action=action, by=by,
+                            state=hold.state.value)
+        self.relay.scheduler.wake()
+        done = {"approve": "Aprobado: se entregará en unos segundos.",
+                "reject": "Rechazado: el remitente recibirá su motivo.",
+                "release": "Liberado: se entregará en unos segundos.",
+                "delete": "Eliminado: no se entregará."}[action]
+        return self.notice(request, done, f"Mensaje {hold.id} — «{hold.subject or '(sin asunto)'}» "
+                                          f"— estado: {STATE_NAMES.get(hold.state.value, hold.state.value)}.")
+
+    async def act(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        session = self.require_post(request, form)
+        return await self._act(request, session, request.match_info["id"], request.match_info["action"],
+                               str(form.get("reason", "")))
+
+    # ------------------------------------------------------------------ signed links
+    def _claim(self, token: str) -> links.LinkClaim:
+        try:
+            return links.verify(self.key, token, self.relay.clock.now())
+        except links.LinkError as error:
+            self.relay.log.warning("admin_link_refused", reason=str(error))
+            raise web.HTTPForbidden(text=f"Enlace rechazado: {error}.") from None
+
+    async def link_form(self, request: web.Request) -> web.Response:
+        claim = self._claim(request.match_info["token"])  # a bad link is refused before any sign-in
+        self.require(request)
+        hold = await self._hold_or_404(request, claim.hold_id)
+        return self.page("confirm.html", request, hold=hold, claim=claim, token=request.match_info["token"],
+                         expires=datetime.fromtimestamp(claim.expires, UTC))
+
+    async def link_act(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        claim = self._claim(request.match_info["token"])
+        session = self.require_post(request, form)
+        return await self._act(request, session, claim.hold_id, claim.action, str(form.get("reason", "")),
+                               f", enlace de {claim.moderator}")
+
+    # ------------------------------------------------------------------ rule test
+    async def check_form(self, request: web.Request) -> web.Response:
+        self.require(request)
+        return self.page("check.html", request, result=None, error="", form={})
+
+    async def check(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        self.require_post(request, form)
+        fields = {k: str(form.get(k, "")) for k in ("mail_from", "rcpt", "auth", "client_ip", "at", "message")}
+        upload = form.get("file")
+        raw = upload.file.read(MAX_CHECK_BYTES) if isinstance(upload, web.FileField) else b""
+        raw = raw or fields["message"].replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+        rcpts = [r.strip() for r in fields["rcpt"].replace(",", "\n").splitlines() if r.strip()]
+        error = ""
+        result = None
+        try:
+            at = datetime.fromisoformat(fields["at"]) if fields["at"].strip() else self.relay.clock.now()
+            if at.tzinfo is None:
+                raise ValueError("la fecha necesita su zona horaria, p. ej. 2026-11-24T20:00:00-05:00")
+            if not rcpts:
+                raise ValueError("indique al menos un destinatario")
+            if not raw.strip():
+                raise ValueError("pegue o suba un mensaje")
+            envelope = Envelope.build(fields["mail_from"].strip(), rcpts, fields["auth"].strip() or None,
+                                      fields["client_ip"].strip() or None)
+            rules = self.relay.rules
+            decision = await asyncio.to_thread(
+                lambda: evaluate(Submission(envelope, parse_message(raw)), rules.pack, rules.directory, at))
+            result = decision.to_json()
+        except AddressError as exc:
+            error = f"Dirección no válida: {exc}"
+        except ValueError as exc:
+            error = f"Datos no válidos: {exc}"
+        return self.page("check.html", request, 400 if error else 200, result=result, error=error, form=fields)
+
+
+def _local(path: str) -> str:
+    """Only a path on this site may follow a sign-in (no open redirect)."""
+    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/holds"
+
+
+def _spanish_state_error(text: str) -> str:
+    return f"La acción no es posible en el estado actual del mensaje ({text})."
+
+
+async def start(site: AdminSite, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(site.web, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, reuse_address=True).start()
+    return runner
