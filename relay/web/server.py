@@ -93,6 +93,9 @@ class AdminSite:
             response = await handler(request)
         except web.HTTPException as exc:
             response = exc
+        except Exception as error:  # our fault: logged with its type, never shown to the browser
+            self.relay.log.exception("admin_error", path=request.path, error=type(error).__name__)
+            response = web.Response(status=500, text="Error interno del relay; consulte el registro (log).\n")
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
         return response
@@ -288,7 +291,8 @@ class AdminSite:
         self.require(request)
         hold = await self._hold_or_404(request, claim.hold_id)
         return self.page("confirm.html", request, hold=hold, claim=claim, token=request.match_info["token"],
-                         expires=datetime.fromtimestamp(claim.expires, UTC))
+                         expires=datetime.fromtimestamp(claim.expires, UTC),
+                         rules=list(zip(hold.rule_ids, hold.cites, strict=False)))
 
     async def link_act(self, request: web.Request) -> web.Response:
         form = await request.post()
