@@ -36,6 +36,7 @@ def browser() -> Iterator[object]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(30)
+    driver.implicitly_wait(15)  # a click returns before the next page loads: lookups wait for it
     yield driver
     driver.quit()
     shutil.rmtree(profile, ignore_errors=True)
@@ -77,6 +78,7 @@ def test_moderator_signs_in_and_approves_in_the_browser(browser: object, relay: 
     assert [r.get_attribute("data-id") for r in rows] == [hold["id"]]
     assert "espera moderación" in rows[0].text and "Promocion exclusiva" in rows[0].text
     rows[0].find_element(By.LINK_TEXT, str(hold["id"])).click()
+    driver.find_element(By.ID, "approve")  # type: ignore[attr-defined]  # (waits for the page)
     assert driver.find_element(By.ID, "hold-subject").text.startswith("Promocion exclusiva")  # type: ignore[attr-defined]
     assert "commercial-content-approval" in driver.page_source  # type: ignore[attr-defined]
     assert originals(sink) == []
@@ -101,9 +103,10 @@ def test_refuse_link_from_the_notice_in_the_browser(browser: object, relay: Rela
     send_promo(relay)
     links = moderation_links(sink)
     sign_in(driver, base, links["reject"])  # the link asks for a sign-in, then comes back
-    assert "Rechazar este mensaje" in driver.page_source  # type: ignore[attr-defined]
+    reason_box = driver.find_element(By.ID, "reason")  # type: ignore[attr-defined]  # only on that page
+    assert driver.find_element(By.TAG_NAME, "h1").text == "Rechazar este mensaje"  # type: ignore[attr-defined]
     reason = "No se aprueba: contenido comercial ajeno a la entidad"
-    driver.find_element(By.ID, "reason").send_keys(reason)  # type: ignore[attr-defined]
+    reason_box.send_keys(reason)
     driver.find_element(By.ID, "confirm").click()  # type: ignore[attr-defined]
     assert "Rechazado" in driver.find_element(By.ID, "outcome").text  # type: ignore[attr-defined]
     got = sink.wait_for(3)
