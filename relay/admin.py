@@ -22,14 +22,14 @@ from relay import moderation
 from relay.clock import clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.rewrite import split_head
-from relay.store import AuditEntry, Hold, HoldFilter, HoldState, SqliteStore, open_store
+from relay.store import AuditEntry, Hold, HoldFilter, HoldState, Store, open_store
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
 
 
-def _open(args: argparse.Namespace) -> tuple[RelayConfig, SqliteStore]:
+def _open(args: argparse.Namespace) -> tuple[RelayConfig, Store]:
     config = load_config(args.config)
-    return config, open_store(config.store, Path(args.config).resolve().parent)
+    return config, open_store(config.store, Path(args.config).resolve().parent, config.store_options.lease, 2)
 
 
 def _wake(config: RelayConfig, config_path: str) -> None:
@@ -79,7 +79,7 @@ def cmd_queue(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _queue(args: argparse.Namespace, config: RelayConfig, store: SqliteStore) -> int:
+def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
     now = clock_from_env().now()
     if args.action == "list":
         states = tuple(HoldState) if args.all else (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
@@ -117,7 +117,7 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: SqliteStore) ->
     return EXIT_OK
 
 
-def _show(args: argparse.Namespace, store: SqliteStore, hold: Hold) -> int:
+def _show(args: argparse.Namespace, store: Store, hold: Hold) -> int:
     content = store.hold_content(hold.id) or b""
     fields, _ = split_head(content)
     headers = [f.decode("utf-8", "replace") for f in fields]

@@ -81,8 +81,8 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
 
 
 # Settings read only at start: a reload that changes them says so and keeps the running value.
-RESTART_FIELDS = ("listen", "milter", "upstream", "upstream_options", "store", "pid_file", "log", "event_loop",
-                  "admin")
+RESTART_FIELDS = ("listen", "milter", "upstream", "upstream_options", "store", "store_options", "pid_file", "log",
+                  "event_loop", "admin")
 
 
 class RelayApp:
@@ -99,7 +99,8 @@ class RelayApp:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.log = logs.get("relay").bind(pack=self.pack.pack)
         self.notice_from = f"postmaster@{sorted(self.directory.domains)[0]}"
-        self.store: Store = cast(Store, TimedStore(open_store(config.store, self.base), self.metrics))
+        self.store: Store = cast(Store, TimedStore(open_store(
+            config.store, self.base, config.store_options.lease, config.store_options.pool_size), self.metrics))
         self.metrics.watch_store(self.store, self.clock)
         self.metrics.sessions.set_function(lambda: self.active)
         self.metrics.generation.set(1)

@@ -156,6 +156,14 @@ class Admin(_Strict):
         return self.public_url or (f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
 
 
+class StoreOptions(_Strict):
+    """Tuning of a postgresql:// store (ignored by sqlite:)."""
+
+    lease: float = Field(default=300, ge=1, description="seconds a relay owns a hold it is releasing; after a "
+                         "crash another relay takes it over then (longer than the slowest delivery)")
+    pool_size: int = Field(default=10, ge=1, le=200, description="connections per relay")
+
+
 class Log(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -169,7 +177,9 @@ class RelayConfig(_Strict):
     directory: str
     upstream: str = Field(default="maildir:var/maildir", description="smtp://host:port, lmtp://host:port, maildir:PATH")
     upstream_options: UpstreamOptions = UpstreamOptions()
-    store: str = Field(default="sqlite:var/relay.sqlite3")
+    store: str = Field(default="sqlite:var/relay.sqlite3",
+                       description="sqlite:PATH, or postgresql://USER@HOST:PORT/DB for several relays")
+    store_options: StoreOptions = StoreOptions()
     pid_file: str = Field(default="var/relay.pid", description="`relay queue` signals this process (SIGUSR1)")
     scheduler: Scheduler = Scheduler()
     limits: Limits = Limits()
@@ -191,8 +201,8 @@ class RelayConfig(_Strict):
     @field_validator("store")
     @classmethod
     def _store(cls, value: str) -> str:
-        if not value.startswith("sqlite:"):
-            raise ValueError(f"{value!r}: use sqlite:PATH")
+        if not value.startswith(("sqlite:", "postgresql://", "postgres://")):
+            raise ValueError(f"{value!r}: use sqlite:PATH or postgresql://USER@HOST:PORT/DB")
         return value
 
     def resolve(self, base: str | Path, value: str) -> Path:

@@ -1,14 +1,18 @@
-"""The SQLite store: durable holds, claims, state changes, outbox, audit, inventory, migrations."""
+"""Both stores (SQLite, and PostgreSQL on a real server): durable holds, claims, state changes,
+outbox, audit, inventory, migrations; then what only the shared PostgreSQL store promises."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from relay.store import AuditEntry, HoldFilter, HoldState, NewHold, SocialAccount, SqliteStore, StoreError
+from relay.store import AuditEntry, HoldFilter, HoldState, NewHold, SocialAccount, SqliteStore, Store, StoreError
+from relay.store.postgres import PostgresStore
 
 T0 = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
 
@@ -20,12 +24,17 @@ def new(queue_id: str, due: datetime | None, rcpts: tuple[str, ...] = ("maria@c.
                    cites=("Ley 2088 de 2021",), subject="x", sender_notice_to=sender)
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    return SqliteStore(tmp_path / "s.sqlite3")
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        made: Store = SqliteStore(tmp_path / "s.sqlite3")
+    else:
+        made = PostgresStore(request.getfixturevalue("pg_url"))
+    yield made
+    made.close()
 
 
-def test_holds_come_due_in_order_and_are_claimed_once(store: SqliteStore) -> None:
+def test_holds_come_due_in_order_and_are_claimed_once(store: Store) -> None:
     later, sooner = T0 + timedelta(days=3), T0 + timedelta(days=2)
     [a] = store.add_holds([new("A", later)], T0)
     [b] = store.add_holds([new("B", sooner)], T0)
@@ -51,7 +60,7 @@ def test_a_crash_between_claim_and_delivery_gives_the_hold_back(tmp_path: Path) 
     assert again.id == a and again.attempts == 1 and reopened.hold_content(a) == b"Subject: x\r\n\r\nbody\r\n"
 
 
-def test_retry_keeps_only_the_recipients_left(store: SqliteStore) -> None:
+def test_retry_keeps_only_the_recipients_left(store: Store) -> None:
     [a] = store.add_holds([new("A", T0, ("x@c.gov.co", "y@c.gov.co"))], T0)
     store.claim_due(T0, 1)
     store.mark_retry(a, T0, T0 + timedelta(minutes=5), "451 try later", ("y@c.gov.co",))
@@ -60,7 +69,7 @@ def test_retry_keeps_only_the_recipients_left(store: SqliteStore) -> None:
     assert store.next_due() == T0 + timedelta(minutes=5) and hold.last_error == "451 try later"
 
 
-def test_moderation_approve_reject_release_delete(store: SqliteStore) -> None:
+def test_moderation_approve_reject_release_delete(store: Store) -> None:
     [m1, m2] = store.add_holds([new("M", None), new("M", None)], T0)
     [h] = store.add_holds([new("H", T0 + timedelta(days=3))], T0)
     assert store.next_due() == T0 + timedelta(days=3)  # moderation is never due by itself
@@ -78,7 +87,7 @@ def test_moderation_approve_reject_release_delete(store: SqliteStore) -> None:
         store.approve("nope", T0, "x")
 
 
-def test_list_filters(store: SqliteStore) -> None:
+def test_list_filters(store: Store) -> None:
     store.add_holds([new("A", T0, ("maria@c.gov.co",)), new("A", T0 + timedelta(days=1), ("pedro@c.gov.co",))], T0)
     store.add_holds([new("B", None, ("jorge@c.gov.co",), sender="ana@c.gov.co")], T0)
     assert len(store.list_holds(HoldFilter())) == 3
@@ -88,13 +97,13 @@ def test_list_filters(store: SqliteStore) -> None:
     assert [h.id for h in store.list_holds(HoldFilter(due_before=T0 + timedelta(hours=1)))] == ["A-1"]
 
 
-def test_remove_undoes_an_add(store: SqliteStore) -> None:
+def test_remove_undoes_an_add(store: Store) -> None:
     ids = store.add_holds([new("A", T0)], T0)
     store.remove(ids)
     assert store.get_hold(ids[0]) is None and store.count_holds() == 0
 
 
-def test_outbox(store: SqliteStore) -> None:
+def test_outbox(store: Store) -> None:
     store.add_notices([("luis@c.gov.co", "hold", "Retenido", "texto")], T0)
     [n] = store.due_notices(T0, 10)
     store.notice_retry(n.id, T0 + timedelta(minutes=1))
@@ -103,7 +112,7 @@ def test_outbox(store: SqliteStore) -> None:
     assert store.next_notice_due() is None
 
 
-def test_audit_query_by_rule_and_time(store: SqliteStore) -> None:
+def test_audit_query_by_rule_and_time(store: Store) -> None:
     store.add_audit([
         AuditEntry(T0, "Q1", "reject", "550 5.7.1 x", "a@b", 1, "a@b", "10.0.0.1",
                    (("mass-list-bcc-only", "Circular 005-20", "reject"),)),
@@ -114,7 +123,7 @@ def test_audit_query_by_rule_and_time(store: SqliteStore) -> None:
     assert store.query_audit(verdict="reject")[0].rules == (("mass-list-bcc-only", "Circular 005-20", "reject"),)
 
 
-def test_inventory_keeps_first_and_last_seen(store: SqliteStore) -> None:
+def test_inventory_keeps_first_and_last_seen(store: Store) -> None:
     account = SocialAccount("facebook", "nicolas.rubio@g.gov.co", "personal", T0, T0)
     store.record_accounts([account])
     store.record_accounts([SocialAccount("facebook", "nicolas.rubio@g.gov.co", "personal",
@@ -135,6 +144,95 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> No
         SqliteStore(path)
 
 
-def test_the_store_is_durable_wal_full_sync(store: SqliteStore) -> None:
+def test_the_store_is_durable_wal_full_sync(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite3")
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+# -- PostgreSQL only: several relays on one store ---------------------------------------------------
+
+def test_two_relays_claiming_at_once_never_get_the_same_hold(pg_url: str) -> None:
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        for batch in range(10):
+            first.add_holds([new(f"Q{batch}-{i}", T0) for i in range(50)], T0)
+        claimed: list[list[str]] = [[], []]
+
+        def claim(store: PostgresStore, into: list[str]) -> None:
+            while batch := store.claim_due(T0, 7):
+                into.extend(h.id for h in batch)
+
+        threads = [threading.Thread(target=claim, args=(s, c)) for s, c in zip((first, second), claimed, strict=True)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        everything = claimed[0] + claimed[1]
+        assert len(everything) == 500 and len(set(everything)) == 500  # each hold exactly once
+        assert claimed[0] and claimed[1]  # both took part
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_dead_relays_claims_are_taken_over_when_the_lease_runs_out(pg_url: str) -> None:
+    dying, survivor = PostgresStore(pg_url, lease=60), PostgresStore(pg_url, lease=60)
+    try:
+        [a] = dying.add_holds([new("A", T0)], T0)
+        [claimed] = dying.claim_due(T0, 10)
+        assert claimed.id == a
+        assert survivor.claim_due(T0 + timedelta(seconds=30), 10) == []  # still leased
+        assert survivor.recover(T0 + timedelta(seconds=30)) == 0  # a live claim is not recovered at start
+        assert survivor.next_due() == T0 + timedelta(seconds=60)  # the scheduler wakes when it runs out
+        [taken] = survivor.claim_due(T0 + timedelta(seconds=61), 10)
+        assert taken.id == a and taken.attempts == 1
+        survivor.mark_delivered(a, T0 + timedelta(seconds=62))
+        assert survivor.claim_due(T0 + timedelta(hours=1), 10) == []
+    finally:
+        dying.close()
+        survivor.close()
+
+
+def test_notices_are_leased_too(pg_url: str) -> None:
+    first, second = PostgresStore(pg_url, lease=60), PostgresStore(pg_url, lease=60)
+    try:
+        first.add_notices([("luis@c.gov.co", "hold", "Retenido", "texto")], T0)
+        assert len(first.due_notices(T0, 10)) == 1
+        assert second.due_notices(T0, 10) == []  # the other relay does not send it too
+        assert len(second.due_notices(T0 + timedelta(seconds=61), 10)) == 1  # unless the first died
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_hold_added_by_one_relay_wakes_the_others(pg_url: str) -> None:
+    adder, listener = PostgresStore(pg_url), PostgresStore(pg_url)
+    woken = threading.Event()
+    try:
+        listener.listen(woken.set)
+        adder.add_holds([new("A", T0)], T0)
+        assert woken.wait(10)
+        woken.clear()
+        [m] = adder.add_holds([new("M", None)], T0)
+        woken.clear()
+        adder.approve(m, T0, "comunicaciones")
+        assert woken.wait(10)
+    finally:
+        adder.close()
+        listener.close()
+
+
+def test_postgres_migrations_run_once_and_a_newer_schema_is_refused(pg_url: str) -> None:
+    PostgresStore(pg_url).close()
+    again = PostgresStore(pg_url)
+    assert again.schema_version == 1
+    again._run(again._pool.execute("INSERT INTO schema_version VALUES (99)"))
+    again.close()
+    with pytest.raises(StoreError, match="newer"):
+        PostgresStore(pg_url)
+
+
+def test_an_unreachable_postgres_is_a_clear_store_error() -> None:
+    with pytest.raises(StoreError, match="store:"):
+        PostgresStore("postgresql://relay@127.0.0.1:1/relay", timeout=3)

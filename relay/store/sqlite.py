@@ -25,6 +25,7 @@ from relay.store.base import (
     NewHold,
     OutboxNotice,
     SocialAccount,
+    Store,
     StoreError,
     utc,
 )
@@ -416,9 +417,14 @@ class SqliteStore:
                               _dt(r[4]) or datetime.fromtimestamp(0, UTC), r[5], r[6]) for r in rows]
 
 
-def open_store(url: str, base: Path) -> SqliteStore:
-    """The store a config names (`sqlite:PATH`, relative to the config's folder)."""
+def open_store(url: str, base: Path, lease: float = 300, pool_size: int = 10) -> Store:
+    """The store a config names: `sqlite:PATH` (relative to the config's folder) or
+    `postgresql://USER@HOST:PORT/DB` (shared by several relays; password in PGPASSWORD or ~/.pgpass)."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from relay.store.postgres import PostgresStore
+
+        return PostgresStore(url, lease=lease, pool_size=pool_size)
     if not url.startswith("sqlite:"):
-        raise StoreError(f"unknown store {url!r}: use sqlite:PATH")
+        raise StoreError(f"unknown store {url!r}: use sqlite:PATH or postgresql://USER@HOST:PORT/DB")
     path = Path(url.removeprefix("sqlite:"))
     return SqliteStore(path if path.is_absolute() else base / path)

@@ -1,0 +1,31 @@
+"""Shared fixtures: a real PostgreSQL server for the tests that need one (started once)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.pg import PostgresServer, pg_bin
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    if pg_bin() is None:
+        if os.environ.get("RELAY_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is not installed; ./dev test installs Debian's postgresql")
+        pytest.skip("PostgreSQL is installed by ./dev test")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+_COUNT = [0]
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A new, empty database on the shared server."""
+    _COUNT[0] += 1
+    return pg_server.fresh_database(f"t{os.getpid()}_{_COUNT[0]}")
