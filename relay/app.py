@@ -637,6 +637,11 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR1, app.scheduler.wake)  # `relay queue` changed something
+    if hasattr(app.store, "listen"):  # a shared store: a hold added or approved anywhere wakes us
+        try:
+            app.store.listen(lambda: loop.call_soon_threadsafe(app.scheduler.wake))
+        except StoreError as error:
+            raise ServeError(str(error)) from None
     status_path = reload_status_path(config, config_path)
     reloading = asyncio.Lock()
 
