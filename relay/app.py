@@ -13,7 +13,7 @@ import signal
 import ssl
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
@@ -242,6 +242,9 @@ class RelayApp:
         except AddressError:
             await txn.abort()
             return "501 5.1.7 Bad address syntax"
+        if limited := await self.rate_refusal(queue_id, envelope, log):
+            await txn.abort()
+            return limited
         decision, subject = await self.decide_logged(queue_id, envelope, content, log)
         if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
             await txn.abort()
@@ -265,6 +268,35 @@ class RelayApp:
             return str(reply)
         await self.notify(decision.notices, log)
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def rate_refusal(self, queue_id: str, envelope: Envelope, log: Any) -> str | None:
+        """A 450 when one of our senders passes a configured sending rate (recipients per window,
+        counted in the shared store), else None. Outside senders are not counted here."""
+        sender = envelope.auth or (envelope.mail_from if self.directory.is_local(envelope.mail_from) else "")
+        if not self.config.rate_limits or not sender:
+            return None
+        now = self.clock.now()
+        for limit in self.config.rate_limits:
+            start = datetime.fromtimestamp(now.timestamp() // limit.window * limit.window, UTC)
+            try:
+                count = await asyncio.to_thread(self.store.rate_take, f"sender:{sender.casefold()}", start,
+                                                len(envelope.rcpt_to), limit.limit)
+            except StoreError as error:
+                log.error("rate_store_failed", error=str(error)[:200])
+                return None  # a counter we cannot read never stops mail
+            if count is None:
+                hours = limit.window / 3600
+                reply = (f"450 4.7.1 [rate-limit] Supera el limite de {limit.limit} destinatarios por "
+                         f"{hours:g} hora(s) para {sender[:100]}; intente mas tarde (protege a la entidad de "
+                         "listas de spam)")
+                log.warning("rate_limited", sender=sender, window=limit.window, limit=limit.limit,
+                            recipients=len(envelope.rcpt_to))
+                self.add_audit(AuditEntry(now, queue_id, "tempfail", reply, envelope.mail_from,
+                                          len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
+                                          (("rate-limit", f"rate_limits: {limit.limit} per {limit.window} s",
+                                            "tempfail"),)))
+                return reply
+        return None
 
     async def decide_logged(self, queue_id: str, envelope: Envelope, content: bytes,
                             log: Any) -> tuple[Decision, str]:
@@ -333,6 +365,8 @@ class RelayApp:
             envelope = Envelope.build(mail_from, rcpts, login, client_ip, helo)
         except AddressError:
             return MilterOutcome(reply="550 5.1.7 Bad address syntax")
+        if limited := await self.rate_refusal(queue_id, envelope, log):
+            return MilterOutcome(reply=limited)
         decision, subject = await self.decide_logged(queue_id, envelope, content, log)
         if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
             await self.notify(decision.notices, log)

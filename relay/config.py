@@ -156,6 +156,15 @@ class Admin(_Strict):
         return self.public_url or (f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")
 
 
+class RateLimit(_Strict):
+    """At most `limit` recipients per `window` seconds for one of our senders (its SASL login, or
+    its own address): a compromised account must not get the institution listed as a spammer.
+    Counted in the store, so several relays on one PostgreSQL share the count."""
+
+    window: int = Field(ge=60, le=7 * 86400, description="seconds; counted in fixed windows (3600: per hour)")
+    limit: int = Field(ge=1, description="recipients per sender and window")
+
+
 class StoreOptions(_Strict):
     """Tuning of a postgresql:// store (ignored by sqlite:)."""
 
@@ -180,6 +189,8 @@ class RelayConfig(_Strict):
     store: str = Field(default="sqlite:var/relay.sqlite3",
                        description="sqlite:PATH, or postgresql://USER@HOST:PORT/DB for several relays")
     store_options: StoreOptions = StoreOptions()
+    rate_limits: tuple[RateLimit, ...] = Field(default=(), description="e.g. [{window: 3600, limit: 500}, "
+                                               "{window: 86400, limit: 2000}]")
     pid_file: str = Field(default="var/relay.pid", description="`relay queue` signals this process (SIGUSR1)")
     scheduler: Scheduler = Scheduler()
     limits: Limits = Limits()

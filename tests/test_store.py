@@ -136,7 +136,7 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> No
     path = tmp_path / "s.sqlite3"
     SqliteStore(path).close()
     again = SqliteStore(path)
-    assert again.schema_version == 1
+    assert again.schema_version == 2
     again.close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_version VALUES (99)")
@@ -226,7 +226,7 @@ def test_a_hold_added_by_one_relay_wakes_the_others(pg_url: str) -> None:
 def test_postgres_migrations_run_once_and_a_newer_schema_is_refused(pg_url: str) -> None:
     PostgresStore(pg_url).close()
     again = PostgresStore(pg_url)
-    assert again.schema_version == 1
+    assert again.schema_version == 2
     again._run(again._pool.execute("INSERT INTO schema_version VALUES (99)"))
     again.close()
     with pytest.raises(StoreError, match="newer"):
@@ -236,3 +236,33 @@ def test_postgres_migrations_run_once_and_a_newer_schema_is_refused(pg_url: str)
 def test_an_unreachable_postgres_is_a_clear_store_error() -> None:
     with pytest.raises(StoreError, match="store:"):
         PostgresStore("postgresql://relay@127.0.0.1:1/relay", timeout=3)
+
+
+def test_sending_rate_counters(store: Store) -> None:
+    hour = T0.replace(minute=0)
+    assert store.rate_take("sender:luis@c.gov.co", hour, 3, 5) == 3
+    assert store.rate_take("sender:luis@c.gov.co", hour, 3, 5) is None  # would pass 5: nothing taken
+    assert store.rate_take("sender:luis@c.gov.co", hour, 2, 5) == 5
+    assert store.rate_take("sender:ana@c.gov.co", hour, 5, 5) == 5  # per sender
+    assert store.rate_take("sender:luis@c.gov.co", hour + timedelta(hours=1), 5, 5) == 5  # a new window
+
+
+def test_shared_rate_counter_is_exact_under_concurrency(pg_url: str) -> None:
+    stores = [PostgresStore(pg_url), PostgresStore(pg_url)]
+    taken: list[int] = []
+
+    def take(store: PostgresStore) -> None:
+        for _ in range(100):
+            if store.rate_take("sender:x@c.gov.co", T0, 1, 150) is not None:
+                taken.append(1)
+
+    threads = [threading.Thread(target=take, args=(s,)) for s in stores for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(taken) == 150  # 400 attempts across two relays, exactly the limit granted
+    finally:
+        for s in stores:
+            s.close()

@@ -89,6 +89,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (network, account)
     );
     """,
+    """
+    CREATE TABLE rate_counters (
+        key TEXT NOT NULL, window_start TIMESTAMPTZ NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (key, window_start)
+    );
+    """,
 )
 
 _COLUMNS = ("id, queue_id, reason, state, mail_from, recipients, deliver_at, next_attempt, attempts, "
@@ -361,6 +367,20 @@ class PostgresStore:
                 await db.execute(f"DELETE FROM {table} WHERE {column} = ANY($1::text[])", hold_ids)
 
         self._run(self._tx(run))
+
+    # -- sending rates (shared by every relay on this store) -----------------------------------
+    def rate_take(self, key: str, window_start: datetime, amount: int, limit: int) -> int | None:
+        """Atomically add `amount` unless that passes `limit`: the new count, or None."""
+        async def run(db: Any) -> int | None:
+            await db.execute("INSERT INTO rate_counters VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                             key, utc(window_start))
+            count = await db.fetchval("UPDATE rate_counters SET count = count + $3 WHERE key = $1 AND "
+                                      "window_start = $2 AND count + $3 <= $4 RETURNING count",
+                                      key, utc(window_start), amount, limit)
+            await db.execute("DELETE FROM rate_counters WHERE key = $1 AND window_start < $2", key, utc(window_start))
+            return None if count is None else int(count)
+
+        return self._run(self._tx(run))
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:

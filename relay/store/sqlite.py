@@ -82,6 +82,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (network, account)
     );
     """,
+    # 2: sending-rate counters (per sender and window)
+    """
+    CREATE TABLE rate_counters (
+        key TEXT NOT NULL, window_start REAL NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (key, window_start)
+    );
+    """,
 )
 
 
@@ -337,6 +344,21 @@ class SqliteStore:
                 db.execute("DELETE FROM holds WHERE id = ?", (hold_id,))
                 db.execute("DELETE FROM hold_content WHERE id = ?", (hold_id,))
                 db.execute("DELETE FROM hold_events WHERE hold_id = ?", (hold_id,))
+
+    # -- sending rates -------------------------------------------------------------------------
+    def rate_take(self, key: str, window_start: datetime, amount: int, limit: int) -> int | None:
+        """Add `amount` to the counter of (key, window) unless that passes `limit`: the new count,
+        or None (nothing added) when it would. Old windows are dropped on the way."""
+        with self._tx() as db:
+            row = db.execute("SELECT count FROM rate_counters WHERE key = ? AND window_start = ?",
+                             (key, _ts(window_start))).fetchone()
+            count = (row[0] if row else 0) + amount
+            if count > limit:
+                return None
+            db.execute("INSERT INTO rate_counters VALUES (?, ?, ?) ON CONFLICT (key, window_start) DO UPDATE "
+                       "SET count = excluded.count", (key, _ts(window_start), count))
+            db.execute("DELETE FROM rate_counters WHERE key = ? AND window_start < ?", (key, _ts(window_start)))
+            return int(count)
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import signal
+import smtplib
 import time
 from collections import Counter
 from datetime import datetime, timedelta
@@ -17,7 +18,7 @@ import pytest
 from relay.clock import FileClock
 from relay.store import HoldState, NewHold
 from relay.store.postgres import PostgresStore
-from tests.e2e.harness import RelayProcess, Sink
+from tests.e2e.harness import PASSWORD, RelayProcess, Sink
 
 HOLDS = 5000
 CONCURRENCY = 4
@@ -120,6 +121,37 @@ def test_one_relay_killed_mid_release_the_other_finishes(tmp_path: Path, pg_url:
         duplicates = sum(got.values()) - HOLDS
         assert duplicates <= CONCURRENCY, duplicates  # only deliveries in flight at the kill
         print(f"kill -9 after {at_kill} deliveries: {duplicates} duplicate(s)")
+    finally:
+        for relay in pair:
+            relay.stop()
+
+
+def test_sending_rate_is_shared_by_two_relays(tmp_path: Path, pg_url: str, sink: Sink) -> None:
+    """rate_limits counted in PostgreSQL: what one relay let through counts on the other."""
+    laura = "laura.pinto@barrancabermeja.gov.co"
+    pair = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        pair.append(RelayProcess(folder, f"smtp://127.0.0.1:{sink.port}", store=pg_url,
+                                 rate_limits=[{"window": 3600, "limit": 5}]).start())
+    message = (f"From: {laura}\r\nTo: a@example.org, b@example.org\r\nSubject: Respuesta\r\n\r\n"
+               "Cordial saludo.\r\n").encode()
+    try:
+        replies = []
+        for relay in (pair[0], pair[1], pair[1]):
+            with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as smtp:
+                smtp.login(laura, PASSWORD)
+                smtp.mail(laura)
+                smtp.rcpt("a@example.org")
+                smtp.rcpt("b@example.org")
+                replies.append(smtp.data(message))
+        assert [code for code, _ in replies] == [250, 250, 450]  # 2 + 2 recipients, then 2 more would pass 5
+        assert b"rate-limit" in replies[2][1] and b"5 destinatarios por 1 hora" in replies[2][1]
+        assert len(sink.wait_for(2)) == 2
+        with smtplib.SMTP("127.0.0.1", pair[0].port, timeout=30) as smtp:  # one more recipient still fits
+            smtp.login(laura, PASSWORD)
+            assert smtp.sendmail(laura, ["a@example.org"], message) == {}
     finally:
         for relay in pair:
             relay.stop()
