@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -156,11 +158,16 @@ class RelayProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "relay", "serve", "--config",
                                       str(self.config_path)],
-                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env})
+                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
+                                     start_new_session=bool(self.wrapper))
         wait_port(self.port, 60 if self.wrapper else 20)
         return self
 
     def stop(self) -> None:
+        if self.proc is not None and self.wrapper and self.proc.poll() is None:
+            # under strace, SIGTERM to strace only detaches it: stop the relay through its group
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
