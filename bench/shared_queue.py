@@ -44,9 +44,17 @@ def seed(store: Store, holds: int) -> None:
             for n in range(start, min(start + 1000, holds))], T0 - timedelta(days=1))
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores, from /proc/stat."""
+    fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 def run(folder: Path, store_url: str, instances: int, holds: int, concurrency: int,
-        sink_port: int) -> tuple[float, float]:
-    """Seconds until all holds are delivered, and the relays' CPU seconds."""
+        sink_port: int) -> tuple[float, float, float]:
+    """Seconds until all holds are delivered, the relays' CPU seconds, and the cores the whole
+    machine kept busy meanwhile (relays, PostgreSQL, sink)."""
     store = open_store(store_url, folder)
     seed(store, holds)
     clock = folder / "clock.txt"
@@ -65,6 +73,7 @@ def run(folder: Path, store_url: str, instances: int, holds: int, concurrency: i
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(port)
     cpu_before = sum(cpu_seconds(p.pid) for p in procs)
+    busy_before = machine_busy()
     started = time.perf_counter()
     FileClock.write(clock, T0 + timedelta(seconds=1))
     deadline = started + 600
@@ -72,12 +81,14 @@ def run(folder: Path, store_url: str, instances: int, holds: int, concurrency: i
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+    busy_after = machine_busy()
+    cores = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1]) * (os.cpu_count() or 1)
     assert store.count_holds((HoldState.DELIVERED,)) == holds, "not every hold was delivered"
     for p in procs:
         p.terminate()
         p.wait(30)
     store.close()
-    return elapsed, cpu
+    return elapsed, cpu, cores
 
 
 def main() -> int:
@@ -96,27 +107,28 @@ def main() -> int:
         n = 0
         for label, instances, kind in (("1 relay, SQLite", 1, "sqlite"), ("1 relay, PostgreSQL", 1, "pg"),
                                        ("2 relays, one PostgreSQL", 2, "pg")):
-            times, cpus = [], []
+            times, cpus, busy = [], [], []
             for _ in range(args.runs):
                 n += 1
                 with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
                     url = (f"sqlite:{tmp}/relay.sqlite3" if kind == "sqlite"
                            else server.fresh_database(f"bench{os.getpid()}_{n}"))
-                    elapsed, cpu = run(Path(tmp), url, instances, args.holds, args.concurrency, sink_port)
+                    elapsed, cpu, cores = run(Path(tmp), url, instances, args.holds, args.concurrency, sink_port)
                 times.append(elapsed)
                 cpus.append(cpu)
-            t, c = statistics.median(times), statistics.median(cpus)
-            rows.append((label, args.holds / t, t, c * 1000 / args.holds))
+                busy.append(cores)
+            t, c, b = statistics.median(times), statistics.median(cpus), statistics.median(busy)
+            rows.append((label, args.holds / t, t, c * 1000 / args.holds, b))
             print(f"{label:<28} {args.holds / t:>8.0f} holds/s  {t:>6.1f} s  "
-                  f"relay CPU {c * 1000 / args.holds:.2f} s/1000", flush=True)
+                  f"relay CPU {c * 1000 / args.holds:.2f} s/1000  machine {b:.2f} cores busy", flush=True)
     finally:
         server.stop()
         sink.terminate()
     print(f"\n| setup ({args.holds:,} holds due at once, concurrency {args.concurrency}) | holds/s | seconds "
-          "| relay CPU s/1000 |")
-    print("|---|---:|---:|---:|")
-    for label, rate, t, cpu in rows:
-        print(f"| {label} | {rate:,.0f} | {t:.1f} | {cpu:.2f} |")
+          f"| relay CPU s/1000 | cores busy (of {os.cpu_count()}) |")
+    print("|---|---:|---:|---:|---:|")
+    for label, rate, t, cpu, cores in rows:
+        print(f"| {label} | {rate:,.0f} | {t:.1f} | {cpu:.2f} | {cores:.2f} |")
     return 0
 
 
