@@ -100,6 +100,9 @@ def test_twenty_reloads_during_two_thousand_messages_fail_no_transaction(tmp_pat
     try:
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 60
+        while sum(sent) < 100 and time.monotonic() < deadline:  # reload while mail flows, not before
+            time.sleep(0.01)
         during = []
         for n in range(RELOADS):
             pack.write_text(monitored if n % 2 == 0 else original, encoding="utf-8")
