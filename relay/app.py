@@ -12,7 +12,7 @@ import secrets
 import signal
 import ssl
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -24,12 +24,13 @@ from aiohttp import web
 from relay import holds, logs, rewrite, systemd, yamlconf
 from relay.addresses import AddressError
 from relay.auth import Credentials
+from relay.checks import DnsChecks, DnsFailure
 from relay.clock import Clock, FileClock, SystemClock, clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.directory import FileDirectory, address_key, load_directory
 from relay.frontends.milter import MilterSession
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
-from relay.message import Envelope, Submission, parse_message
+from relay.message import DnsFacts, Envelope, Submission, parse_message
 from relay.metrics import MeteredUpstream, Metrics, TimedStore
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack, load_pack
@@ -82,7 +83,7 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
 
 # Settings read only at start: a reload that changes them says so and keeps the running value.
 RESTART_FIELDS = ("listen", "milter", "upstream", "upstream_options", "store", "store_options", "pid_file", "log",
-                  "event_loop", "admin")
+                  "event_loop", "admin", "dns")
 
 
 class RelayApp:
@@ -93,6 +94,7 @@ class RelayApp:
         self.rules = load_rules(config, config_path)
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
+        self.dns = DnsChecks(config.dns) if config.dns else None
         self.upstream: Upstream = MeteredUpstream(
             make_upstream(config.upstream, config.hostname, self.base, config.upstream_options), self.metrics)
         self.active = 0
@@ -191,8 +193,8 @@ class RelayApp:
         self.log.info("auth", login=login if ok else None, success=ok, mechanism=mechanism)
         return AuthResult(success=ok, handled=False, auth_data=data)
 
-    def rcpt_refusal(self, mail_from: str, rcpts: list[str], rcpt: str, login: str | None, client_ip: str,
-                     trusted_hop: bool = False, queue_id: str = "", notify: bool = True) -> str | None:
+    async def rcpt_refusal(self, mail_from: str, rcpts: list[str], rcpt: str, login: str | None, client_ip: str,
+                           trusted_hop: bool = False, queue_id: str = "", notify: bool = True) -> str | None:
         """A 5xx for this recipient when an envelope-only rule refuses it, else None; a refusal is
         logged and goes to the audit trail like any decision, and (with `notify`: the front-end's
         first refusal in a transaction) our own sender gets a notice."""
@@ -205,6 +207,14 @@ class RelayApp:
         except AddressError:
             return "501 5.1.3 Bad recipient address syntax"
         rules = self.rules
+        if self.dns is not None:
+            try:
+                domains = await self.dns.recipient_domains(Envelope.build(mail_from, [rcpt], login, client_ip),
+                                                           rules.directory)
+            except DnsFailure as failure:
+                self.log.warning("dns_failed", rcpt=rcpt, what=failure.what)
+                return failure.reply
+            envelope = replace(envelope, facts=DnsFacts(mail_domains=domains))
         finding = envelope_refusing(envelope, rcpt, rules.pack, rules.directory, self.clock.now())
         if finding is None:
             return None
@@ -245,6 +255,11 @@ class RelayApp:
         if limited := await self.rate_refusal(queue_id, envelope, log):
             await txn.abort()
             return limited
+        try:
+            envelope = await self.with_facts(queue_id, envelope, content, log)
+        except DnsFailure as failure:
+            await txn.abort()
+            return failure.reply
         decision, subject = await self.decide_logged(queue_id, envelope, content, log)
         if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
             await txn.abort()
@@ -254,6 +269,8 @@ class RelayApp:
         fields = rewrite.drop_own_headers(fields)
         if decision.rewrite and decision.rewrite.hide:
             fields = rewrite.hide_addresses(fields, decision.rewrite.hide)
+        if decision.rewrite and (decision.rewrite.banner or decision.rewrite.subject_tag):
+            fields, rest = rewrite.add_banner(fields, rest, decision.rewrite.banner, decision.rewrite.subject_tag)
         trace = self.trace_headers(queue_id, helo, client_ip, login, tls, decision)
         if decision.verdict in holds.HELD:
             return await self.hold(txn, decision, queue_id, mail_from, login, rewrite.join(trace + fields, rest),
@@ -268,6 +285,20 @@ class RelayApp:
             return str(reply)
         await self.notify(decision.notices, log)
         return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    async def with_facts(self, queue_id: str, envelope: Envelope, content: bytes, log: Any) -> Envelope:
+        """The envelope with its DNS facts (DNS checks on); DnsFailure when DNS did not answer and
+        the config says 4xx — that refusal is logged and audited like a decision."""
+        if self.dns is None:
+            return envelope
+        try:
+            return await self.dns.with_facts(envelope, content, self.directory)
+        except DnsFailure as failure:
+            log.warning("dns_failed", what=failure.what)
+            self.add_audit(AuditEntry(self.clock.now(), queue_id, "tempfail", failure.reply, envelope.mail_from,
+                                      len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
+                                      (("dns-unavailable", "dns.on_failure: tempfail", "tempfail"),)))
+            raise
 
     async def rate_refusal(self, queue_id: str, envelope: Envelope, log: Any) -> str | None:
         """A 450 when one of our senders passes a configured sending rate (recipients per window,
@@ -367,6 +398,10 @@ class RelayApp:
             return MilterOutcome(reply="550 5.1.7 Bad address syntax")
         if limited := await self.rate_refusal(queue_id, envelope, log):
             return MilterOutcome(reply=limited)
+        try:
+            envelope = await self.with_facts(queue_id, envelope, content, log)
+        except DnsFailure as failure:
+            return MilterOutcome(reply=failure.reply)
         decision, subject = await self.decide_logged(queue_id, envelope, content, log)
         if decision.verdict in (Verdict.REJECT, Verdict.TEMPFAIL):
             await self.notify(decision.notices, log)
@@ -375,6 +410,8 @@ class RelayApp:
         fields = rewrite.drop_own_headers(before)
         if decision.rewrite and decision.rewrite.hide:
             fields = rewrite.hide_addresses(fields, decision.rewrite.hide)
+        if decision.rewrite and decision.rewrite.subject_tag:  # the milter edits headers only: no banner part
+            fields = rewrite.tag_subject(fields, decision.rewrite.subject_tag)
         trace = self.trace_headers(queue_id, helo, client_ip, login, False, decision)
         if decision.verdict in holds.HELD:
             stored = await self.store_holds(decision, queue_id, mail_from, login, rewrite.join(trace + fields, rest),

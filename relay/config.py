@@ -173,6 +173,21 @@ class StoreOptions(_Strict):
     pool_size: int = Field(default=10, ge=1, le=200, description="connections per relay")
 
 
+class Dns(_Strict):
+    """DNS checks: recipient domains that cannot receive mail, and SPF/DMARC of outside mail that
+    claims one of the institution's domains. Off unless this section is present."""
+
+    nameservers: tuple[str, ...] = Field(default=(), description="resolver addresses; empty: /etc/resolv.conf")
+    port: int = Field(default=53, ge=1, le=65535)
+    timeout: float = Field(default=3, gt=0, le=30, description="seconds for one lookup, retries included")
+    on_failure: Literal["tempfail", "pass"] = Field(
+        default="tempfail", description="DNS did not answer: 4xx (the client retries) or let the mail through")
+    trust_authentication_results: str | None = Field(
+        default=None, description="authserv-id of the hop in front (e.g. the MX) whose Authentication-Results "
+                                  "are believed instead of our own SPF/DMARC lookups")
+    cache_size: int = Field(default=20000, ge=100)
+
+
 class Log(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -198,6 +213,7 @@ class RelayConfig(_Strict):
     auth: Auth | None = None
     trust: Trust = Trust()
     log: Log = Log()
+    dns: Dns | None = Field(default=None, description="DNS checks (docs/dns.md); off unless configured")
     admin: Admin | None = Field(default=None, description="the admin listener; off unless configured")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto: uvloop when it is installed (faster), else asyncio's own")

@@ -215,6 +215,8 @@ class Directory(Protocol):
 
     def is_internal_ip(self, ip: str | None) -> bool: ...
 
+    def all_entries(self) -> tuple[Entry, ...]: ...
+
 
 def _weekly(hours: WeeklyHours) -> tuple[tuple[Interval, ...], ...]:
     return tuple(tuple(sorted(parse_span(s) for s in hours.get(day, []))) for day in DAYS)
@@ -232,6 +234,9 @@ class FileDirectory:
 
     def find(self, address: str) -> Entry | None:
         return self.entries.get(address_key(address))
+
+    def all_entries(self) -> tuple[Entry, ...]:
+        return tuple(self.entries.values())
 
     def is_local(self, address: str) -> bool:
         _, at, domain = address.rpartition("@")

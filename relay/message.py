@@ -42,6 +42,30 @@ def fold(text: str) -> str:
 
 
 @dataclass(frozen=True)
+class DnsFacts:
+    """What DNS said about a message, gathered by the front-end before the (pure) engine runs.
+
+    `mail_domains`: (domain, "mail" | "none") for recipient domains looked up; `spf` is the SPF
+    result for `spf_domain` (the envelope sender's domain, or the HELO name for the null sender);
+    `dmarc` is pass | fail | none for the From domain, with its published `dmarc_policy`;
+    `source` says whether we looked ourselves ("dns") or read a trusted hop's
+    Authentication-Results ("authentication-results")."""
+
+    mail_domains: tuple[tuple[str, str], ...] = ()
+    spf: str | None = None
+    spf_domain: str = ""
+    dkim: tuple[str, ...] = ()
+    dmarc: str | None = None
+    dmarc_policy: str = ""
+    from_domain: str = ""
+    source: str = "dns"
+
+    def mail_domain(self, domain: str) -> str | None:
+        key = domain.casefold().rstrip(".")
+        return next((status for d, status in self.mail_domains if d == key), None)
+
+
+@dataclass(frozen=True)
 class Envelope:
     """What the SMTP session said, with addresses normalised ('' is the null sender)."""
 
@@ -50,6 +74,7 @@ class Envelope:
     auth: str | None = None
     client_ip: str | None = None
     helo: str | None = None
+    facts: DnsFacts | None = None  # None: DNS checks are off, or nothing was looked up
 
     @classmethod
     def build(cls, mail_from: str, rcpt_to: list[str] | tuple[str, ...], auth: str | None = None,

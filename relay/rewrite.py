@@ -6,7 +6,11 @@ client-controlled value into a header unchecked).
 
 from __future__ import annotations
 
+import contextlib
+import quopri
 import re
+import secrets
+from email.header import decode_header, make_header
 from email.utils import formataddr
 
 from relay.addresses import AddressError, parse_address_list
@@ -95,3 +99,51 @@ def header_edits(before: list[bytes], after: list[bytes]) -> list[tuple[str, int
         deletes.extend((was[i][0].decode("ascii", "replace"), i + 1, None)
                        for i in reversed(range(len(will), len(was))))
     return changes + appends + deletes
+
+
+def field_name_value(field: bytes) -> tuple[str, str]:
+    """A header field as (name, unfolded value), encoded words decoded."""
+    name, _, value = field.decode("utf-8", "replace").partition(":")
+    value = " ".join(value.split())
+    with contextlib.suppress(ValueError, LookupError, UnicodeError):
+        value = str(make_header(decode_header(value)))
+    return name.strip(), value
+
+
+_CONTENT = (b"content-", b"mime-version")
+
+
+def tag_subject(fields: list[bytes], subject_tag: str) -> list[bytes]:
+    """`subject_tag` (ASCII, ours) before the first Subject."""
+    tag = subject_tag.encode("ascii", "replace")
+    out, done = [], False
+    for field in fields:
+        if not done and field.split(b":", 1)[0].strip().lower() == b"subject":
+            out.append(b"Subject: " + tag + b" " + field.split(b":", 1)[1].lstrip(b" "))
+            done = True
+        else:
+            out.append(field)
+    return out if done else [*out, b"Subject: " + tag]
+
+
+def add_banner(fields: list[bytes], rest: bytes, banner: str, subject_tag: str) -> tuple[list[bytes], bytes]:
+    """Put a visible warning in front of a message: `subject_tag` before the Subject (ASCII, ours)
+    and a first part with `banner` (quoted-printable UTF-8) in a new multipart/mixed around the
+    original content, which is kept byte for byte as the second part. No HTML is parsed or edited."""
+    out, content = [], []
+    for field in tag_subject(fields, subject_tag) if subject_tag else fields:
+        name = field.split(b":", 1)[0].strip().lower()
+        if name.startswith(_CONTENT[0]) or name == _CONTENT[1]:
+            content.append(field)
+        else:
+            out.append(field)
+    if not banner:
+        return [*out, *content], rest
+    boundary = f"=_policy-relay-warning-{secrets.token_hex(8)}"
+    out += [b"MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{boundary}"'.encode()]
+    inner = [f for f in content if f.split(b":", 1)[0].strip().lower() != b"mime-version"]
+    body = quopri.encodestring(banner.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8"))
+    new_rest = (b"\r\n--" + boundary.encode() + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body.rstrip(b"\r\n") + b"\r\n"
+                b"--" + boundary.encode() + b"\r\n" + join(inner, rest) + b"\r\n--" + boundary.encode() + b"--\r\n")
+    return out, new_rest

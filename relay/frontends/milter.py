@@ -130,7 +130,7 @@ class MilterSession:
             self.mail_from = command.sender
             self.answer(mc.MAIL, mc.reply_continue())
         elif isinstance(command, mc.Rcpt):
-            self.answer(mc.RCPT, self.rcpt(command.recipient))
+            self.answer(mc.RCPT, await self.rcpt(command.recipient))
         elif isinstance(command, mc.Header):
             self.header(command)
             self.answer(mc.HEADER, mc.reply_continue())
@@ -165,11 +165,11 @@ class MilterSession:
         self.send(mc.reply_optneg(self.actions, self.protocol, macros))
         self.log.debug("milter_negotiated", version=offer.version, actions=self.actions, protocol=self.protocol)
 
-    def rcpt(self, recipient: str) -> bytes:
+    async def rcpt(self, recipient: str) -> bytes:
         if self.mail_from is None:
             return mc.reply_code("503 5.5.1 Bad sequence of commands")
         try:
-            refusal = self.app.rcpt_refusal(self.mail_from, [*self.rcpts, recipient], recipient,
+            refusal = await self.app.rcpt_refusal(self.mail_from, [*self.rcpts, recipient], recipient,
                                             self.macro("auth_authen"), self.client_ip,
                                             queue_id=self.macro("i") or "", notify=not self.refused)
         except Exception as error:  # a fault of ours: the MTA defers, nothing is lost

@@ -347,7 +347,7 @@ class PolicyHandler:
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.app.config.limits.max_recipients:
             return "452 4.5.3 Too many recipients"
-        refusal = self.app.rcpt_refusal(envelope.mail_from or "", [*envelope.rcpt_tos, address], address,
+        refusal = await self.app.rcpt_refusal(envelope.mail_from or "", [*envelope.rcpt_tos, address], address,
                                         self.login(server, session), self.client_ip(server),
                                         trusted_hop=server.trusted_hop, notify=not server.refused)
         if refusal is not None:

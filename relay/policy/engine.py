@@ -163,7 +163,9 @@ def _rewrite(findings: list[Finding]) -> Rewrite | None:
     fixes = [f.rewrite for f in findings if f.action is Action.REWRITE and f.rewrite is not None]
     if not fixes:
         return None
-    return Rewrite(hide=frozenset().union(*(r.hide for r in fixes)), split=any(r.split for r in fixes))
+    return Rewrite(hide=frozenset().union(*(r.hide for r in fixes)), split=any(r.split for r in fixes),
+                   banner="\n\n".join(dict.fromkeys(r.banner for r in fixes if r.banner)),
+                   subject_tag=next((r.subject_tag for r in fixes if r.subject_tag), ""))
 
 
 def evaluate(submission: Submission, pack: Pack, directory: Directory, now: datetime) -> Decision:

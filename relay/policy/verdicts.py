@@ -111,6 +111,8 @@ class Rewrite:
 
     hide: frozenset[str] = frozenset()  # addresses to drop from To/Cc (they stay envelope recipients)
     split: bool = False  # one copy per recipient, each showing only its own address
+    banner: str = ""  # a warning shown first in the message (a new first MIME part)
+    subject_tag: str = ""  # ASCII, put before the Subject
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,8 @@ class Decision:
                          "rules": list(n.rule_ids)} for n in self.notices],
             "records": [{"kind": r.kind, **r.as_dict()} for r in self.records],
             "rewrite": None if self.rewrite is None else {
-                "hide": sorted(self.rewrite.hide), "split": self.rewrite.split},
+                "hide": sorted(self.rewrite.hide), "split": self.rewrite.split, "banner": self.rewrite.banner,
+                "subject_tag": self.rewrite.subject_tag},
             "moderators": list(self.moderators),
             "defects": list(self.defects),
         }

@@ -11,12 +11,15 @@ from relay.policy.rules import (
     commercial,
     disconnect,
     institutional_sender,
+    institutional_spoofing,
     mailbox_purpose,
     mass_bcc,
     open_relay,
+    recipient_domain,
     send_as,
     sensitive_individual,
     social_signup,
+    webmail_impersonation,
 )
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Finding
@@ -31,7 +34,8 @@ class RuleKind:
 
 _MODULES = (
     open_relay, institutional_sender, send_as, mass_bcc, broadcasters, sensitive_individual,
-    commercial, mailbox_purpose, social_signup, disconnect,
+    commercial, mailbox_purpose, social_signup, disconnect, recipient_domain, institutional_spoofing,
+    webmail_impersonation,
 )
 
 KINDS: dict[str, RuleKind] = {

@@ -1,0 +1,105 @@
+"""DNS facts for a message, gathered before the pure engine decides: which recipient domains can
+receive mail, and — for outside mail that claims one of our domains — SPF and DMARC.
+
+Lookups are made only where a rule can use them: recipient domains for our own senders (not for
+mail from outside), sender authentication only for unauthenticated mail from outside networks
+whose envelope or From domain is one of ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from relay import mailauth, rewrite
+from relay.addresses import AddressError, parse_address_list
+from relay.config import Dns
+from relay.directory import Directory
+from relay.dns import Resolver
+from relay.identity import Direction, identify
+from relay.message import DnsFacts, Envelope
+
+
+class DnsFailure(Exception):
+    """DNS did not answer and the config says to answer 4xx (the client retries)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(what)
+
+    @property
+    def reply(self) -> str:
+        return f"451 4.4.3 No se pudo consultar el DNS ({self.what[:80]}); intente mas tarde"
+
+
+class DnsChecks:
+    def __init__(self, config: Dns) -> None:
+        self.config = config
+        self.resolver = Resolver(list(config.nameservers) or None, config.port, config.timeout, config.cache_size)
+
+    async def recipient_domains(self, envelope: Envelope, directory: Directory) -> tuple[tuple[str, str], ...]:
+        """(domain, "mail" | "none") for the outside recipient domains of our own senders."""
+        if identify(envelope, directory).direction is not Direction.STAFF:
+            return ()
+        found = []
+        for domain in dict.fromkeys(r.rpartition("@")[2].casefold().rstrip(".") for r in envelope.rcpt_to
+                                    if not directory.is_local(r)):
+            if not domain or domain.startswith("["):
+                continue  # an address literal: nothing to look up
+            status = await self.resolver.mail_domain(domain)
+            if status == "error":
+                if self.config.on_failure == "tempfail":
+                    raise DnsFailure(f"MX de {domain}")
+                continue
+            found.append((domain, status))
+        return tuple(found)
+
+    async def with_facts(self, envelope: Envelope, content: bytes | None, directory: Directory) -> Envelope:
+        """The envelope with its DNS facts (recipient domains; sender authentication when the
+        message claims one of our domains from outside). Raises DnsFailure (4xx) if so configured."""
+        domains = await self.recipient_domains(envelope, directory)
+        facts = DnsFacts(mail_domains=domains)
+        if content is not None:
+            facts = await self.sender_facts(envelope, content, directory, facts)
+        return replace(envelope, facts=facts)
+
+    async def sender_facts(self, envelope: Envelope, content: bytes, directory: Directory,
+                           facts: DnsFacts) -> DnsFacts:
+        if identify(envelope, directory).direction is Direction.STAFF:
+            return facts
+        fields, _ = rewrite.split_head(content)
+        headers = [rewrite.field_name_value(f) for f in fields]
+        from_domain = _from_domain(headers)
+        claims = [d for d in (envelope.mail_from.rpartition("@")[2], from_domain) if d]
+        if not any(directory.is_local(f"x@{d}") for d in claims):
+            return facts
+        if self.config.trust_authentication_results:
+            reported = mailauth.trusted_results(headers, self.config.trust_authentication_results)
+            if reported is not None:
+                dmarc = reported.dmarc
+                if dmarc is None and from_domain:
+                    result = await mailauth.check_dmarc(self.resolver, from_domain, reported.spf,
+                                                        reported.spf_domain, reported.dkim)
+                    dmarc = result.result
+                return replace(facts, spf=reported.spf, spf_domain=reported.spf_domain, dkim=reported.dkim,
+                               dmarc=dmarc, from_domain=from_domain, source="authentication-results")
+        spf_domain = envelope.mail_from.rpartition("@")[2] or (envelope.helo or "")
+        spf = await mailauth.check_spf(self.resolver, envelope.client_ip or "", spf_domain) if spf_domain else "none"
+        if spf == "temperror" and self.config.on_failure == "tempfail":
+            raise DnsFailure(f"SPF de {spf_domain}")
+        dmarc, policy = None, ""
+        if from_domain:
+            result = await mailauth.check_dmarc(self.resolver, from_domain, spf, spf_domain)
+            if result.result == "temperror" and self.config.on_failure == "tempfail":
+                raise DnsFailure(f"DMARC de {from_domain}")
+            dmarc, policy = result.result, result.policy
+        return replace(facts, spf=spf, spf_domain=spf_domain.casefold(), dmarc=dmarc, dmarc_policy=policy,
+                       from_domain=from_domain)
+
+
+def _from_domain(headers: list[tuple[str, str]]) -> str:
+    value = next((v for n, v in headers if n.lower() == "from"), "")
+    try:
+        addresses = parse_address_list(value)
+    except AddressError:
+        return ""
+    return addresses[0].addr.rpartition("@")[2].casefold() if addresses else ""

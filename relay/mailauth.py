@@ -1,0 +1,262 @@
+"""Sender authentication for inbound mail: SPF (RFC 7208), DMARC alignment (RFC 7489), and the
+Authentication-Results (RFC 8601) of a trusted hop. Asynchronous, through `relay.dns.Resolver`.
+
+SPF: the mechanisms all, ip4, ip6, a, mx, include, exists and the redirect modifier, with the
+limit of 10 DNS-querying terms; macros and ptr are not expanded (a record that needs them gives
+"permerror", which DMARC treats as not passing). DKIM signatures are not verified here: DMARC
+passes on aligned SPF, or on an aligned dkim=pass that a trusted hop reported.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+from publicsuffixlist import PublicSuffixList
+
+from relay.dns import Resolver
+
+MAX_LOOKUPS = 10
+_AR_METHOD = re.compile(r"\b(spf|dkim|dmarc)\s*=\s*([a-z]+)([^;]*)", re.I)
+_AR_PROP = re.compile(r"\b(smtp\.mailfrom|smtp\.helo|header\.d|header\.i|header\.from)\s*=\s*([^\s;]+)", re.I)
+
+
+@lru_cache(maxsize=1)
+def _psl() -> PublicSuffixList:
+    return PublicSuffixList()  # the list shipped inside the package: no download
+
+
+def org_domain(domain: str) -> str:
+    """The organizational domain (RFC 7489 §3.2): the public suffix plus one label."""
+    domain = domain.casefold().rstrip(".")
+    return _psl().privatesuffix(domain) or domain
+
+
+def aligned(domain: str, from_domain: str, mode: str = "r") -> bool:
+    domain, from_domain = domain.casefold().rstrip("."), from_domain.casefold().rstrip(".")
+    return domain == from_domain if mode == "s" else org_domain(domain) == org_domain(from_domain)
+
+
+class _Limit(Exception):
+    pass
+
+
+@dataclass
+class _Budget:
+    lookups: int = 0
+
+    def spend(self) -> None:
+        self.lookups += 1
+        if self.lookups > MAX_LOOKUPS:
+            raise _Limit
+
+
+async def check_spf(resolver: Resolver, ip: str, domain: str) -> str:
+    """pass | fail | softfail | neutral | none | temperror | permerror for `ip` sending as `domain`."""
+    try:
+        address = ipaddress.ip_address(ip.strip("[]").removeprefix("IPv6:"))
+    except ValueError:
+        return "permerror"
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    try:
+        return await _spf(resolver, address, domain.casefold().rstrip("."), _Budget(), 0)
+    except _Limit:
+        return "permerror"
+
+
+_RESULTS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
+
+
+async def _spf(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, domain: str,
+               budget: _Budget, depth: int) -> str:
+    if depth > MAX_LOOKUPS:
+        return "permerror"
+    answer = await resolver.query(domain, "TXT")
+    if answer.status == "error":
+        return "temperror"
+    records = [r for r in answer.records if r.lower() == "v=spf1" or r.lower().startswith("v=spf1 ")]
+    if not records:
+        return "none"
+    if len(records) > 1:
+        return "permerror"
+    redirect = None
+    for term in records[0].split()[1:]:
+        if "%" in term:
+            return "permerror"  # macros are not expanded
+        qualifier = term[0] if term[0] in _RESULTS else "+"
+        body = term[1:] if term[0] in _RESULTS else term
+        name, sep, value = body.partition(":")
+        name = name.lower()
+        if "=" in body and not sep:
+            key, _, target = body.partition("=")
+            if key.lower() == "redirect":
+                redirect = target
+            continue  # exp= and unknown modifiers
+        matched = await _mechanism(resolver, ip, domain, name, value, budget, depth)
+        if matched is None:
+            return "permerror"
+        if isinstance(matched, str):
+            return matched  # temperror / permerror from an include
+        if matched:
+            return _RESULTS[qualifier]
+    if redirect:
+        budget.spend()
+        result = await _spf(resolver, ip, redirect.casefold().rstrip("."), budget, depth + 1)
+        return "permerror" if result == "none" else result
+    return "neutral"
+
+
+def _cidr(value: str, default_domain: str) -> tuple[str, int | None, int | None]:
+    """domain[/v4][//v6] of a, mx."""
+    target, v4, v6 = value, None, None
+    if "//" in target:
+        target, _, six = target.partition("//")
+        v6 = int(six)
+    if "/" in target:
+        target, _, four = target.partition("/")
+        v4 = int(four)
+    return (target or default_domain), v4, v6
+
+
+def _in(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, record: str, v4: int | None, v6: int | None) -> bool:
+    try:
+        other = ipaddress.ip_address(record)
+    except ValueError:
+        return False
+    if other.version != ip.version:
+        return False
+    prefix = (v4 if other.version == 4 else v6)
+    if prefix is None:
+        return other == ip
+    return ip in ipaddress.ip_network(f"{other}/{prefix}", strict=False)
+
+
+async def _addresses(resolver: Resolver, host: str) -> tuple[list[str], bool]:
+    found: list[str] = []
+    error = False
+    for rdtype in ("A", "AAAA"):
+        answer = await resolver.query(host, rdtype)
+        error |= answer.status == "error"
+        found.extend(answer.records if answer.status == "ok" else ())
+    return found, error
+
+
+async def _mechanism(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, domain: str,
+                     name: str, value: str, budget: _Budget, depth: int) -> bool | str | None:
+    """True/False for a match, a result string to return as is, None for a syntax error."""
+    try:
+        if name == "all":
+            return True
+        if name in ("ip4", "ip6"):
+            return ip in ipaddress.ip_network(value, strict=False)
+        if name == "a":
+            budget.spend()
+            host, v4, v6 = _cidr(value, domain)
+            records, error = await _addresses(resolver, host)
+            if any(_in(ip, r, v4, v6) for r in records):
+                return True
+            return "temperror" if error else False
+        if name == "mx":
+            budget.spend()
+            host, v4, v6 = _cidr(value, domain)
+            mx = await resolver.query(host, "MX")
+            if mx.status == "error":
+                return "temperror"
+            for record in mx.records[:10]:
+                records, _ = await _addresses(resolver, record.split(" ", 1)[1])
+                if any(_in(ip, r, v4, v6) for r in records):
+                    return True
+            return False
+        if name == "include":
+            budget.spend()
+            result = await _spf(resolver, ip, value.casefold().rstrip("."), budget, depth + 1)
+            if result == "pass":
+                return True
+            if result in ("temperror", "permerror"):
+                return result
+            if result == "none":
+                return "permerror"
+            return False
+        if name == "exists":
+            budget.spend()
+            return (await resolver.query(value, "A")).found
+        if name == "ptr":
+            budget.spend()
+            return False  # deprecated (RFC 7208 §5.5): never matches here
+    except ValueError:
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class DmarcResult:
+    result: str  # pass | fail | none | temperror
+    policy: str  # none | quarantine | reject | ""
+
+
+async def check_dmarc(resolver: Resolver, from_domain: str, spf_result: str | None, spf_domain: str,
+                      dkim_domains: tuple[str, ...] = ()) -> DmarcResult:
+    """DMARC for the From domain: pass when SPF passed for an aligned domain or an aligned DKIM
+    signature passed; the policy published (the organizational domain's `sp=` for a subdomain)."""
+    from_domain = from_domain.casefold().rstrip(".")
+    tags, subdomain = await _dmarc_record(resolver, from_domain)
+    if tags is None:
+        return DmarcResult("temperror", "")
+    if not tags:
+        return DmarcResult("none", "")
+    policy = tags.get("sp", tags.get("p", "none")) if subdomain else tags.get("p", "none")
+    spf_ok = spf_result == "pass" and bool(spf_domain) and aligned(spf_domain, from_domain, tags.get("aspf", "r"))
+    dkim_ok = any(aligned(d, from_domain, tags.get("adkim", "r")) for d in dkim_domains)
+    return DmarcResult("pass" if spf_ok or dkim_ok else "fail", policy.lower())
+
+
+async def _dmarc_record(resolver: Resolver, domain: str) -> tuple[dict[str, str] | None, bool]:
+    for name, subdomain in ((domain, False), (org_domain(domain), True)):
+        if subdomain and name == domain:
+            break
+        answer = await resolver.query(f"_dmarc.{name}", "TXT")
+        if answer.status == "error":
+            return None, False
+        records = [r for r in answer.records if r.replace(" ", "").lower().startswith("v=dmarc1")]
+        if len(records) == 1:
+            tags = {}
+            for part in records[0].split(";"):
+                key, _, value = part.strip().partition("=")
+                if key:
+                    tags[key.strip().lower()] = value.strip()
+            return tags, subdomain
+    return {}, False
+
+
+@dataclass(frozen=True)
+class ReportedAuth:
+    spf: str | None
+    spf_domain: str
+    dkim: tuple[str, ...]
+    dmarc: str | None
+
+
+def trusted_results(headers: list[tuple[str, str]], authserv_id: str) -> ReportedAuth | None:
+    """The topmost Authentication-Results header written by our trusted hop (`authserv_id`);
+    results under any other id could come from the sender and are ignored (RFC 8601 §5)."""
+    for name, value in headers:
+        if name.lower() != "authentication-results":
+            continue
+        server, _, rest = value.partition(";")
+        if server.strip().split()[0:1] != [authserv_id]:
+            continue
+        spf, spf_domain, dkim, dmarc = None, "", [], None
+        for method, result, props in _AR_METHOD.findall(rest):
+            found = {k.lower(): v.strip("<>").rpartition("@")[2] for k, v in _AR_PROP.findall(props)}
+            method, result = method.lower(), result.lower()
+            if method == "spf" and spf is None:
+                spf, spf_domain = result, found.get("smtp.mailfrom") or found.get("smtp.helo", "")
+            elif method == "dkim" and result == "pass" and (d := found.get("header.d") or found.get("header.i")):
+                dkim.append(d.casefold())
+            elif method == "dmarc" and dmarc is None:
+                dmarc = result
+        return ReportedAuth(spf, spf_domain, tuple(dkim), dmarc)
+    return None

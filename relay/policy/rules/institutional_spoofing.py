@@ -1,0 +1,49 @@
+"""institutional_spoofing: mail from outside that claims one of the institution's domains must
+prove it — DMARC pass (aligned SPF or DKIM), or SPF pass for an institutional envelope sender.
+
+Circular 005-20 (Barrancabermeja), numeral 1: the institutional domain is the only official
+channel, so an outside server speaking for it without the domain's authorisation is not official
+mail — it is how fraud against public offices arrives. The front-end looks SPF and DMARC up (or
+reads the Authentication-Results of a trusted hop) only for such mail; this rule reads the facts.
+Without DNS facts (checks off) the rule does not judge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar, Literal
+
+from relay.identity import Direction
+from relay.policy.rules.base import Context, RuleBase
+from relay.policy.verdicts import Action, Finding
+
+
+class Config(RuleBase):
+    kind: Literal["institutional_spoofing"]
+    action: Action = Action.REJECT
+    ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REJECT, Action.MODERATE, Action.HOLD})
+    TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"address", "spf", "dmarc"})
+    DEFAULT_REPLY: ClassVar[str] = ("{address} es un remitente de la entidad, pero el mensaje llega de un servidor "
+                                    "externo no autorizado (SPF {spf}, DMARC {dmarc})")
+    DEFAULT_DIRECTIONS: ClassVar[tuple[Direction, ...]] = (Direction.INBOUND, Direction.RELAY)
+
+
+def check(rule: Config, ctx: Context) -> Iterator[Finding]:
+    facts = ctx.submission.envelope.facts
+    if facts is None or (facts.spf is None and facts.dmarc is None):
+        return  # no sender facts: DNS checks off, or the mail does not claim one of our domains
+    envelope_sender = ctx.submission.envelope.mail_from
+    claimed = [a for a in ctx.sender_addresses if ctx.directory.is_local(a)]
+    if not claimed:
+        return
+    if facts.dmarc == "pass":
+        return
+    envelope_local = bool(envelope_sender) and ctx.directory.is_local(envelope_sender)
+    from_local = bool(facts.from_domain) and ctx.directory.is_local(f"x@{facts.from_domain}")
+    if facts.spf == "pass" and envelope_local and not from_local:
+        return  # our envelope domain authorised this server, and the From is not ours
+    if facts.spf == "pass" and envelope_local and from_local and facts.dmarc in (None, "none"):
+        return  # no DMARC published: SPF for our envelope domain is the proof there is
+    yield rule.finding(ctx, {"address": claimed[0], "spf": facts.spf or "none", "dmarc": facts.dmarc or "none"},
+                       detail={"spf": facts.spf or "none", "dmarc": facts.dmarc or "none", "source": facts.source,
+                               "spf_domain": facts.spf_domain})
