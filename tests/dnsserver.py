@@ -1,0 +1,128 @@
+"""A real DNS server for tests and benchmarks: Debian's dnsmasq on a loopback port, serving a test
+zone and answering NXDOMAIN for every other name (no upstream, no network). `./dev test` installs
+the `dnsmasq-base` package. Also a "black hole" nameserver that never answers (timeouts)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from tests.e2e.harness import free_port
+
+DNSMASQ = "/usr/sbin/dnsmasq"
+
+# The test world. 192.0.2.0/24, 198.51.100.0/24 and 203.0.113.0/24 are documentation ranges.
+ZONE: dict[str, list[str]] = {
+    "txt": [
+        # Barrancabermeja: its own servers, and a bulk-mail provider it authorises (include)
+        'barrancabermeja.gov.co,"v=spf1 ip4:192.0.2.0/24 include:_spf.boletines.example -all"',
+        '_spf.boletines.example,"v=spf1 ip4:203.0.113.0/24 -all"',
+        '_dmarc.barrancabermeja.gov.co,"v=DMARC1; p=reject; rua=mailto:dmarc@barrancabermeja.gov.co"',
+        # Pasto: SPF with a soft fail, no DMARC
+        'pasto.gov.co,"v=spf1 mx ~all"',
+        # Bogotá and Cancillería: SPF and a quarantine policy
+        'alcaldiabogota.gov.co,"v=spf1 ip4:192.0.2.128/25 -all"',
+        '_dmarc.alcaldiabogota.gov.co,"v=DMARC1; p=quarantine"',
+        'cancilleria.gov.co,"v=spf1 a:correo.cancilleria.gov.co -all"',
+        '_dmarc.cancilleria.gov.co,"v=DMARC1; p=reject"',
+        # gmail's own SPF, for a webmail sender
+        'gmail.com,"v=spf1 ip4:198.51.100.0/24 ~all"',
+    ],
+    "mx": [
+        "barrancabermeja.gov.co,mx.barrancabermeja.gov.co,10",
+        "pasto.gov.co,mx.pasto.gov.co,10",
+        "gmail.com,gmail-smtp-in.l.google.com,5",
+        "gmail.com,alt1.gmail-smtp-in.l.google.com,10",
+        "hotmail.com,hotmail-com.olc.protection.outlook.com,2",
+        "yahoo.com,mta5.am0.yahoodns.net,1",
+        "outlook.com,outlook-com.olc.protection.outlook.com,5",
+        "example.org,mail.example.org,10",
+        "ciudadano.example,mx1.ciudadano.example,10",
+        "ciudadano.example,mx2.ciudadano.example,20",
+    ],
+    "host": [
+        "mx.barrancabermeja.gov.co,192.0.2.25",
+        "mx.pasto.gov.co,192.0.2.77",
+        "correo.cancilleria.gov.co,192.0.2.200",
+        "gmail-smtp-in.l.google.com,198.51.100.25",
+        "alt1.gmail-smtp-in.l.google.com,198.51.100.26",
+        "hotmail-com.olc.protection.outlook.com,198.51.100.40",
+        "mta5.am0.yahoodns.net,198.51.100.50",
+        "outlook-com.olc.protection.outlook.com,198.51.100.41",
+        "mail.example.org,198.51.100.60",
+        "mx1.ciudadano.example,127.0.0.1",
+        "mx2.ciudadano.example,127.0.0.1",
+        "solo-a.example,198.51.100.70",  # no MX, only an address: mail goes to it (implicit MX)
+    ],
+}
+
+
+class DnsServer:
+    def __init__(self, zone: dict[str, list[str]] | None = None) -> None:
+        self.port = free_port()
+        self.folder = Path(tempfile.mkdtemp(prefix="relay-dns-"))
+        self.zone = zone or ZONE
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> DnsServer:
+        lines = [f"port={self.port}", "listen-address=127.0.0.1", "bind-interfaces", "no-resolv", "no-hosts",
+                 "pid-file=", "local=/#/", "local-ttl=300", "user=root" if _root() else "", "log-queries",
+                 f"log-facility={self.folder / 'dnsmasq.log'}"]
+        lines += [f"txt-record={r}" for r in self.zone.get("txt", [])]
+        lines += [f"mx-host={r}" for r in self.zone.get("mx", [])]
+        lines += [f"host-record={r}" for r in self.zone.get("host", [])]
+        conf = self.folder / "dnsmasq.conf"
+        conf.write_text("\n".join(line for line in lines if line) + "\n", encoding="utf-8")
+        self.proc = subprocess.Popen([DNSMASQ, "-k", f"--conf-file={conf}"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 10
+        while not self._answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"dnsmasq did not start: {err[-500:]}")
+            time.sleep(0.05)
+        return self
+
+    def _answers(self) -> bool:
+        query = bytes.fromhex("abcd01000001000000000000") + b"\x05gmail\x03com\x00\x00\x0f\x00\x01"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(0.2)
+            try:
+                sock.sendto(query, ("127.0.0.1", self.port))
+                return sock.recv(512)[:2] == b"\xab\xcd"
+            except OSError:
+                return False
+
+    def queries(self) -> int:
+        """How many queries dnsmasq has logged (cache checks)."""
+        log = self.folder / "dnsmasq.log"
+        return sum(1 for line in log.read_text(errors="replace").splitlines() if " query[" in line) \
+            if log.exists() else 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class BlackHole:
+    """A UDP port that receives queries and never answers: every lookup times out."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def _root() -> bool:
+    import os
+
+    return os.geteuid() == 0

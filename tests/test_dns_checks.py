@@ -1,0 +1,152 @@
+"""DNS checks against a real DNS server (dnsmasq on loopback): the resolver and its cache, SPF,
+DMARC, recipient domains; and the pure parts (typo suggestions, names, Authentication-Results)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from relay import mailauth
+from relay.dns import Resolver
+from relay.policy.rules.recipient_domain import COMMON, distance, suggest
+from tests.dnsserver import BlackHole, DnsServer
+from tests.helpers import decide, fired
+
+
+def resolver(server: DnsServer, timeout: float = 2) -> Resolver:
+    return Resolver(["127.0.0.1"], server.port, timeout)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def test_mail_domains(dns_server: DnsServer) -> None:
+    r = resolver(dns_server)
+
+    async def go() -> list[str]:
+        return [await r.mail_domain(d) for d in ("gmail.com", "gmial.com", "solo-a.example", "nadie.example")]
+
+    assert run(go()) == ["mail", "none", "mail", "none"]
+
+
+def test_answers_are_cached_with_their_ttl(dns_server: DnsServer) -> None:
+    r = resolver(dns_server)
+
+    async def go() -> None:
+        for _ in range(50):
+            assert await r.mail_domain("gmail.com") == "mail"
+            assert await r.mail_domain("gmial.com") == "none"  # negative answers too
+
+    before = dns_server.queries()
+    run(go())
+    assert r.lookups == 2 and r.hits == 98
+    assert dns_server.queries() - before == 2
+
+
+def test_a_dns_timeout_is_an_error_answer_never_an_exception_and_is_bounded() -> None:
+    hole = BlackHole()
+    try:
+        r = Resolver(["127.0.0.1"], hole.port, timeout=0.5)
+        started = time.monotonic()
+        assert run(r.mail_domain("gmail.com")) == "error"
+        assert time.monotonic() - started < 2
+        assert run(r.mail_domain("gmail.com")) == "error"  # errors are not cached
+        assert r.lookups == 2
+    finally:
+        hole.stop()
+
+
+@pytest.mark.parametrize(("ip", "domain", "expected"), [
+    ("192.0.2.10", "barrancabermeja.gov.co", "pass"),  # ip4 of its own
+    ("203.0.113.20", "barrancabermeja.gov.co", "pass"),  # through include: the authorised provider
+    ("198.51.100.7", "barrancabermeja.gov.co", "fail"),  # -all
+    ("192.0.2.77", "pasto.gov.co", "pass"),  # mx
+    ("198.51.100.7", "pasto.gov.co", "softfail"),  # ~all
+    ("192.0.2.200", "cancilleria.gov.co", "pass"),  # a:host
+    ("198.51.100.7", "nadie.example", "none"),  # no record
+])
+def test_spf(dns_server: DnsServer, ip: str, domain: str, expected: str) -> None:
+    assert run(mailauth.check_spf(resolver(dns_server), ip, domain)) == expected
+
+
+def test_spf_temperror_when_dns_does_not_answer() -> None:
+    hole = BlackHole()
+    try:
+        assert run(mailauth.check_spf(Resolver(["127.0.0.1"], hole.port, 0.3), "192.0.2.1", "x.example")) \
+            == "temperror"
+    finally:
+        hole.stop()
+
+
+def test_dmarc_alignment(dns_server: DnsServer) -> None:
+    r = resolver(dns_server)
+    ok = run(mailauth.check_dmarc(r, "barrancabermeja.gov.co", "pass", "barrancabermeja.gov.co"))
+    assert (ok.result, ok.policy) == ("pass", "reject")
+    sub = run(mailauth.check_dmarc(r, "barrancabermeja.gov.co", "pass", "boletin.barrancabermeja.gov.co"))
+    assert sub.result == "pass"  # relaxed alignment: same organizational domain
+    other = run(mailauth.check_dmarc(r, "barrancabermeja.gov.co", "pass", "boletines.example"))
+    assert other.result == "fail"  # SPF passed, but for another domain
+    dkim = run(mailauth.check_dmarc(r, "barrancabermeja.gov.co", "fail", "x.example", ("barrancabermeja.gov.co",)))
+    assert dkim.result == "pass"
+    assert run(mailauth.check_dmarc(r, "pasto.gov.co", "fail", "pasto.gov.co")).result == "none"
+
+
+def test_org_domain() -> None:
+    assert mailauth.org_domain("correo.barrancabermeja.gov.co") == "barrancabermeja.gov.co"
+    assert mailauth.org_domain("mail.google.com") == "google.com"
+
+
+def test_authentication_results_only_from_the_trusted_hop() -> None:
+    headers = [
+        ("Authentication-Results", "mx.barrancabermeja.gov.co; spf=fail smtp.mailfrom=alcalde@barrancabermeja.gov.co;"
+                                   " dkim=none; dmarc=fail header.from=barrancabermeja.gov.co"),
+        ("Authentication-Results", "mx.barrancabermeja.gov.co; spf=pass smtp.mailfrom=x@barrancabermeja.gov.co; "
+                                   "dmarc=pass"),  # lower down: the sender could have written it
+    ]
+    got = mailauth.trusted_results(headers, "mx.barrancabermeja.gov.co")
+    assert got is not None and (got.spf, got.spf_domain, got.dmarc) == ("fail", "barrancabermeja.gov.co", "fail")
+    assert mailauth.trusted_results(headers, "otro.example") is None
+    forged = [("Authentication-Results", "mx.evil.example; spf=pass; dmarc=pass")]
+    assert mailauth.trusted_results(forged, "mx.barrancabermeja.gov.co") is None
+    dkim = [("Authentication-Results", "mx.b.gov.co; dkim=pass header.d=barrancabermeja.gov.co; spf=none")]
+    assert mailauth.trusted_results(dkim, "mx.b.gov.co").dkim == ("barrancabermeja.gov.co",)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("typo", "meant"), [
+    ("gmial.com", "gmail.com"), ("hotmal.com", "hotmail.com"), ("gmail.co", "gmail.com"),
+    ("yaho.com", "yahoo.com"), ("outlok.com", "outlook.com"), ("hotmial.com", "hotmail.com"),
+])
+def test_typo_suggestions(typo: str, meant: str) -> None:
+    assert suggest(typo, COMMON, 2) == meant
+
+
+def test_no_suggestion_for_a_real_different_domain() -> None:
+    assert suggest("unal.edu.co", COMMON, 2) is None
+    assert suggest("gmail.com", COMMON, 2) is None  # itself is not a suggestion
+    assert distance("gmial.com", "gmail.com") == 1  # a swap is one edit
+
+
+LETTER = "From: {display} <{address}>\nTo: efrain.molinam@barrancabermeja.gov.co\nSubject: Urgente\n\nHola.\n"
+
+
+@pytest.mark.parametrize(("display", "address", "flagged"), [
+    ("Patricia Helena Fierro Vitola", "patriciafierro.secretaria@gmail.com", True),
+    ("Fierro Patricia", "pfierro1970@hotmail.com", True),  # any order, no accents needed
+    ("PATRICIA FIERRO", "pf@yahoo.com", True),
+    ("Patricia", "patricia.gomez@gmail.com", False),  # a citizen who shares a first name
+    ("Patricia Gómez", "patricia.gomez@gmail.com", False),
+    ("Patricia Helena", "ph@gmail.com", False),  # given names only: no surname of ours
+    ("Alcaldía de Barrancabermeja", "alcaldia.barranca@gmail.com", True),  # the institution
+    ("Juan Barrancabermeja", "jb@gmail.com", False),  # the town's name alone, no office
+    ("Patricia Fierro", "patricia.fierro@empresa.example", False),  # not webmail: another rule's business
+])
+def test_webmail_impersonation_names(display: str, address: str, flagged: bool) -> None:
+    decision = decide("barrancabermeja", LETTER.format(display=display, address=address), mail_from=address,
+                      rcpt=["efrain.molinam@barrancabermeja.gov.co"], client_ip="198.51.100.9")
+    assert ("webmail-impersonation" in fired(decision)) is flagged
+    if flagged:
+        assert decision.verdict.value == "deliver" and decision.rewrite is not None
+        assert decision.rewrite.subject_tag and "cuenta de correo personal" in decision.rewrite.banner
