@@ -69,6 +69,6 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
         if ctx.directory.is_local(rcpt) or facts.mail_domain(domain) != "none":
             continue
         near = suggest(domain, rule.common_domains, rule.max_distance)
-        hint = f"; ¿quiso decir {rcpt.rpartition('@')[0]}@{near}?" if near else ""
+        hint = f"; sugerencia: {rcpt.rpartition('@')[0]}@{near}" if near else ""
         yield rule.finding(ctx, {"address": rcpt, "domain": domain, "suggestion": hint}, recipients=[rcpt],
                            envelope_only=True, detail={"domain": domain, "suggestion": near or ""})

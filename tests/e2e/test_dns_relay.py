@@ -1,0 +1,152 @@
+"""The DNS scenarios of tests/scenarios/dns/ (acceptance format), sent over SMTP to a running relay
+whose resolver is a real DNS server on loopback (dnsmasq) — or a black hole, for the timeouts.
+
+Outside mail arrives as from a trusted front MTA, with XFORWARD naming the outside client; staff
+mail authenticates. The reply, what the sink received and the audit trail are checked against the
+scenario's expectation; a flagged impersonation must arrive tagged, with the warning first."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import smtplib
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from relay.clock import FileClock
+from tests.dnsserver import BlackHole, DnsServer
+from tests.e2e.harness import PASSWORD, RelayProcess, Sink
+from tests.e2e.test_queue_tools import relay_cli
+from tests.helpers import ROOT, to_bytes
+
+SCENARIOS = sorted((ROOT / "tests" / "scenarios" / "dns").glob("*.yaml"))
+
+
+class World:
+    """One relay per (institution, resolver, on_failure), started on first use."""
+
+    def __init__(self, tmp: pytest.TempPathFactory, dns: DnsServer) -> None:
+        self.tmp, self.dns = tmp, dns
+        self.sink = Sink().start()
+        self.hole = BlackHole()
+        self.relays: dict[tuple[str, str, str], RelayProcess] = {}
+
+    def relay(self, scenario: dict[str, Any]) -> RelayProcess:
+        key = (scenario["institution"], scenario.get("dns", "dnsmasq"), scenario.get("on_failure", "tempfail"))
+        if key not in self.relays:
+            port = self.hole.port if key[1] == "unreachable" else self.dns.port
+            logins = [scenario["envelope"]["auth"]] if scenario["envelope"].get("auth") else []
+            relay = RelayProcess(self.tmp.mktemp("-".join(key)), f"smtp://127.0.0.1:{self.sink.port}", pack=key[0],
+                                 extra_logins=tuple(logins), trust={"xforward_hosts": ["127.0.0.1"]},
+                                 dns={"nameservers": ["127.0.0.1"], "port": port, "timeout": 1,
+                                      "on_failure": key[2]})
+            relay.use_test_clock(datetime.fromisoformat("2026-11-24T10:00:00-05:00"))
+            self.relays[key] = relay.start()
+        return self.relays[key]
+
+    def stop(self) -> None:
+        for relay in self.relays.values():
+            relay.stop()
+        self.sink.stop()
+        self.hole.stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, dns_server: DnsServer) -> Iterator[World]:
+    w = World(tmp_path_factory, dns_server)
+    yield w
+    w.stop()
+
+
+def send(relay: RelayProcess, scenario: dict[str, Any], raw: bytes) -> tuple[int, str]:
+    env = scenario["envelope"]
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as smtp:
+        smtp.ehlo("mx.test")
+        if env.get("auth"):
+            smtp.login(env["auth"], PASSWORD)
+        else:
+            code, text = smtp.docmd("XFORWARD", f"ADDR={env['client_ip']} NAME=[UNAVAILABLE] HELO=mail.client.example")
+            assert code == 250, text
+        code, text = smtp.mail(env.get("mail_from") or "")
+        if code != 250:
+            return code, text.decode()
+        for rcpt in env["rcpt_to"]:
+            code, text = smtp.rcpt(rcpt)
+            if code >= 400:
+                return code, text.decode()
+        code, text = smtp.data(raw)
+        return code, text.decode()
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_dns_scenario(path: Path, world: World) -> None:
+    scenario = yaml.safe_load(path.read_text(encoding="utf-8"))
+    relay = world.relay(scenario)
+    at = scenario["at"] if isinstance(scenario["at"], datetime) else datetime.fromisoformat(str(scenario["at"]))
+    FileClock.write(relay.clock_path, at)
+    subject_marker = path.stem.encode()
+    raw = to_bytes(scenario["message"]).replace(b"Subject: ", b"X-Scenario: " + subject_marker + b"\r\nSubject: ", 1)
+    code, text = send(relay, scenario, raw)
+    expect = scenario["expect"]
+    verdict = {2: "deliver", 4: "tempfail", 5: "reject"}[code // 100]
+    assert verdict == expect["verdict"], f"{code} {text}"
+    for mention in expect.get("mentions", []):
+        assert mention.casefold() in text.casefold(), f"{mention!r} not in {text!r}"
+    arrived = [m for m in world.sink.wait_for(1, 5) if b"X-Scenario: " + subject_marker in m.content]
+    assert len(arrived) == (1 if verdict == "deliver" else 0)
+    if verdict != "deliver":
+        return
+    audit = json.loads(relay_cli(relay, "audit", "--json").stdout)
+    for _ in range(20):
+        if any(e["queue_id"] in text for e in audit):
+            break
+        audit = json.loads(relay_cli(relay, "audit", "--json").stdout)
+    [entry] = [e for e in audit if e["queue_id"] in text]
+    rules = entry["rules"].split()
+    for rule in expect.get("rules", []):
+        assert rule in rules
+    for rule in expect.get("not_rules", []):
+        assert rule not in rules
+    if "delivered_subject_starts" in expect:
+        message = email.message_from_bytes(arrived[0].content, policy=email.policy.default)
+        assert str(message["Subject"]).startswith(expect["delivered_subject_starts"])
+        first, original = list(message.iter_parts())  # type: ignore[attr-defined]
+        assert "cuenta de correo personal" in first.get_content() and "Circular 005-20" in first.get_content()
+        assert original.get_content_type() == "text/plain" and "tarjetas de regalo" in original.get_content()
+
+
+def test_a_domain_that_cannot_receive_mail_is_refused_at_rcpt_time(tmp_path: Path, dns_server: DnsServer) -> None:
+    """Straight from the sender (no trusted hop in front): the refusal is the RCPT reply, the
+    other recipients of the same transaction are kept, and the lookups are cached."""
+    sink = Sink().start()
+    laura = "laura.pinto@barrancabermeja.gov.co"
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}",
+                         dns={"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 1})
+    relay.start()
+    try:
+        before = dns_server.queries()
+        for _ in range(3):
+            with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as smtp:
+                smtp.login(laura, PASSWORD)
+                smtp.mail(laura)
+                code, text = smtp.rcpt("jose.arenas74@hotmal.com")
+                assert code == 550 and b"5.1.2" in text and b"sugerencia: jose.arenas74@hotmail.com" in text
+                assert smtp.rcpt("jose.arenas74@solo-a.example")[0] == 250  # an address record is enough
+                assert smtp.rcpt("ana@gmail.com")[0] == 250
+                code, _ = smtp.data(f"From: {laura}\r\nTo: ana@gmail.com\r\nSubject: x\r\n\r\nHola\r\n".encode())
+                assert code == 250
+        sink.wait_for(6)
+        sent = [m.rcpts for m in sink.messages if b"X-Relay-Notice" not in m.content]
+        assert sent == [["jose.arenas74@solo-a.example", "ana@gmail.com"]] * 3
+        notices = [m for m in sink.messages if b"X-Relay-Notice: bounce" in m.content]
+        assert notices and all(m.rcpts == [laura] for m in notices)  # our sender hears why
+        assert dns_server.queries() - before <= 6  # the first transaction's lookups; then the cache
+    finally:
+        relay.stop()
+        sink.stop()
