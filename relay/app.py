@@ -96,7 +96,8 @@ class RelayApp:
         self.metrics = Metrics()
         self.dns = DnsChecks(config.dns) if config.dns else None
         self.upstream: Upstream = MeteredUpstream(
-            make_upstream(config.upstream, config.hostname, self.base, config.upstream_options), self.metrics)
+            make_upstream(config.upstream, config.hostname, self.base, config.upstream_options,
+                          self.dns.resolver if self.dns else None), self.metrics)
         self.active = 0
         self.tasks: set[asyncio.Task[Any]] = set()
         self.log = logs.get("relay").bind(pack=self.pack.pack)

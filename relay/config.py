@@ -199,7 +199,8 @@ class RelayConfig(_Strict):
     milter: Milter | None = None
     policy: str
     directory: str
-    upstream: str = Field(default="maildir:var/maildir", description="smtp://host:port, lmtp://host:port, maildir:PATH")
+    upstream: str = Field(default="maildir:var/maildir",
+                          description="smtp://host:port, lmtp://host:port, mx:DOMAIN[:PORT], maildir:PATH")
     upstream_options: UpstreamOptions = UpstreamOptions()
     store: str = Field(default="sqlite:var/relay.sqlite3",
                        description="sqlite:PATH, or postgresql://USER@HOST:PORT/DB for several relays")
@@ -221,8 +222,8 @@ class RelayConfig(_Strict):
     @field_validator("upstream")
     @classmethod
     def _upstream(cls, value: str) -> str:
-        if not value.startswith(("smtp://", "smtps://", "lmtp://", "maildir:")):
-            raise ValueError(f"{value!r}: use smtp://host:port, lmtp://host:port or maildir:PATH")
+        if not value.startswith(("smtp://", "smtps://", "lmtp://", "maildir:", "mx:")):
+            raise ValueError(f"{value!r}: use smtp://host:port, lmtp://host:port, mx:DOMAIN or maildir:PATH")
         return value
 
     @field_validator("store")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from relay.config import UpstreamOptions
@@ -369,9 +369,17 @@ class Upstream(Protocol):
     async def close(self) -> None: ...
 
 
-def make_upstream(url: str, helo: str, base: Path, options: UpstreamOptions | None = None
-                  ) -> SmtpUpstream | MaildirUpstream:
-    """Build the upstream a config names; paths are relative to `base` (the config's folder)."""
+def make_upstream(url: str, helo: str, base: Path, options: UpstreamOptions | None = None,
+                  resolver: Any = None) -> Upstream:
+    """Build the upstream a config names; paths are relative to `base` (the config's folder);
+    `resolver` (relay.dns.Resolver) finds the hosts of an mx: upstream."""
+    if url.startswith("mx:"):
+        from relay.dns import Resolver
+        from relay.upstream_mx import MxUpstream
+
+        domain, _, port = url.removeprefix("mx:").partition(":")
+        options = options or UpstreamOptions()
+        return MxUpstream(domain, int(port or 25), helo, resolver or Resolver(), options.timeout, options.pool_size)
     if url.startswith("maildir:"):
         path = Path(url.removeprefix("maildir:"))
         return MaildirUpstream(path if path.is_absolute() else base / path)

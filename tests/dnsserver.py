@@ -43,6 +43,7 @@ ZONE: dict[str, list[str]] = {
         "example.org,mail.example.org,10",
         "ciudadano.example,mx1.ciudadano.example,10",
         "ciudadano.example,mx2.ciudadano.example,20",
+        "caido.example,mx.caido.example,10",
     ],
     "host": [
         "mx.barrancabermeja.gov.co,192.0.2.25",
@@ -54,8 +55,9 @@ ZONE: dict[str, list[str]] = {
         "mta5.am0.yahoodns.net,198.51.100.50",
         "outlook-com.olc.protection.outlook.com,198.51.100.41",
         "mail.example.org,198.51.100.60",
-        "mx1.ciudadano.example,127.0.0.1",
+        "mx1.ciudadano.example,127.0.0.2",  # preferred, but nothing listens there: the next one
         "mx2.ciudadano.example,127.0.0.1",
+        "mx.caido.example,127.0.0.3",  # loopback, nothing listens: a domain whose mail server is down
         "solo-a.example,198.51.100.70",  # no MX, only an address: mail goes to it (implicit MX)
     ],
 }

@@ -150,3 +150,34 @@ def test_a_domain_that_cannot_receive_mail_is_refused_at_rcpt_time(tmp_path: Pat
     finally:
         relay.stop()
         sink.stop()
+
+
+def test_mx_upstream_follows_preference_and_skips_an_unreachable_host(tmp_path: Path, dns_server: DnsServer) -> None:
+    """upstream: mx:ciudadano.example — its preferred MX (127.0.0.2) does not answer, the second
+    (127.0.0.1, the sink) takes the message; a domain whose MX hosts are all down gets 451."""
+    sink = Sink().start()
+    laura = "laura.pinto@barrancabermeja.gov.co"
+    dns = {"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 1}
+    relay = RelayProcess(tmp_path, f"mx:ciudadano.example:{sink.port}", dns=dns)
+    relay.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", relay.port, timeout=30) as smtp:
+            smtp.login(laura, PASSWORD)
+            assert smtp.sendmail(laura, ["vecino@ciudadano.example"],
+                                 f"From: {laura}\r\nTo: vecino@ciudadano.example\r\nSubject: x\r\n\r\nHola\r\n"
+                                 .encode()) == {}
+        assert [m.rcpts for m in sink.wait_for(1)] == [["vecino@ciudadano.example"]]
+    finally:
+        relay.stop()
+    (tmp_path / "down").mkdir()
+    down = RelayProcess(tmp_path / "down", f"mx:caido.example:{sink.port}", dns=dns)  # loopback, nobody home
+    down.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", down.port, timeout=60) as smtp:
+            smtp.login(laura, PASSWORD)
+            smtp.mail(laura)
+            code, text = smtp.rcpt("ana@caido.example")
+            assert code == 451 and b"MX" in text
+    finally:
+        down.stop()
+        sink.stop()
