@@ -116,7 +116,8 @@ def source(port: int, sessions: int, messages: int, sender: str, rcpt: str, msg:
     return elapsed
 
 
-def start_relay(folder: Path, pack: str, upstream_port: int) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_relay(folder: Path, pack: str, upstream_port: int,
+                extra: dict[str, object] | None = None) -> tuple[subprocess.Popen[bytes], int, Path]:
     directory = yaml.safe_load((INSTITUTIONS / f"{pack}.yaml").read_text(encoding="utf-8"))
     directory["internal_networks"] = [*directory.get("internal_networks", []), "127.0.0.0/8"]  # staff mail
     (folder / "directory.yaml").write_text(yaml.safe_dump(directory, allow_unicode=True), encoding="utf-8")
@@ -124,7 +125,7 @@ def start_relay(folder: Path, pack: str, upstream_port: int) -> tuple[subprocess
     config = {"hostname": "relay.bench", "listen": {"host": "127.0.0.1", "port": port},
               "policy": str(ROOT / "policies" / f"{pack}.yaml"), "directory": str(folder / "directory.yaml"),
               "upstream": f"smtp://127.0.0.1:{upstream_port}", "store": f"sqlite:{folder / 'relay.sqlite3'}",
-              "limits": {"max_connections": 200}, "log": {"level": "info"}}
+              "limits": {"max_connections": 200}, "log": {"level": "info"}, **(extra or {})}
     (folder / "relay.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     log = folder / "relay.log"
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
@@ -316,6 +317,52 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
         sink.wait(5)
 
 
+def dns_rows(args: argparse.Namespace, folder: Path, sender: str) -> None:
+    """The relay with DNS checks on (answers cached: one domain, looked up once) against the same
+    relay with them off, for staff mail to an outside recipient (the recipient-domain check)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.dnsserver import DnsServer
+
+    rcpt = "vecino@ciudadano.example"
+    msg = message_file(folder, sender, rcpt, args.size)
+    dns = DnsServer().start()
+    sink_port = free_port()
+    user = ["-u", "postfix"] if os.geteuid() == 0 else []
+    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
+    wait_port(sink_port)
+    procs, ports = {}, {}
+    for name, extra in (("relay", None), ("relay + dns", {"dns": {"nameservers": ["127.0.0.1"], "port": dns.port}})):
+        sub = folder / name.replace(" ", "").replace("+", "-")
+        sub.mkdir()
+        procs[name], ports[name], _ = start_relay(sub, args.pack, sink_port, extra)
+    try:
+        for port in ports.values():
+            source(port, 1, 20, sender, rcpt, msg)
+        queries = dns.queries()
+        print(f"pack {args.pack}, {args.size} B messages to {rcpt}, {args.messages} per row, median of {args.runs}")
+        print(f"{'sessions':>8} {'relay':>10} {'relay + dns':>12} {'ratio':>8} {'CPU s/1000 off':>15} {'on':>6}")
+        for sessions in (int(s) for s in args.sessions.split(",")):
+            count = args.messages if sessions > 1 else max(args.messages // 4, 100)
+            rates: dict[str, list[float]] = {n: [] for n in ports}
+            cpu: dict[str, list[float]] = {n: [] for n in ports}
+            for _ in range(args.runs):
+                for name in ports:
+                    before = cpu_seconds(procs[name].pid)
+                    rates[name].append(count / source(ports[name], sessions, count, sender, rcpt, msg))
+                    cpu[name].append((cpu_seconds(procs[name].pid) - before) / count * 1000)
+            off, on = statistics.median(rates["relay"]), statistics.median(rates["relay + dns"])
+            print(f"{sessions:>8} {off:>10,.0f} {on:>12,.0f} {on / off:>8.1%} "
+                  f"{statistics.median(cpu['relay']):>15.2f} {statistics.median(cpu['relay + dns']):>6.2f}")
+        print(f"DNS queries that reached the server during the rows: {dns.queries() - queries}")
+    finally:
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+        sink.terminate()
+        sink.wait(5)
+        dns.stop()
+
+
 def large_rows(args: argparse.Namespace, folder: Path, sender: str, rcpt: str) -> None:
     """10 MB messages: smtp-sink, a bare aiosmtpd sink, the passthrough and the relay."""
     msg = large_message_file(folder, sender, rcpt, args.large * 1024 * 1024)
@@ -363,6 +410,7 @@ def main() -> int:
     parser.add_argument("--large", type=int, default=0, metavar="MIB", help="large-message rows of this size instead")
     parser.add_argument("--large-messages", type=int, default=20)
     parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")
+    parser.add_argument("--dns", action="store_true", help="the relay with DNS checks on against off (dnsmasq)")
     args = parser.parse_args()
     for tool in (SMTP_SOURCE, SMTP_SINK):
         if not Path(tool).exists():
@@ -373,6 +421,9 @@ def main() -> int:
         folder = Path(tmp)
         if args.large:
             large_rows(args, folder, sender, rcpt)
+            return 0
+        if args.dns:
+            dns_rows(args, folder, sender)
             return 0
         msg = message_file(folder, sender, rcpt, args.size)
         if args.milter:

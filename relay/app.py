@@ -210,8 +210,7 @@ class RelayApp:
         rules = self.rules
         if self.dns is not None:
             try:
-                domains = await self.dns.recipient_domains(Envelope.build(mail_from, [rcpt], login, client_ip),
-                                                           rules.directory)
+                domains = await self.dns.recipient_domains(envelope, rules.directory, only=rcpt)
             except DnsFailure as failure:
                 self.log.warning("dns_failed", rcpt=rcpt, what=failure.what)
                 return failure.reply

@@ -36,12 +36,15 @@ class DnsChecks:
         self.config = config
         self.resolver = Resolver(list(config.nameservers) or None, config.port, config.timeout, config.cache_size)
 
-    async def recipient_domains(self, envelope: Envelope, directory: Directory) -> tuple[tuple[str, str], ...]:
-        """(domain, "mail" | "none") for the outside recipient domains of our own senders."""
-        if identify(envelope, directory).direction is not Direction.STAFF:
+    async def recipient_domains(self, envelope: Envelope, directory: Directory, only: str | None = None,
+                                direction: Direction | None = None) -> tuple[tuple[str, str], ...]:
+        """(domain, "mail" | "none") for the outside recipient domains of our own senders (all of
+        the envelope's, or `only` that one recipient's)."""
+        if (direction or identify(envelope, directory).direction) is not Direction.STAFF:
             return ()
         found = []
-        for domain in dict.fromkeys(r.rpartition("@")[2].casefold().rstrip(".") for r in envelope.rcpt_to
+        rcpts = (only,) if only is not None else envelope.rcpt_to
+        for domain in dict.fromkeys(r.rpartition("@")[2].casefold().rstrip(".") for r in rcpts
                                     if not directory.is_local(r)):
             if not domain or domain.startswith("["):
                 continue  # an address literal: nothing to look up
@@ -56,16 +59,17 @@ class DnsChecks:
     async def with_facts(self, envelope: Envelope, content: bytes | None, directory: Directory) -> Envelope:
         """The envelope with its DNS facts (recipient domains; sender authentication when the
         message claims one of our domains from outside). Raises DnsFailure (4xx) if so configured."""
-        domains = await self.recipient_domains(envelope, directory)
-        facts = DnsFacts(mail_domains=domains)
+        direction = identify(envelope, directory).direction
+        if direction is Direction.STAFF:  # our own sender: only the recipient domains matter
+            domains = await self.recipient_domains(envelope, directory, direction=direction)
+            return replace(envelope, facts=DnsFacts(mail_domains=domains))
+        facts = DnsFacts()
         if content is not None:
             facts = await self.sender_facts(envelope, content, directory, facts)
         return replace(envelope, facts=facts)
 
     async def sender_facts(self, envelope: Envelope, content: bytes, directory: Directory,
                            facts: DnsFacts) -> DnsFacts:
-        if identify(envelope, directory).direction is Direction.STAFF:
-            return facts
         fields, _ = rewrite.split_head(content)
         headers = [rewrite.field_name_value(f) for f in fields]
         from_domain = _from_domain(headers)
