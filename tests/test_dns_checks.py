@@ -150,3 +150,37 @@ def test_webmail_impersonation_names(display: str, address: str, flagged: bool) 
     if flagged:
         assert decision.verdict.value == "deliver" and decision.rewrite is not None
         assert decision.rewrite.subject_tag and "cuenta de correo personal" in decision.rewrite.banner
+
+
+def test_a_trusted_hops_authentication_results_replace_our_lookups(dns_server: DnsServer) -> None:
+    from relay.checks import DnsChecks
+    from relay.config import Dns
+    from relay.message import Envelope
+    from tests.helpers import directory
+
+    checks = DnsChecks(Dns(nameservers=("127.0.0.1",), port=dns_server.port, timeout=2,
+                           trust_authentication_results="mx.barrancabermeja.gov.co"))
+    envelope = Envelope.build("boletin@barrancabermeja.gov.co", ["efrain.molinam@barrancabermeja.gov.co"],
+                              None, "198.51.100.7")
+    message = (b"Authentication-Results: mx.barrancabermeja.gov.co; spf=pass smtp.mailfrom=boletin@"
+               b"barrancabermeja.gov.co; dmarc=pass header.from=barrancabermeja.gov.co\r\n"
+               b"From: boletin@barrancabermeja.gov.co\r\nSubject: x\r\n\r\nHola\r\n")
+    facts = run(checks.with_facts(envelope, message, directory("barrancabermeja"))).facts
+    assert (facts.dmarc, facts.source) == ("pass", "authentication-results")
+    forged = message.replace(b"mx.barrancabermeja.gov.co;", b"mx.evil.example;")
+    facts = run(checks.with_facts(envelope, forged, directory("barrancabermeja"))).facts
+    assert (facts.spf, facts.dmarc, facts.source) == ("fail", "fail", "dns")  # our own lookups: 198.51.100.7 fails
+
+
+def test_staff_mail_asks_nothing_about_the_sender(dns_server: DnsServer) -> None:
+    from relay.checks import DnsChecks
+    from relay.config import Dns
+    from relay.message import Envelope
+    from tests.helpers import directory
+
+    checks = DnsChecks(Dns(nameservers=("127.0.0.1",), port=dns_server.port, timeout=2))
+    envelope = Envelope.build("laura.pinto@barrancabermeja.gov.co", ["ana@gmail.com"],
+                              "laura.pinto@barrancabermeja.gov.co", "198.51.100.7")
+    facts = run(checks.with_facts(envelope, b"From: laura.pinto@barrancabermeja.gov.co\r\n\r\nx\r\n",
+                                  directory("barrancabermeja"))).facts
+    assert facts.mail_domains == (("gmail.com", "mail"),) and facts.spf is None and facts.dmarc is None
