@@ -27,3 +27,40 @@ def test_ham_is_not_flagged_as_sensitive_or_commercial(pack_name: str) -> None:
     flagged = baseline(pack_name, paths)
     content = {rule: n for rule, n in flagged.items() if kinds.get(rule) in CONTENT_RULE_KINDS}
     assert content == {}, f"{pack_name}: ham flagged by content rules: {content}"
+
+
+@pytest.mark.parametrize("pack_name", ["barrancabermeja", "pasto"])
+def test_real_webmail_senders_are_not_taken_for_our_people(pack_name: str) -> None:
+    """Every SpamAssassin message (ham and spam, thousands of real display names, many from
+    Hotmail and Yahoo) delivered inbound to a staff member: webmail-impersonation flags none."""
+    from datetime import datetime
+
+    from relay.addresses import AddressError
+    from relay.message import Envelope, Submission, parse_message
+    from relay.policy.engine import evaluate
+    from tests.helpers import directory, pack
+
+    groups = tuple(sorted(p.name for p in corpora.SPAM_ASSASSIN.iterdir())) if corpora.SPAM_ASSASSIN.exists() else ()
+    paths = corpora.messages(corpora.SPAM_ASSASSIN, groups) if groups else []
+    if not paths:
+        if corpora.required():
+            pytest.fail("SpamAssassin corpus missing: python -m tests.corpora")
+        pytest.skip("corpora not fetched (python -m tests.corpora; ./dev test does it)")
+    staff = STAFF[pack_name][1][0]
+    at = datetime.fromisoformat("2026-11-24T10:00:00-05:00")
+    webmail, flagged = 0, []
+    for path in paths:
+        message = parse_message(path.read_bytes())
+        if not message.from_:
+            continue
+        sender = message.from_[0]
+        webmail += sender.addr.rpartition("@")[2].casefold() in ("hotmail.com", "yahoo.com", "msn.com", "aol.com")
+        try:
+            envelope = Envelope.build(sender.addr, [staff], None, "198.51.100.200")
+        except AddressError:
+            continue  # not usable as an envelope sender (the corpus has a few)
+        decision = evaluate(Submission(envelope, message), pack(pack_name), directory(pack_name), at)
+        if any(f.rule_id == "webmail-impersonation" for f in decision.findings):
+            flagged.append((sender.display_name, sender.addr))
+    assert webmail > 100  # the corpus really has webmail senders with display names to compare
+    assert flagged == []
