@@ -95,6 +95,8 @@ class RelayApp:
         self.clock = clock or SystemClock()
         self.metrics = Metrics()
         self.dns = DnsChecks(config.dns) if config.dns else None
+        if self.dns is not None:
+            self.metrics.watch_dns(self.dns.resolver)
         self.upstream: Upstream = MeteredUpstream(
             make_upstream(config.upstream, config.hostname, self.base, config.upstream_options,
                           self.dns.resolver if self.dns else None), self.metrics)

@@ -49,6 +49,7 @@ class Resolver:
         self.cache_size = cache_size
         self.lookups = 0
         self.hits = 0
+        self.failures = 0
 
     async def query(self, name: str, rdtype: str) -> Answer:
         key = (name.casefold().rstrip("."), rdtype)
@@ -59,7 +60,9 @@ class Resolver:
             return cached[1]
         self.lookups += 1
         answer, ttl = await self._ask(key[0], rdtype)
-        if answer.status != "error":
+        if answer.status == "error":
+            self.failures += 1
+        else:
             self._cache[key] = (time.monotonic() + ttl, answer)
             self._cache.move_to_end(key)
             while len(self._cache) > self.cache_size:

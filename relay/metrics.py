@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from relay.clock import Clock
@@ -59,6 +59,9 @@ class Metrics:
     def watch_store(self, store: Store, clock: Clock) -> None:
         self.registry.register(HoldCollector(store, clock))
 
+    def watch_dns(self, resolver: Any) -> None:
+        self.registry.register(DnsCollector(resolver))
+
     def render(self) -> bytes:
         """The text exposition (blocking: the hold figures read the store)."""
         return bytes(generate_latest(self.registry))
@@ -90,6 +93,22 @@ class HoldCollector(Collector):
             oldest.add_metric([reason], max((now - first).total_seconds(), 0.0) if first else 0.0)
         yield waiting
         yield oldest
+
+
+class DnsCollector(Collector):
+    """DNS lookups sent and answers taken from the cache (relay.dns.Resolver's counters)."""
+
+    def __init__(self, resolver: Any) -> None:
+        self.resolver = resolver
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("relay_dns_lookups", "DNS queries sent (cache misses)", value=self.resolver.lookups)
+        yield CounterMetricFamily("relay_dns_cache_hits", "DNS answers taken from the cache", value=self.resolver.hits)
+        yield CounterMetricFamily("relay_dns_failures", "DNS queries that timed out or failed",
+                                  value=self.resolver.failures)
 
 
 class TimedStore:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import re
 import smtplib
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,7 +22,8 @@ import yaml
 
 from relay.clock import FileClock
 from tests.dnsserver import BlackHole, DnsServer
-from tests.e2e.harness import PASSWORD, RelayProcess, Sink
+from tests.e2e.harness import PASSWORD, RelayProcess, Sink, free_port
+from tests.e2e.http import Client
 from tests.e2e.test_queue_tools import relay_cli
 from tests.helpers import ROOT, to_bytes
 
@@ -126,7 +128,8 @@ def test_a_domain_that_cannot_receive_mail_is_refused_at_rcpt_time(tmp_path: Pat
     other recipients of the same transaction are kept, and the lookups are cached."""
     sink = Sink().start()
     laura = "laura.pinto@barrancabermeja.gov.co"
-    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}",
+    admin_port = free_port()
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", admin={"listen": f"127.0.0.1:{admin_port}"},
                          dns={"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 1})
     relay.start()
     try:
@@ -147,6 +150,10 @@ def test_a_domain_that_cannot_receive_mail_is_refused_at_rcpt_time(tmp_path: Pat
         notices = [m for m in sink.messages if b"X-Relay-Notice: bounce" in m.content]
         assert notices and all(m.rcpts == [laura] for m in notices)  # our sender hears why
         assert dns_server.queries() - before <= 6  # the first transaction's lookups; then the cache
+        metrics = Client(admin_port).get("/metrics").text
+        lookups = float(re.search(r"^relay_dns_lookups_total (\S+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
+        hits = float(re.search(r"^relay_dns_cache_hits_total (\S+)$", metrics, re.M).group(1))  # type: ignore[union-attr]
+        assert lookups == dns_server.queries() - before and hits >= 2 * lookups
     finally:
         relay.stop()
         sink.stop()
