@@ -1,5 +1,5 @@
 """DNS facts for a message, gathered before the pure engine decides: which recipient domains can
-receive mail, and — for outside mail that claims one of our domains — SPF and DMARC.
+receive mail, and — for outside mail that claims one of our domains — SPF, DKIM and DMARC.
 
 Lookups are made only where a rule can use them: recipient domains for our own senders (not for
 mail from outside), sender authentication only for unauthenticated mail from outside networks
@@ -91,13 +91,20 @@ class DnsChecks:
         if spf == "temperror" and self.config.on_failure == "tempfail":
             raise DnsFailure(f"SPF de {spf_domain}")
         dmarc, policy = None, ""
+        dkim: tuple[str, ...] = ()
+        if from_domain and not (spf == "pass" and spf_domain.casefold().rstrip(".") == from_domain):
+            # SPF alone does not align the From: an aligned DKIM signature may (DMARC, RFC 7489 §4.2)
+            signed = await mailauth.verify_dkim(self.resolver, content, wanted=from_domain)
+            dkim = signed.passed
+            if signed.temperror and not dkim and spf != "pass" and self.config.on_failure == "tempfail":
+                raise DnsFailure(f"clave DKIM de {from_domain}")
         if from_domain:
-            result = await mailauth.check_dmarc(self.resolver, from_domain, spf, spf_domain)
+            result = await mailauth.check_dmarc(self.resolver, from_domain, spf, spf_domain, dkim)
             if result.result == "temperror" and self.config.on_failure == "tempfail":
                 raise DnsFailure(f"DMARC de {from_domain}")
             dmarc, policy = result.result, result.policy
-        return replace(facts, spf=spf, spf_domain=spf_domain.casefold(), dmarc=dmarc, dmarc_policy=policy,
-                       from_domain=from_domain)
+        return replace(facts, spf=spf, spf_domain=spf_domain.casefold(), dkim=dkim, dmarc=dmarc,
+                       dmarc_policy=policy, from_domain=from_domain)
 
 
 def _from_domain(headers: list[tuple[str, str]]) -> str:

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.dkim.sign import key_record
 from tests.e2e.harness import free_port
 
 DNSMASQ = "/usr/sbin/dnsmasq"
@@ -31,6 +32,16 @@ ZONE: dict[str, list[str]] = {
         '_dmarc.cancilleria.gov.co,"v=DMARC1; p=reject"',
         # gmail's own SPF, for a webmail sender
         'gmail.com,"v=spf1 ip4:198.51.100.0/24 ~all"',
+        # a mailing service whose SPF covers its own bounce domain only: it proves our From by DKIM
+        'envios.example,"v=spf1 ip4:198.51.100.90 -all"',
+        # DKIM keys (tests/dkim): two of ours, and a stranger's own domain
+        f"relay2026._domainkey.barrancabermeja.gov.co,{key_record()}",
+        f"relay2026._domainkey.pasto.gov.co,{key_record()}",
+        f"relay2026._domainkey.evil.example,{key_record()}",
+        # RFC 8463 Appendix A.2's RSA key: the corpus's rfc-8463.eml is signed with it
+        'test._domainkey.football.example.com,"v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWR'
+        'iGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3'
+        'rG4hstT5QjvHO9PzoxZyVYLzBfO2EeC3Ip3G+2kryOTIKT+l/K4w3QIDAQAB"',
     ],
     "mx": [
         "barrancabermeja.gov.co,mx.barrancabermeja.gov.co,10",

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from relay import mailauth
 from relay.dns import Resolver
 from relay.policy.rules.recipient_domain import COMMON, distance, suggest
+from tests.dkim.sign import sign
 from tests.dnsserver import BlackHole, DnsServer
 from tests.helpers import decide, fired
 
@@ -184,3 +186,102 @@ def test_staff_mail_asks_nothing_about_the_sender(dns_server: DnsServer) -> None
     facts = run(checks.with_facts(envelope, b"From: laura.pinto@barrancabermeja.gov.co\r\n\r\nx\r\n",
                                   directory("barrancabermeja"))).facts
     assert facts.mail_domains == (("gmail.com", "mail"),) and facts.spf is None and facts.dmarc is None
+
+
+# --- DKIM (dkimpy, keys looked up through our resolver) ---
+
+CRYMAP = Path(__file__).resolve().parent.parent.parent / "shared" / "corpora" / "crymap-testdata"
+PLAIN = (b"From: Boletin <boletin@barrancabermeja.gov.co>\r\nTo: efrain.molinam@barrancabermeja.gov.co\r\n"
+         b"Subject: Agenda\r\nDate: Tue, 24 Nov 2026 10:00:00 -0500\r\nMessage-ID: <a-1@envios.example>\r\n\r\n"
+         b"Conciertos  y ferias.\r\n\r\n")
+
+
+def test_a_real_third_party_signature_verifies_against_its_published_key(dns_server: DnsServer) -> None:
+    """RFC 8463's example message (corpus), whose RSA key the test zone publishes: it passes; its
+    Ed25519 signature does not (no PyNaCl); one changed body byte fails it."""
+    raw = (CRYMAP / "rfc-8463.eml").read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    r = resolver(dns_server)
+    assert run(mailauth.verify_dkim(r, raw)) == mailauth.DkimResult(("football.example.com",), False)
+    tampered = raw.replace(b"We lost the game", b"We won the game")
+    assert tampered != raw and run(mailauth.verify_dkim(r, tampered)).passed == ()
+
+
+def test_our_own_signature_passes_and_any_change_to_a_signed_part_fails(dns_server: DnsServer) -> None:
+    r = resolver(dns_server)
+    signed = sign(PLAIN, "barrancabermeja.gov.co")
+    assert run(mailauth.verify_dkim(r, signed)).passed == ("barrancabermeja.gov.co",)
+    assert run(mailauth.verify_dkim(r, signed, wanted="barrancabermeja.gov.co")).passed == ("barrancabermeja.gov.co",)
+    # relaxed canonicalisation: whitespace changes in transit are tolerated
+    assert run(mailauth.verify_dkim(r, signed.replace(b"Conciertos  y", b"Conciertos y"))).passed
+    for changed in (signed.replace(b"Subject: Agenda", b"Subject: Pague ya"),
+                    signed.replace(b"ferias", b"cuentas"),
+                    signed.replace(b"From: Boletin <boletin@", b"From: Boletin <tesoreria@"),
+                    b"From: Otro <otro@barrancabermeja.gov.co>\r\n" + signed):  # a second From on top (oversigned)
+        assert run(mailauth.verify_dkim(r, changed)).passed == (), changed[:300]
+
+
+def test_only_signatures_aligned_with_the_from_are_looked_up(dns_server: DnsServer) -> None:
+    r = resolver(dns_server)
+    signed = sign(PLAIN, "evil.example")
+    assert run(mailauth.verify_dkim(r, signed)).passed == ("evil.example",)  # valid, but a stranger's domain
+    before = r.lookups + r.hits
+    assert run(mailauth.verify_dkim(r, signed, wanted="barrancabermeja.gov.co")) == mailauth.DkimResult((), False)
+    assert r.lookups + r.hits == before  # not even asked
+
+
+def test_a_key_without_a_record_fails_and_a_dns_timeout_is_a_temperror(dns_server: DnsServer) -> None:
+    unsigned_key = sign(PLAIN, "gmail.com")  # no key published there
+    assert run(mailauth.verify_dkim(resolver(dns_server), unsigned_key)) == mailauth.DkimResult((), False)
+    hole = BlackHole()
+    try:
+        down = Resolver(["127.0.0.1"], hole.port, 0.3)
+        started = time.monotonic()
+        assert run(mailauth.verify_dkim(down, sign(PLAIN, "barrancabermeja.gov.co"))) == mailauth.DkimResult((), True)
+        assert time.monotonic() - started < 3
+    finally:
+        hole.stop()
+
+
+def test_at_most_five_signatures_cost_a_lookup(dns_server: DnsServer) -> None:
+    r = resolver(dns_server)
+    bogus = b"".join(b"DKIM-Signature: v=1; a=rsa-sha256; d=barrancabermeja.gov.co; s=k%d; h=from; bh=x; b=y\r\n" % i
+                     for i in range(40))
+    assert run(mailauth.verify_dkim(r, bogus + PLAIN)).passed == ()
+    assert r.lookups == mailauth.MAX_DKIM_SIGNATURES
+
+
+def test_dkim_never_raises_on_real_or_hostile_mail(dns_server: DnsServer) -> None:
+    """Every corpus message, and garbage signature fields: an answer, never an exception; signatures
+    whose keys the test zone does not publish (Yahoo, Amazon, lin.gl) do not pass."""
+    r = resolver(dns_server)
+    messages = sorted(CRYMAP.glob("*.eml"))
+    assert len(messages) >= 30
+    for path in messages:
+        raw = path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        result = run(mailauth.verify_dkim(r, raw))
+        assert result.passed == (("football.example.com",) if path.name == "rfc-8463.eml" else ()), path.name
+    for field in (b"DKIM-Signature: \r\n", b"DKIM-Signature: d=; s=\r\n", b"DKIM-Signature: ;;;==;\r\n",
+                  b"DKIM-Signature: v=1; d=barrancabermeja.gov.co; s=relay2026; b=!!; bh=??; h=\r\n",
+                  b"DKIM-Signature: v=1; d=\xff\xfe.example; s=\x00\r\n"):
+        assert run(mailauth.verify_dkim(r, field + PLAIN)).passed == ()
+
+
+def test_sender_facts_take_an_aligned_signature_as_dmarc_proof(dns_server: DnsServer) -> None:
+    from relay.checks import DnsChecks
+    from relay.config import Dns
+    from relay.message import Envelope
+    from tests.helpers import directory
+
+    checks = DnsChecks(Dns(nameservers=("127.0.0.1",), port=dns_server.port, timeout=2))
+    envelope = Envelope.build("rebotes@envios.example", ["efrain.molinam@barrancabermeja.gov.co"], None,
+                              "198.51.100.90")
+    signed = sign(PLAIN, "barrancabermeja.gov.co")
+    facts = run(checks.with_facts(envelope, signed, directory("barrancabermeja"))).facts
+    assert (facts.spf, facts.dkim, facts.dmarc) == ("pass", ("barrancabermeja.gov.co",), "pass")
+    facts = run(checks.with_facts(envelope, signed.replace(b"ferias", b"cuentas"), directory("barrancabermeja"))).facts
+    assert (facts.spf, facts.dkim, facts.dmarc) == ("pass", (), "fail")
+    # SPF aligned already: no signature checked at all
+    ours = Envelope.build("boletin@barrancabermeja.gov.co", ["efrain.molinam@barrancabermeja.gov.co"], None,
+                          "192.0.2.10")
+    facts = run(checks.with_facts(ours, signed, directory("barrancabermeja"))).facts
+    assert (facts.spf, facts.dkim, facts.dmarc) == ("pass", (), "pass")

@@ -1,5 +1,6 @@
 """institutional_spoofing: mail from outside that claims one of the institution's domains must
-prove it — DMARC pass (aligned SPF or DKIM), or SPF pass for an institutional envelope sender.
+prove it — DMARC pass (aligned SPF or DKIM); where our domain publishes no DMARC, SPF pass for
+our envelope sender, or a valid DKIM signature of our From domain.
 
 Circular 005-20 (Barrancabermeja), numeral 1: the institutional domain is the only official
 channel, so an outside server speaking for it without the domain's authorisation is not official
@@ -42,8 +43,17 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
     from_local = bool(facts.from_domain) and ctx.directory.is_local(f"x@{facts.from_domain}")
     if facts.spf == "pass" and envelope_local and not from_local:
         return  # our envelope domain authorised this server, and the From is not ours
-    if facts.spf == "pass" and envelope_local and from_local and facts.dmarc in (None, "none"):
-        return  # no DMARC published: SPF for our envelope domain is the proof there is
+    if facts.dmarc in (None, "none") and from_local:
+        if facts.spf == "pass" and envelope_local:
+            return  # no DMARC published: SPF for our envelope domain is the proof there is
+        if any(_ours(d, facts.from_domain, ctx) for d in facts.dkim) and (not envelope_local or facts.spf == "pass"):
+            return  # ...or a valid signature of our From domain (and no envelope of ours SPF refused)
     yield rule.finding(ctx, {"address": claimed[0], "spf": facts.spf or "none", "dmarc": facts.dmarc or "none"},
                        detail={"spf": facts.spf or "none", "dmarc": facts.dmarc or "none", "source": facts.source,
-                               "spf_domain": facts.spf_domain})
+                               "spf_domain": facts.spf_domain, "dkim": list(facts.dkim)})
+
+
+def _ours(domain: str, from_domain: str, ctx: Context) -> bool:
+    """The signing domain is our From domain, a subdomain of it, or another of our domains."""
+    signer, ours = domain.casefold().rstrip("."), from_domain.casefold().rstrip(".")
+    return signer == ours or signer.endswith("." + ours) or ctx.directory.is_local(f"x@{signer}")
