@@ -389,7 +389,8 @@ class RelayApp:
         return f"250 2.0.0 Ok: queued as {queue_id}; {held} recipient(s) held by policy"
 
     async def process_milter(self, queue_id: str, mail_from: str, rcpts: list[str], content: bytes, *,
-                             login: str | None, client_ip: str, helo: str) -> MilterOutcome:
+                             login: str | None, client_ip: str, helo: str,
+                             replace_body: bool = True) -> MilterOutcome:
         """The same decision, notices and holds as `process`, said the milter way: the MTA keeps
         the message and delivers it itself; we answer with a reply, or with header edits and the
         recipients to take out of its delivery (held ones, after their copy is fsynced here)."""
@@ -412,7 +413,11 @@ class RelayApp:
         fields = rewrite.drop_own_headers(before)
         if decision.rewrite and decision.rewrite.hide:
             fields = rewrite.hide_addresses(fields, decision.rewrite.hide)
-        if decision.rewrite and decision.rewrite.subject_tag:  # the milter edits headers only: no banner part
+        body = None
+        if decision.rewrite and decision.rewrite.banner and replace_body:  # the warning part: a new body
+            fields, rest = rewrite.add_banner(fields, rest, decision.rewrite.banner, decision.rewrite.subject_tag)
+            body = rest[2:]  # after the blank line
+        elif decision.rewrite and decision.rewrite.subject_tag:  # an MTA that cannot replace bodies: the tag only
             fields = rewrite.tag_subject(fields, decision.rewrite.subject_tag)
         trace = self.trace_headers(queue_id, helo, client_ip, login, False, decision)
         if decision.verdict in holds.HELD:
@@ -430,7 +435,7 @@ class RelayApp:
             if not holds.deliver_now(decision):
                 return MilterOutcome(discard=True)
             return MilterOutcome(delete_rcpts=tuple(r for r in rcpts if address_key(r) in held),
-                                 header_edits=self.milter_edits(before, fields, trace))
+                                 header_edits=self.milter_edits(before, fields, trace), body=body)
         if decision.rewrite and decision.rewrite.split:
             reply = await self.deliver_split(mail_from, rcpts, trace, fields, rest, log, login)
             log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
@@ -439,7 +444,7 @@ class RelayApp:
             await self.notify(decision.notices, log)
             return MilterOutcome(discard=True)  # every copy went out separately
         await self.notify(decision.notices, log)
-        return MilterOutcome(header_edits=self.milter_edits(before, fields, trace))
+        return MilterOutcome(header_edits=self.milter_edits(before, fields, trace), body=body)
 
     @staticmethod
     def milter_edits(before: list[bytes], after: list[bytes], trace: list[bytes]) -> tuple[HeaderEdit, ...]:
@@ -613,12 +618,14 @@ HeaderEdit = tuple[str, int, bytes | None]  # name, 1-based occurrence (0: appen
 @dataclass(frozen=True)
 class MilterOutcome:
     """What the milter answers at end of message: a 4xx/5xx reply, or discard (every recipient
-    is taken care of by us), or accept with header edits and recipients removed."""
+    is taken care of by us), or accept with header edits, recipients removed and, when a warning
+    part was put in front, the new body (what follows the blank line)."""
 
     reply: str | None = None
     discard: bool = False
     delete_rcpts: tuple[str, ...] = ()
     header_edits: tuple[HeaderEdit, ...] = ()
+    body: bytes | None = None
 
 
 def _clean_ids(text: str) -> str:

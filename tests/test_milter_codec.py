@@ -124,3 +124,14 @@ def test_header_edits_turn_before_into_after() -> None:
     assert header_edits(before, before) == []
     assert header_edits([b"Subject: s"], [b"Subject: s", b"To: undisclosed-recipients:;"]) == [
         ("To", 0, b" undisclosed-recipients:;")]
+
+
+@given(st.binary(max_size=3 * mc.BODY_CHUNK + 7))
+def test_a_replacement_body_is_cut_into_packets_the_mta_joins(body: bytes) -> None:
+    packets = mc.mod_replace_body(body)
+    joined = b""
+    for p in packets:
+        (length,) = struct.unpack("!I", p[:4])
+        assert p[4:5] == mc.R_REPLBODY and length == len(p) - 4 and length - 1 <= mc.BODY_CHUNK
+        joined += p[5:]
+    assert joined == body and len(packets) == max(1, -(-len(body) // mc.BODY_CHUNK))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 INTERNAL_ERROR = "451 4.3.0 Internal error; please try again later"
 # What we take from the MTA, and what we ask it to spare us (no DATA/unknown events; no reply per
 # header or body chunk; header values exactly as received, leading space included).
-ACTIONS = mc.F_ADDHDRS | mc.F_CHGHDRS | mc.F_DELRCPT | mc.F_SETSYMLIST
+ACTIONS = mc.F_ADDHDRS | mc.F_CHGHDRS | mc.F_CHGBODY | mc.F_DELRCPT | mc.F_SETSYMLIST
 PROTOCOL = mc.P_NOUNKNOWN | mc.P_NODATA | mc.P_NR_HDR | mc.P_NR_BODY | mc.P_NR_EOH | mc.P_HDR_LEADSPC
 MACROS = {
     mc.M_CONNECT: "j {client_addr} {client_name}",
@@ -208,7 +208,8 @@ class MilterSession:
         try:
             outcome = await self.app.process_milter(
                 queue_id, self.mail_from, list(self.rcpts), content,
-                login=self.macro("auth_authen"), client_ip=self.client_ip, helo=self.helo)
+                login=self.macro("auth_authen"), client_ip=self.client_ip, helo=self.helo,
+                replace_body=bool(self.actions & mc.F_CHGBODY))
             return self.encode(outcome)
         except Exception as error:  # a fault of ours: the MTA defers, nothing is lost
             self.log.exception("milter_fault", queue_id=queue_id, error=type(error).__name__)
@@ -230,6 +231,8 @@ class MilterSession:
                 out.append(mc.mod_add_header(name, value.decode("utf-8", "surrogateescape")))
             elif index and self.actions & mc.F_CHGHDRS:
                 out.append(mc.mod_change_header(index, name, value))
+        if outcome.body is not None:
+            out += mc.mod_replace_body(outcome.body)
         return [*out, mc.reply_accept()]
 
 

@@ -21,7 +21,8 @@ MAIL, EOH, OPTNEG, QUIT, RCPT, DATA, UNKNOWN, QUIT_NC = b"M", b"N", b"O", b"Q", 
 # filter -> MTA replies (SMFIR_*)
 R_ADDRCPT, R_DELRCPT, R_ACCEPT, R_CONTINUE, R_DISCARD = b"+", b"-", b"a", b"c", b"d"
 R_CHGHEADER, R_PROGRESS, R_REJECT, R_TEMPFAIL, R_ADDHEADER = b"m", b"p", b"r", b"t", b"h"
-R_INSHEADER, R_REPLYCODE = b"i", b"y"
+R_INSHEADER, R_REPLYCODE, R_REPLBODY = b"i", b"y", b"b"
+BODY_CHUNK = 65535  # the largest body packet libmilter sends; MTAs take replacement bodies in such pieces
 
 # actions the filter may take (SMFIF_*)
 F_ADDHDRS, F_CHGBODY, F_ADDRCPT, F_DELRCPT, F_CHGHDRS, F_QUARANTINE = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
@@ -240,6 +241,13 @@ def mod_add_header(name: str, value: str) -> bytes:
 def mod_change_header(index: int, name: str, value: bytes) -> bytes:
     """Replace the `index`-th (1-based) header called `name`; an empty value deletes it."""
     return packet(R_CHGHEADER, struct.pack("!I", index) + name.encode() + b"\0" + value + b"\0")
+
+
+def mod_replace_body(body: bytes) -> list[bytes]:
+    """The new body (everything after the blank line, CRLF line ends) in SMFIR_REPLBODY packets;
+    the MTA concatenates them. An empty body is one empty packet."""
+    return [packet(R_REPLBODY, body[i:i + BODY_CHUNK]) for i in range(0, len(body), BODY_CHUNK)] or [
+        packet(R_REPLBODY)]
 
 
 def mod_delete_rcpt(recipient: str) -> bytes:

@@ -9,6 +9,7 @@ policy gets through, held mail is not lost).
 from __future__ import annotations
 
 import email
+import email.policy
 import re
 import smtplib
 import threading
@@ -224,3 +225,31 @@ def test_restarts_under_load_defer_never_let_refused_mail_through_and_lose_no_ho
     finally:
         stop.set()
         chain.stop()
+
+
+def test_a_webmail_impostor_gets_the_warning_part_through_the_milter(bcc_chain: Chain) -> None:
+    """Inbound from Gmail under the Secretaria's name: Postfix delivers the message with the Subject
+    tag and a new first part in Spanish (SMFIR_REPLBODY, a body larger than one 64 KB packet); the
+    original is the second part, unchanged."""
+    original_body = ("Estoy en reunión, cómpreme unas tarjetas de regalo y me envía los códigos.\r\n"
+                     + "".join(f"Línea {n:05d} del anexo con texto de relleno.\r\n" for n in range(3000)))
+    raw = (f"From: Patricia Helena Fierro Vitola <patriciah.fierro.secretaria@gmail.com>\r\n"
+           f"To: efrain.molinam@{B}\r\nSubject: Necesito un favor\r\nMessage-ID: <fav-m1@gmail.com>\r\n"
+           f"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           f"Content-Transfer-Encoding: 8bit\r\n\r\n{original_body}").encode()
+    assert len(original_body.encode()) > 2 * 65535
+    with smtplib.SMTP("127.0.0.1", bcc_chain.postfix.smtpd_port, timeout=60) as smtp:
+        smtp.ehlo("mail-ej1.google.example")
+        code, text = smtp.docmd("XCLIENT", "ADDR=198.51.100.30 NAME=[UNAVAILABLE]")
+        assert code == 220, text
+        smtp.ehlo("mail-ej1.google.example")
+        assert smtp.sendmail("patriciah.fierro.secretaria@gmail.com", [f"efrain.molinam@{B}"], raw) == {}
+    [got] = [m for m in bcc_chain.sink.wait_for(3) if b"fav-m1@gmail.com" in m.content]
+    delivered = email.message_from_bytes(got.content, policy=email.policy.default)
+    assert str(delivered["Subject"]).startswith("[ALERTA: POSIBLE SUPLANTACION]")
+    assert delivered.get_content_type() == "multipart/mixed"
+    warning, kept = list(delivered.iter_parts())  # type: ignore[attr-defined]
+    assert "cuenta de correo personal" in warning.get_content() and "Circular 005-20" in warning.get_content()
+    assert kept.get_content_type() == "text/plain" and kept["Content-Transfer-Encoding"] == "8bit"
+    assert kept.get_payload(decode=True) == original_body.encode()
+    assert "webmail-impersonation" in delivered["X-Relay-Rule-Hits"]
