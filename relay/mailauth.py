@@ -317,9 +317,12 @@ def _verify_signatures(content: bytes, candidates: list[tuple[int, str]],
         return keys.get(name.lower())
 
     passed = []
+    try:
+        verifier = dkim.DKIM(content, logger=_DKIM_LOG)  # the message parsed once for every signature
+    except Exception:  # a message dkimpy cannot parse has no valid signature
+        return ()
     for index, domain in candidates:
         try:
-            verifier = dkim.DKIM(content, logger=_DKIM_LOG)
             if verifier.verify(idx=index, dnsfunc=txt):
                 passed.append(domain)
         except Exception:  # dkimpy raises many kinds on hostile input; any of them means "did not verify"

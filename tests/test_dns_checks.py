@@ -224,6 +224,10 @@ def test_only_signatures_aligned_with_the_from_are_looked_up(dns_server: DnsServ
     r = resolver(dns_server)
     signed = sign(PLAIN, "evil.example")
     assert run(mailauth.verify_dkim(r, signed)).passed == ("evil.example",)  # valid, but a stranger's domain
+    both = sign(signed, "barrancabermeja.gov.co")
+    assert run(mailauth.verify_dkim(r, both)).passed == ("barrancabermeja.gov.co", "evil.example")
+    broken_top = both.replace(b"s=relay2026", b"s=relay2025", 1)  # the top one's key does not exist
+    assert run(mailauth.verify_dkim(r, broken_top)).passed == ("evil.example",)
     before = r.lookups + r.hits
     assert run(mailauth.verify_dkim(r, signed, wanted="barrancabermeja.gov.co")) == mailauth.DkimResult((), False)
     assert r.lookups + r.hits == before  # not even asked
