@@ -289,3 +289,29 @@ def test_sender_facts_take_an_aligned_signature_as_dmarc_proof(dns_server: DnsSe
                           "192.0.2.10")
     facts = run(checks.with_facts(ours, signed, directory("barrancabermeja"))).facts
     assert (facts.spf, facts.dkim, facts.dmarc) == ("pass", (), "pass")
+
+
+@pytest.mark.parametrize("domain", ["yandex.com", "mail.ru", "hotmail.co", "uol.com.co", "gmx.net", "yahoo.com.co"])
+def test_the_maintained_free_mail_list_covers_more_than_the_big_providers(domain: str) -> None:
+    address = f"patricia.fierro.vitola@{domain}"
+    decision = decide("barrancabermeja", LETTER.format(display="Patricia Fierro", address=address),
+                      mail_from=address, rcpt=["efrain.molinam@barrancabermeja.gov.co"], client_ip="198.51.100.9")
+    assert "webmail-impersonation" in fired(decision)
+
+
+def test_the_free_mail_list_is_configurable() -> None:
+    from tests.test_rules import with_rule
+
+    def flagged(the_pack, domain: str) -> bool:  # type: ignore[no-untyped-def]
+        address = f"pfierro@{domain}"
+        decision = decide("barrancabermeja", LETTER.format(display="Patricia Fierro", address=address),
+                          mail_from=address, rcpt=["efrain.molinam@barrancabermeja.gov.co"],
+                          client_ip="198.51.100.9", the_pack=the_pack)
+        return "webmail-impersonation" in fired(decision)
+
+    added = with_rule("barrancabermeja", "webmail-impersonation", extra_webmail_domains=["Correo-Gratis.Example."])
+    assert flagged(added, "correo-gratis.example") and flagged(added, "gmail.com")
+    removed = with_rule("barrancabermeja", "webmail-impersonation", not_webmail_domains=["yandex.com"])
+    assert not flagged(removed, "yandex.com") and flagged(removed, "mail.ru")
+    only = with_rule("barrancabermeja", "webmail-impersonation", webmail_domains=["gmail.com"])
+    assert flagged(only, "gmail.com") and not flagged(only, "hotmail.com")

