@@ -87,7 +87,8 @@ class DnsChecks:
                 return replace(facts, spf=reported.spf, spf_domain=reported.spf_domain, dkim=reported.dkim,
                                dmarc=dmarc, from_domain=from_domain, source="authentication-results")
         spf_domain = envelope.mail_from.rpartition("@")[2] or (envelope.helo or "")
-        spf = await mailauth.check_spf(self.resolver, envelope.client_ip or "", spf_domain) if spf_domain else "none"
+        spf = await mailauth.check_spf(self.resolver, envelope.client_ip or "", spf_domain, envelope.mail_from,
+                                       envelope.helo or "") if spf_domain else "none"
         if spf == "temperror" and self.config.on_failure == "tempfail":
             raise DnsFailure(f"SPF de {spf_domain}")
         dmarc, policy = None, ""

@@ -2,11 +2,13 @@
 Authentication-Results (RFC 8601) of a trusted hop. Asynchronous, through `relay.dns.Resolver`.
 
 SPF: the mechanisms all, ip4, ip6, a, mx, include, exists and the redirect modifier, with the
-limit of 10 DNS-querying terms; macros and ptr are not expanded (a record that needs them gives
-"permerror", which DMARC treats as not passing). DKIM (RFC 6376) signatures are verified with
-dkimpy: the key lookups go through our resolver first (asynchronous, cached), then the
-canonicalisation and signature check run in a worker thread, so a large message never stalls the
-loop. Ed25519 keys need PyNaCl, which is not installed: such a signature does not pass.
+limit of 10 DNS-querying terms, and macros (RFC 7208 §7) in their domain-specs; ptr never
+matches (deprecated, §5.5), and %{p} expands to "unknown" (no reverse lookups).
+
+DKIM (RFC 6376) signatures are verified with dkimpy: the key lookups go through our resolver
+first (asynchronous, cached), then the canonicalisation and signature check run in a worker
+thread, so a large message never stalls the loop. Ed25519 keys need PyNaCl, which is not
+installed: such a signature does not pass.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import ipaddress
 import logging
 import re
+import urllib.parse
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -61,25 +64,78 @@ class _Budget:
             raise _Limit
 
 
-async def check_spf(resolver: Resolver, ip: str, domain: str) -> str:
-    """pass | fail | softfail | neutral | none | temperror | permerror for `ip` sending as `domain`."""
+@dataclass(frozen=True)
+class _Who:
+    """What SPF macros may expand to: the address, the envelope sender and the HELO name."""
+
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+    sender: str
+    helo: str
+
+
+_MACRO = re.compile(r"%(?:\{([a-zA-Z])(\d*)(r?)([.\-+,/_=]*)\}|(.))")
+
+
+class _MacroError(ValueError):
+    pass
+
+
+def expand(spec: str, who: _Who, domain: str) -> str:
+    """A domain-spec with its macros expanded (RFC 7208 §7.3); _MacroError on bad syntax."""
+    local, _, sender_domain = who.sender.rpartition("@")
+    values = {
+        "s": who.sender, "l": local or "postmaster", "o": sender_domain, "d": domain, "h": who.helo or domain,
+        "i": (str(who.ip) if who.ip.version == 4 else ".".join(who.ip.exploded.replace(":", ""))),
+        "v": "in-addr" if who.ip.version == 4 else "ip6", "p": "unknown",
+    }
+
+    def one(match: re.Match[str]) -> str:
+        letter, digits, reverse, delimiters, escape = match.groups()
+        if escape is not None:
+            if escape in "%_-":
+                return {"%": "%", "_": " ", "-": "%20"}[escape]
+            raise _MacroError(f"bad macro escape %{escape}")
+        if letter.lower() not in values:
+            raise _MacroError(f"bad macro letter {letter}")
+        parts = re.split("[" + re.escape(delimiters or ".") + "]", values[letter.lower()])
+        if reverse:
+            parts.reverse()
+        if digits:
+            if int(digits) == 0:
+                raise _MacroError("zero labels")
+            parts = parts[-int(digits):]
+        text = ".".join(parts)
+        return urllib.parse.quote(text, safe="") if letter.isupper() else text
+
+    if "%" in _MACRO.sub("", spec):
+        raise _MacroError("a stray %")
+    out = _MACRO.sub(one, spec)
+    while len(out) > 253 and "." in out:  # §7.3: drop labels from the left
+        out = out.split(".", 1)[1]
+    return out
+
+
+async def check_spf(resolver: Resolver, ip: str, domain: str, sender: str = "", helo: str = "") -> str:
+    """pass | fail | softfail | neutral | none | temperror | permerror for `ip` sending as `domain`
+    (`sender`: the envelope sender, for macros; postmaster@domain when empty)."""
     try:
         address = ipaddress.ip_address(ip.strip("[]").removeprefix("IPv6:"))
     except ValueError:
         return "permerror"
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
         address = address.ipv4_mapped
+    domain = domain.casefold().rstrip(".")
+    who = _Who(address, sender if "@" in sender else f"postmaster@{domain}", helo)
     try:
-        return await _spf(resolver, address, domain.casefold().rstrip("."), _Budget(), 0)
-    except _Limit:
+        return await _spf(resolver, who, domain, _Budget(), 0)
+    except (_Limit, _MacroError):
         return "permerror"
 
 
 _RESULTS = {"+": "pass", "-": "fail", "~": "softfail", "?": "neutral"}
 
 
-async def _spf(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, domain: str,
-               budget: _Budget, depth: int) -> str:
+async def _spf(resolver: Resolver, who: _Who, domain: str, budget: _Budget, depth: int) -> str:
     if depth > MAX_LOOKUPS:
         return "permerror"
     answer = await resolver.query(domain, "TXT")
@@ -92,8 +148,6 @@ async def _spf(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.IPv6Add
         return "permerror"
     redirect = None
     for term in records[0].split()[1:]:
-        if "%" in term:
-            return "permerror"  # macros are not expanded
         qualifier = term[0] if term[0] in _RESULTS else "+"
         body = term[1:] if term[0] in _RESULTS else term
         name, sep, value = body.partition(":")
@@ -101,9 +155,9 @@ async def _spf(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.IPv6Add
         if "=" in body and not sep:
             key, _, target = body.partition("=")
             if key.lower() == "redirect":
-                redirect = target
+                redirect = expand(target, who, domain)
             continue  # exp= and unknown modifiers
-        matched = await _mechanism(resolver, ip, domain, name, value, budget, depth)
+        matched = await _mechanism(resolver, who, domain, name, value, budget, depth)
         if matched is None:
             return "permerror"
         if isinstance(matched, str):
@@ -112,21 +166,24 @@ async def _spf(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.IPv6Add
             return _RESULTS[qualifier]
     if redirect:
         budget.spend()
-        result = await _spf(resolver, ip, redirect.casefold().rstrip("."), budget, depth + 1)
+        result = await _spf(resolver, who, redirect.casefold().rstrip("."), budget, depth + 1)
         return "permerror" if result == "none" else result
     return "neutral"
 
 
-def _cidr(value: str, default_domain: str) -> tuple[str, int | None, int | None]:
-    """domain[/v4][//v6] of a, mx."""
-    target, v4, v6 = value, None, None
-    if "//" in target:
-        target, _, six = target.partition("//")
-        v6 = int(six)
-    if "/" in target:
-        target, _, four = target.partition("/")
-        v4 = int(four)
-    return (target or default_domain), v4, v6
+_CIDR = re.compile(r"^(.*?)(?:/(\d+))?(?://(\d+))?$")
+
+
+def _cidr(value: str, who: _Who, domain: str) -> tuple[str, int | None, int | None]:
+    """domain-spec[/v4][//v6] of a, mx: the domain (macros expanded, or the current one) and the
+    prefix lengths."""
+    match = _CIDR.match(value)
+    assert match is not None  # the pattern matches any string
+    target, four, six = match.groups()
+    v4, v6 = (int(four) if four else None), (int(six) if six else None)
+    if (v4 is not None and v4 > 32) or (v6 is not None and v6 > 128):
+        raise ValueError("prefix too long")
+    return (expand(target, who, domain) if target else domain), v4, v6
 
 
 def _in(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, record: str, v4: int | None, v6: int | None) -> bool:
@@ -152,9 +209,10 @@ async def _addresses(resolver: Resolver, host: str) -> tuple[list[str], bool]:
     return found, error
 
 
-async def _mechanism(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, domain: str,
-                     name: str, value: str, budget: _Budget, depth: int) -> bool | str | None:
+async def _mechanism(resolver: Resolver, who: _Who, domain: str, name: str, value: str, budget: _Budget,
+                     depth: int) -> bool | str | None:
     """True/False for a match, a result string to return as is, None for a syntax error."""
+    ip = who.ip
     try:
         if name == "all":
             return True
@@ -162,14 +220,14 @@ async def _mechanism(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.I
             return ip in ipaddress.ip_network(value, strict=False)
         if name == "a":
             budget.spend()
-            host, v4, v6 = _cidr(value, domain)
+            host, v4, v6 = _cidr(value, who, domain)
             records, error = await _addresses(resolver, host)
             if any(_in(ip, r, v4, v6) for r in records):
                 return True
             return "temperror" if error else False
         if name == "mx":
             budget.spend()
-            host, v4, v6 = _cidr(value, domain)
+            host, v4, v6 = _cidr(value, who, domain)
             mx = await resolver.query(host, "MX")
             if mx.status == "error":
                 return "temperror"
@@ -180,7 +238,9 @@ async def _mechanism(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.I
             return False
         if name == "include":
             budget.spend()
-            result = await _spf(resolver, ip, value.casefold().rstrip("."), budget, depth + 1)
+            if not value:
+                return None
+            result = await _spf(resolver, who, expand(value, who, domain).casefold().rstrip("."), budget, depth + 1)
             if result == "pass":
                 return True
             if result in ("temperror", "permerror"):
@@ -190,7 +250,10 @@ async def _mechanism(resolver: Resolver, ip: ipaddress.IPv4Address | ipaddress.I
             return False
         if name == "exists":
             budget.spend()
-            return (await resolver.query(value, "A")).found
+            if not value:
+                return None
+            answer = await resolver.query(expand(value, who, domain), "A")
+            return "temperror" if answer.status == "error" else answer.found
         if name == "ptr":
             budget.spend()
             return False  # deprecated (RFC 7208 §5.5): never matches here

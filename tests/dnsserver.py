@@ -32,6 +32,9 @@ ZONE: dict[str, list[str]] = {
         '_dmarc.cancilleria.gov.co,"v=DMARC1; p=reject"',
         # gmail's own SPF, for a webmail sender
         'gmail.com,"v=spf1 ip4:198.51.100.0/24 ~all"',
+        # SPF macros (RFC 7208 §7): a per-sender allow list in DNS, and a record with a bad macro
+        'macros.example,"v=spf1 exists:%{ir}.%{l1r+-}.permitidos.%{d} -all"',
+        'malo.example,"v=spf1 a:%{x}.malo.example -all"',
         # a mailing service whose SPF covers its own bounce domain only: it proves our From by DKIM
         'envios.example,"v=spf1 ip4:198.51.100.90 -all"',
         # DKIM keys (tests/dkim): two of ours, and a stranger's own domain
@@ -70,6 +73,7 @@ ZONE: dict[str, list[str]] = {
         "mx2.ciudadano.example,127.0.0.1",
         "mx.caido.example,127.0.0.3",  # loopback, nothing listens: a domain whose mail server is down
         "solo-a.example,198.51.100.70",  # no MX, only an address: mail goes to it (implicit MX)
+        "7.2.0.192.ventas.permitidos.macros.example,127.0.0.2",  # ventas@ (and ventas+x@) from 192.0.2.7
     ],
 }
 

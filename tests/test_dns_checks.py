@@ -315,3 +315,46 @@ def test_the_free_mail_list_is_configurable() -> None:
     assert not flagged(removed, "yandex.com") and flagged(removed, "mail.ru")
     only = with_rule("barrancabermeja", "webmail-impersonation", webmail_domains=["gmail.com"])
     assert flagged(only, "gmail.com") and not flagged(only, "hotmail.com")
+
+
+@pytest.mark.parametrize(("spec", "expanded"), [  # RFC 7208 §7.4's examples
+    ("%{s}", "strong-bad@email.example.com"), ("%{o}", "email.example.com"), ("%{d}", "email.example.com"),
+    ("%{d4}", "email.example.com"), ("%{d3}", "email.example.com"), ("%{d2}", "example.com"), ("%{d1}", "com"),
+    ("%{dr}", "com.example.email"), ("%{d2r}", "example.email"), ("%{l}", "strong-bad"), ("%{l-}", "strong.bad"),
+    ("%{lr}", "strong-bad"), ("%{lr-}", "bad.strong"), ("%{l1r-}", "strong"),
+    ("%{ir}.%{v}._spf.%{d2}", "3.2.0.192.in-addr._spf.example.com"),
+    ("%{lr-}.lp._spf.%{d2}", "bad.strong.lp._spf.example.com"),
+    ("%{lr-}.lp.%{ir}.%{v}._spf.%{d2}", "bad.strong.lp.3.2.0.192.in-addr._spf.example.com"),
+    ("%{ir}.%{v}.%{l1r-}.lp._spf.%{d2}", "3.2.0.192.in-addr.strong.lp._spf.example.com"),
+    ("%{d2}.trusted-domains.example.net", "example.com.trusted-domains.example.net"),
+    ("%{S}", "strong-bad%40email.example.com"), ("a%%b%_c%-d", "a%b c%20d"),
+])
+def test_spf_macro_expansion(spec: str, expanded: str) -> None:
+    import ipaddress
+
+    who = mailauth._Who(ipaddress.ip_address("192.0.2.3"), "strong-bad@email.example.com", "mx.example.org")
+    assert mailauth.expand(spec, who, "email.example.com") == expanded
+
+
+def test_spf_macro_expansion_ipv6_and_errors() -> None:
+    import ipaddress
+
+    who = mailauth._Who(ipaddress.ip_address("2001:db8::cb01"), "strong-bad@email.example.com", "")
+    assert mailauth.expand("%{ir}.%{v}._spf.%{d2}", who, "email.example.com") == (
+        "1.0.b.c.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6._spf.example.com")
+    for bad in ("%{x}", "%{d0}", "50%", "%a", "%{d"):
+        with pytest.raises(mailauth._MacroError):
+            mailauth.expand(bad, who, "email.example.com")
+    assert len(mailauth.expand("%{s}." + "x" * 60 + "." + "y" * 200, who, "e.example")) <= 253
+
+
+@pytest.mark.parametrize(("ip", "sender", "domain", "expected"), [
+    ("192.0.2.7", "ventas@macros.example", "macros.example", "pass"),  # exists:7.2.0.192.ventas.permitidos...
+    ("192.0.2.7", "ventas+abril@macros.example", "macros.example", "pass"),  # %{l1r+-}: the part before '+'
+    ("192.0.2.7", "otro@macros.example", "macros.example", "fail"),
+    ("192.0.2.8", "ventas@macros.example", "macros.example", "fail"),
+    ("192.0.2.7", "x@malo.example", "malo.example", "permerror"),  # %{x} is no macro
+])
+def test_spf_with_macros_against_the_dns_server(dns_server: DnsServer, ip: str, sender: str, domain: str,
+                                                expected: str) -> None:
+    assert run(mailauth.check_spf(resolver(dns_server), ip, domain, sender)) == expected
