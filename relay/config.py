@@ -200,7 +200,8 @@ class RelayConfig(_Strict):
     policy: str
     directory: str
     upstream: str = Field(default="maildir:var/maildir",
-                          description="smtp://host:port, lmtp://host:port, mx:DOMAIN[:PORT], maildir:PATH")
+                          description="smtp://host:port, lmtp://host:port, "
+                                      "mx:DOMAIN[:PORT][?tls=may|require|off], maildir:PATH")
     upstream_options: UpstreamOptions = UpstreamOptions()
     store: str = Field(default="sqlite:var/relay.sqlite3",
                        description="sqlite:PATH, or postgresql://USER@HOST:PORT/DB for several relays")
@@ -224,6 +225,14 @@ class RelayConfig(_Strict):
     def _upstream(cls, value: str) -> str:
         if not value.startswith(("smtp://", "smtps://", "lmtp://", "maildir:", "mx:")):
             raise ValueError(f"{value!r}: use smtp://host:port, lmtp://host:port, mx:DOMAIN or maildir:PATH")
+        if value.startswith("mx:"):
+            target, _, query = value.removeprefix("mx:").partition("?")
+            domain, _, port = target.partition(":")
+            if not domain or "." not in domain or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+                raise ValueError(f"{value!r}: use mx:DOMAIN or mx:DOMAIN:PORT (e.g. mx:alcaldia.gov.co)")
+            options = dict(p.partition("=")[::2] for p in query.split("&") if p)
+            if set(options) - {"tls"} or options.get("tls", "may") not in ("may", "require", "off"):
+                raise ValueError(f"{value!r}: the only option is ?tls=may (default), ?tls=require or ?tls=off")
         return value
 
     @field_validator("store")

@@ -120,10 +120,19 @@ class SmtpConnection:
 
 
 class SmtpUpstream:
-    """smtp://[user:pass@]host:port[?starttls=1], smtps://..., or lmtp://host:port."""
+    """smtp://[user:pass@]host:port[?starttls=1], smtps://..., or lmtp://host:port.
+
+    `starttls`: "require" (the URL's starttls=1: no STARTTLS offered or a failed handshake is a
+    451, the certificate verified unless tls_verify is off), "may" (opportunistic, RFC 7435: used
+    when offered, the certificate not verified; a failed handshake means plain text to that host
+    for an hour) or "off". `tls_name`: the name the certificate is checked against (default: host).
+    """
+
+    PLAIN_AFTER_FAILED_TLS = 3600.0
 
     def __init__(self, url: str, helo: str, timeout: float = 60, pool_size: int = 8,
-                 tls_verify: bool = True, ca_file: Path | None = None, password: str | None = None) -> None:
+                 tls_verify: bool = True, ca_file: Path | None = None, password: str | None = None,
+                 starttls: str | None = None, tls_name: str | None = None) -> None:
         parts = urlsplit(url)
         self.lmtp = parts.scheme == "lmtp"
         self.implicit_tls = parts.scheme == "smtps"
@@ -132,7 +141,10 @@ class SmtpUpstream:
         self.user = unquote(parts.username) if parts.username else None
         self.password = password if password is not None else unquote(parts.password) if parts.password else None
         self.ca_file = ca_file
-        self.starttls = "starttls=1" in parts.query or "starttls=true" in parts.query
+        required = "starttls=1" in parts.query or "starttls=true" in parts.query
+        self.starttls = starttls or ("require" if required else "off")
+        self.tls_name = tls_name or self.host
+        self.plain_until = 0.0  # opportunistic TLS failed with this host: plain text until then
         self.helo, self.timeout, self.pool_size = helo, timeout, pool_size
         self.tls_verify = tls_verify
         self._idle: list[SmtpConnection] = []
@@ -140,9 +152,9 @@ class SmtpUpstream:
     def describe(self) -> str:
         return f"{'lmtp' if self.lmtp else 'smtp'}://{self.host}:{self.port}"
 
-    def _tls(self) -> ssl.SSLContext:
+    def _tls(self, verify: bool = True) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        if not self.tls_verify:
+        if not (self.tls_verify and verify):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context
@@ -159,14 +171,26 @@ class SmtpUpstream:
             await conn.close()
             raise UpstreamError(f"greeting refused: {greeting}")
         await conn.hello(self.helo)
-        if self.starttls:
+        if self.starttls == "require":
             if "STARTTLS" not in conn.extensions:
                 raise UpstreamError("upstream does not offer STARTTLS but the config requires it")
             reply = await conn.command("STARTTLS")
             if not reply.ok:
                 raise UpstreamError(f"STARTTLS refused: {reply}")
-            await writer.start_tls(self._tls(), server_hostname=self.host)
+            await writer.start_tls(self._tls(), server_hostname=self.tls_name)
             await conn.hello(self.helo)
+        elif self.starttls == "may" and "STARTTLS" in conn.extensions and time.monotonic() >= self.plain_until:
+            try:
+                reply = await conn.command("STARTTLS")
+                if not reply.ok:
+                    raise UpstreamError(f"STARTTLS refused: {reply}")
+                await asyncio.wait_for(writer.start_tls(self._tls(verify=False), server_hostname=self.tls_name),
+                                       self.timeout)
+                await conn.hello(self.helo)
+            except (UpstreamError, ssl.SSLError, OSError, TimeoutError):
+                await conn.close()
+                self.plain_until = time.monotonic() + self.PLAIN_AFTER_FAILED_TLS
+                return await self._open()  # once more, in plain text (RFC 7435 §4)
         if self.user is not None:
             token = base64.b64encode(f"\0{self.user}\0{self.password or ''}".encode()).decode()
             reply = await conn.command(f"AUTH PLAIN {token}")
@@ -377,9 +401,13 @@ def make_upstream(url: str, helo: str, base: Path, options: UpstreamOptions | No
         from relay.dns import Resolver
         from relay.upstream_mx import MxUpstream
 
-        domain, _, port = url.removeprefix("mx:").partition(":")
+        target, _, query = url.removeprefix("mx:").partition("?")
+        domain, _, port = target.partition(":")
         options = options or UpstreamOptions()
-        return MxUpstream(domain, int(port or 25), helo, resolver or Resolver(), options.timeout, options.pool_size)
+        tls = dict(p.partition("=")[::2] for p in query.split("&") if p).get("tls", "may")
+        ca_file = base / options.tls_ca_file if options.tls_ca_file else None
+        return MxUpstream(domain, int(port or 25), helo, resolver or Resolver(), options.timeout, options.pool_size,
+                          tls, options.tls_verify, ca_file)
     if url.startswith("maildir:"):
         path = Path(url.removeprefix("maildir:"))
         return MaildirUpstream(path if path.is_absolute() else base / path)

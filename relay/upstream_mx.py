@@ -2,11 +2,17 @@
 for sites that relay straight to a provider. A host that cannot be reached is skipped for the
 next one; a host's own answer (2xx/4xx/5xx) is final for the transaction. Names are resolved with
 the relay's resolver (relay.dns, the `dns:` section), MX first, then each host's addresses.
+
+TLS, as `mx:DOMAIN[:PORT]?tls=MODE`: "may" (the default; STARTTLS when the host offers it, the
+certificate not checked — opportunistic, RFC 7435, as MTAs deliver to MX hosts), "require"
+(STARTTLS or no delivery, the certificate checked against the MX host name, with
+upstream_options tls_verify / tls_ca_file), or "off".
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from relay.dns import Resolver
 from relay.upstream import Reply, SmtpUpstream, Transaction
@@ -16,9 +22,10 @@ UNREACHABLE = Reply(451, "4.4.1 No MX host of the domain could be reached; try a
 
 class MxUpstream:
     def __init__(self, domain: str, port: int, helo: str, resolver: Resolver, timeout: float = 60,
-                 pool_size: int = 8) -> None:
+                 pool_size: int = 8, tls: str = "may", tls_verify: bool = True, ca_file: Path | None = None) -> None:
         self.domain, self.port, self.helo = domain, port, helo
         self.resolver, self.timeout, self.pool_size = resolver, timeout, pool_size
+        self.tls, self.tls_verify, self.ca_file = tls, tls_verify, ca_file
         self._hosts: dict[str, SmtpUpstream] = {}
 
     def describe(self) -> str:
@@ -33,7 +40,9 @@ class MxUpstream:
                 for address in answer.records if answer.status == "ok" else ():
                     key = f"[{address}]:{self.port}" if ":" in address else f"{address}:{self.port}"
                     if key not in self._hosts:
-                        self._hosts[key] = SmtpUpstream(f"smtp://{key}", self.helo, self.timeout, self.pool_size)
+                        self._hosts[key] = SmtpUpstream(f"smtp://{key}", self.helo, self.timeout, self.pool_size,
+                                                        self.tls_verify, self.ca_file, starttls=self.tls,
+                                                        tls_name=host)
                     out.append(self._hosts[key])
         return out
 

@@ -12,6 +12,9 @@ import email.policy
 import json
 import re
 import smtplib
+import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -19,10 +22,11 @@ from typing import Any
 
 import pytest
 import yaml
+from aiosmtpd.controller import Controller
 
 from relay.clock import FileClock
 from tests.dnsserver import BlackHole, DnsServer
-from tests.e2e.harness import PASSWORD, RelayProcess, Sink, free_port
+from tests.e2e.harness import PASSWORD, RelayProcess, Sink, SinkHandler, free_port
 from tests.e2e.http import Client
 from tests.e2e.test_queue_tools import relay_cli
 from tests.helpers import ROOT, to_bytes
@@ -188,3 +192,108 @@ def test_mx_upstream_follows_preference_and_skips_an_unreachable_host(tmp_path: 
     finally:
         down.stop()
         sink.stop()
+
+
+def _certificate(folder: Path, name: str) -> tuple[Path, Path]:
+    crt, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
+                    "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True)
+    return crt, key
+
+
+class _TlsSink:
+    """An MX host on loopback that offers STARTTLS; `require_tls`: it refuses MAIL before it.
+    `broken`: its TLS wants a client certificate, so every handshake from the relay fails."""
+
+    def __init__(self, crt: Path, key: str | Path, require_tls: bool, broken: bool = False) -> None:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(crt, key)
+        if broken:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(crt)
+        self.handler = TlsRecordingHandler()
+        self.port = free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port, tls_context=context,
+                                     require_starttls=require_tls)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+class TlsRecordingHandler(SinkHandler):
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        self.tls.append(session.ssl is not None)
+        return reply
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tls: list[bool] = []
+
+
+def _send_to_citizen(relay: RelayProcess) -> tuple[int, bytes]:
+    laura = "laura.pinto@barrancabermeja.gov.co"
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=60) as smtp:
+        smtp.login(laura, PASSWORD)
+        smtp.mail(laura)
+        code, text = smtp.rcpt("vecino@ciudadano.example")
+        if code != 250:
+            return code, text
+        return smtp.data(f"From: {laura}\r\nTo: vecino@ciudadano.example\r\nSubject: Respuesta\r\n\r\nHola\r\n"
+                         .encode())
+
+
+def test_mx_delivery_uses_starttls_when_offered_and_can_require_a_verified_certificate(
+        tmp_path: Path, dns_server: DnsServer) -> None:
+    """The MX host (mx2.ciudadano.example, 127.0.0.1 in the test zone) refuses mail without
+    STARTTLS: delivery with the default tls=may works. tls=require checks the certificate against
+    the MX *name*: our CA and a certificate for that name pass; a certificate for another name is a
+    451 (the client keeps the message), never a delivery in the clear."""
+    dns = {"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 1}
+    good = _certificate(tmp_path, "mx2.ciudadano.example")
+    wrong = _certificate(tmp_path, "otro.example")
+    cases = [("may", good, None, 250), ("require", good, good[0], 250), ("require", wrong, wrong[0], 451)]
+    for n, (mode, (crt, key), ca, expected) in enumerate(cases):
+        sink = _TlsSink(crt, key, require_tls=True)
+        folder = tmp_path / f"case{n}"
+        folder.mkdir()
+        options = {"tls_ca_file": str(ca)} if ca else {}
+        relay = RelayProcess(folder, f"mx:ciudadano.example:{sink.port}?tls={mode}", dns=dns,
+                             upstream_options=options)
+        relay.start()
+        try:
+            code, text = _send_to_citizen(relay)
+            assert code == expected, (mode, code, text)
+            assert sink.handler.tls == ([True] if expected == 250 else [])
+        finally:
+            relay.stop()
+            sink.stop()
+
+
+def test_opportunistic_tls_that_fails_falls_back_to_plain_text(tmp_path: Path, dns_server: DnsServer) -> None:
+    """An MX host whose TLS handshake cannot succeed (it wants a client certificate): with the
+    default tls=may the relay delivers in plain text instead of deferring for ever."""
+    crt, key = _certificate(tmp_path, "mx2.ciudadano.example")
+    sink = _TlsSink(crt, key, require_tls=False, broken=True)
+    dns = {"nameservers": ["127.0.0.1"], "port": dns_server.port, "timeout": 1}
+    relay = RelayProcess(tmp_path, f"mx:ciudadano.example:{sink.port}", dns=dns)
+    relay.start()
+    try:
+        code, text = _send_to_citizen(relay)
+        assert code == 250, text
+        assert sink.handler.tls == [False]
+    finally:
+        relay.stop()
+        sink.stop()
+
+
+def test_a_bad_mx_upstream_is_a_clear_config_error(tmp_path: Path) -> None:
+    for bad, says in (("mx:ciudadano.example?tls=yes", "?tls=require"), ("mx:localhost", "mx:DOMAIN"),
+                      ("mx:ciudadano.example:99999", "mx:DOMAIN:PORT")):
+        relay = RelayProcess(tmp_path, bad)
+        relay.config_path.write_text(yaml.safe_dump(relay.config), encoding="utf-8")
+        done = subprocess.run([sys.executable, "-m", "relay", "validate", str(relay.config_path)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0 and "upstream" in done.stderr + done.stdout and says in done.stderr + done.stdout
