@@ -345,8 +345,8 @@ def dns_rows(args: argparse.Namespace, folder: Path, sender: str) -> None:
             count = args.messages if sessions > 1 else max(args.messages // 4, 100)
             rates: dict[str, list[float]] = {n: [] for n in ports}
             cpu: dict[str, list[float]] = {n: [] for n in ports}
-            for _ in range(args.runs):
-                for name in ports:
+            for run in range(args.runs):
+                for name in (list(ports) if run % 2 == 0 else list(reversed(ports))):  # alternate who goes first
                     before = cpu_seconds(procs[name].pid)
                     rates[name].append(count / source(ports[name], sessions, count, sender, rcpt, msg))
                     cpu[name].append((cpu_seconds(procs[name].pid) - before) / count * 1000)
