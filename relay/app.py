@@ -770,7 +770,12 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
 async def _admin_listener(app: RelayApp, config: RelayConfig) -> tuple[AdminSite, web.AppRunner] | None:
     """The admin pages, /metrics and health checks, when the config has an `admin` section."""
     if config.admin is None or app.link_key is None:
+        app.log.warning("no_admin_account", advice="no admin section: no moderation pages; approve held "
+                        "mail with `relay queue approve`, or add admin: with accounts (config.example.yaml)")
         return None
+    if not config.admin.accounts:
+        app.log.warning("no_admin_account", advice="nobody can sign in to the moderation pages; add "
+                        "admin.accounts with a password_hash made by `relay passwd LOGIN`")
     host, port = config.admin.address()
     site = AdminSite(app, app.link_key)
     try:

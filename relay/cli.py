@@ -190,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_parsers(sub)
 
+    from relay.send import add_parser as add_send
+
+    add_send(sub)
+
     passwd = sub.add_parser("passwd", help="print a credentials-file line for SMTP AUTH")
     passwd.add_argument("login")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")

@@ -19,9 +19,10 @@ import pytest
 import yaml
 
 from relay import yamlconf
+from relay.cli import main
 from relay.config import RelayConfig
 from tests.e2e.harness import free_port, wait_port
-from tests.helpers import INSTITUTIONS, ROOT
+from tests.helpers import ROOT
 
 DEPLOY = ROOT / "deploy"
 CONTAINER_CONFIG = DEPLOY / "container" / "config.yaml"
@@ -97,8 +98,8 @@ def test_the_image_health_check_passes_against_a_relay_on_the_container_config(t
     smtp_port, admin_port = free_port(), free_port()
     data["listen"] = {"host": "127.0.0.1", "port": smtp_port}
     data["admin"]["listen"] = f"127.0.0.1:{admin_port}"
-    data["policy"] = str(ROOT / "policies" / Path(data["policy"]).name)
-    data["directory"] = str(INSTITUTIONS / "barrancabermeja.yaml")
+    pack, directory, _config = mounted()
+    data["policy"], data["directory"] = str(pack), str(directory)  # what compose mounts by default
     for key in ("store", "pid_file"):
         data[key] = data[key].replace("/var/lib/policy-relay", str(tmp_path))
     data["admin"]["secret_file"] = data["admin"]["secret_file"].replace("/var/lib/policy-relay", str(tmp_path))
@@ -118,5 +119,39 @@ def test_the_image_health_check_passes_against_a_relay_on_the_container_config(t
         assert (tmp_path / "admin.secret").stat().st_mode & 0o777 == 0o600
     finally:
         proc.terminate()
-        proc.wait(20)
+        _, err = proc.communicate(timeout=20)
     assert subprocess.run(command, capture_output=True, timeout=30).returncode != 0
+    warnings = [json.loads(line) for line in err.decode().splitlines() if '"no_admin_account"' in line]
+    assert warnings and warnings[0]["level"] == "warning", err.decode()[-2000:]  # accounts: [] is said aloud
+
+
+def compose_mounts() -> dict[str, Path]:
+    """Container path -> host file of the relay's bind mounts in the compose file, with the
+    `${VAR:-default}` defaults compose would use when the variables are unset."""
+    compose = yaml.safe_load((DEPLOY / "compose" / "compose.yaml").read_text(encoding="utf-8"))
+    mounts: dict[str, Path] = {}
+    for volume in compose["services"]["relay"]["volumes"]:
+        source, target = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", volume).split(":")[:2]
+        if source.startswith((".", "/")):
+            mounts[target] = (DEPLOY / "compose" / source).resolve()
+    return mounts
+
+
+def mounted() -> tuple[Path, Path, Path]:
+    """The pack, directory and config files compose mounts by default."""
+    config = container_config()
+    mounts = compose_mounts()
+    return mounts[config.policy], mounts[config.directory], mounts["/etc/policy-relay/config.yaml"]
+
+
+def test_config_pack_and_directory_are_mounted_not_baked_in() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    copied = " ".join(re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)).split()
+    assert not {"policies", "examples", "deploy/container/config.yaml", "config.example.yaml"} & set(copied), copied
+    assert "-c requirements.lock" in text  # the image gets the pinned versions
+    assert re.search(r'^CMD \["serve", "--config", "/etc/policy-relay/config.yaml"\]$', text, re.M)
+    pack, directory, config = mounted()
+    assert config == CONTAINER_CONFIG.resolve()
+    for path in (pack, directory, config):
+        assert path.is_file() and ROOT in path.parents, path  # inside the repository, never ../shared
+    assert main(["validate", str(pack), str(directory)]) == 0
