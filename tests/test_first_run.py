@@ -21,6 +21,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,8 +94,8 @@ def test_directory_doc_errors_are_what_validate_prints(tmp_path: Path) -> None:
     shown = re.search(r"    \$ relay validate directory.yaml\n((?:    directory\.yaml:.*\n)+)", section)
     assert broken and shown
     (tmp_path / "directory.yaml").write_text(broken.group(1), encoding="utf-8")
-    done = subprocess.run([str(ROOT / ".venv" / "bin" / "relay") if (ROOT / ".venv").exists() else "relay",
-                           "validate", "directory.yaml"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "-m", "relay", "validate", "directory.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 3
     assert done.stderr.splitlines() == [line[4:] for line in shown.group(1).splitlines()]
 
