@@ -272,3 +272,32 @@ def moderate_on_the_page(admin: int, box: Path, holds: list[dict[str, object]]) 
     assert done.status == 200 and "Aprobado" in done.text, done.text[:500]
     wait_for("the approved advertising in María's mailbox", lambda: any(
         to(m) == f"maria.lopez{D}" and str(m["Subject"]).startswith("Promoción") for m in maildir(box)))
+
+
+# --- relay send without a relay ------------------------------------------------------------------
+
+def test_send_builds_the_message_from_headers_and_body(tmp_path: Path) -> None:
+    from relay.cli import build_parser
+    from relay.send import build_message
+
+    args = build_parser().parse_args(["send", "--from", f"sofia.vargas{D}", "--to", f"maria.lopez{D}",
+                                      "--header", "Subject: Promoción por tiempo limitado", "--body", "Envío gratis"])
+    parsed = email.message_from_bytes(build_message(args), policy=email.policy.default)
+    assert parsed["Subject"] == "Promoción por tiempo limitado" and parsed["To"] == f"maria.lopez{D}"
+    assert parsed["From"] == f"sofia.vargas{D}" and parsed["Message-ID"] and parsed["Date"]
+    assert parsed.get_body(("plain",)).get_content().strip() == "Envío gratis"  # type: ignore[union-attr]
+    raw = tmp_path / "m.eml"
+    raw.write_bytes(b"From: a@b.example\nSubject: x\n\nbody\n")
+    args = build_parser().parse_args(["send", "--from", "a@b.example", "--to", "c@d.example", "--file", str(raw),
+                                      "--header", "X-Test: 1"])
+    assert build_message(args) == b"X-Test: 1\r\nFrom: a@b.example\r\nSubject: x\r\n\r\nbody\r\n"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["send", "--from", "a@b", "--to", "c@d", "--header", "no colon"])
+
+
+def test_send_exits_1_when_nothing_listens(capsys: pytest.CaptureFixture[str]) -> None:
+    from relay.cli import main
+    from tests.packaging import free_port
+
+    assert main(["send", "--server", f"127.0.0.1:{free_port()}", "--from", "a@b.example", "--to", "c@d.example"]) == 1
+    assert "Connection refused" in capsys.readouterr().err
