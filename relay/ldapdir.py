@@ -61,6 +61,16 @@ if TYPE_CHECKING:
 SNAPSHOT_FORMAT = 1
 AD_SHARED_MAILBOX = "34359738368"  # msExchRecipientTypeDetails of an Exchange shared mailbox
 
+def _log() -> Any:
+    """The directory's logger; on stderr even in a CLI command that set up no logging (`relay
+    check --json` prints its answer on stdout)."""
+    import structlog
+
+    if not structlog.is_configured():
+        logs.configure("warning", "console")
+    return logs.get("relay.directory")
+
+
 # ---------------------------------------------------------------------------------------------
 # The mapping (the `ldap:` section)
 # ---------------------------------------------------------------------------------------------
@@ -73,7 +83,7 @@ class _Strict(BaseModel):
 def _check_filter(value: str) -> str:
     """An RFC 4515 filter: balanced parentheses, each item an attr=value or a &|! group."""
     text = value.strip()
-    if not text.startswith("(") or not text.endswith(")"):
+    if not text.startswith("("):
         raise ValueError(f"{value!r}: an LDAP filter is wrapped in parentheses, e.g. (objectClass=user)")
     depth = 0
     for i, char in enumerate(text):
@@ -87,6 +97,8 @@ def _check_filter(value: str) -> str:
             raise ValueError(f"{value!r}: a ')' closes nothing")
     if depth:
         raise ValueError(f"{value!r}: unbalanced parentheses")
+    if not text.endswith(")"):
+        raise ValueError(f"{value!r}: text after the last ')'")
     for item in re.findall(r"\(([^()&|!][^()]*)\)", text):
         if "=" not in item:
             raise ValueError(f"{value!r}: ({item}) is not attribute=value")
@@ -483,16 +495,55 @@ class RawTree:
     seconds: float = 0.0
 
 
+def _unescape(value: str) -> str:
+    """An RDN value without RFC 4514 escapes: '\\,' and '\\2C' are both ','."""
+    if "\\" not in value:
+        return value.strip()
+    out = bytearray()
+    i = 0
+    while i < len(value):
+        char = value[i]
+        if char == "\\" and i + 1 < len(value):
+            pair = value[i + 1:i + 3]
+            if len(pair) == 2 and all(c in "0123456789abcdefABCDEF" for c in pair):
+                out.append(int(pair, 16))
+                i += 3
+                continue
+            out.extend(value[i + 1].encode("utf-8"))
+            i += 2
+            continue
+        out.extend(char.encode("utf-8"))
+        i += 1
+    return out.decode("utf-8", "replace").strip()
+
+
 def dn_key(dn: str) -> str:
-    """Comparison form of a DN: RDNs case-folded, spaces around ',' and '=' dropped."""
+    """Comparison form of a DN: escapes undone, RDNs case-folded, spaces around ',' and '=' dropped
+    (a server may write 'CN=Pérez\\, Ana' in one place and 'cn=P\\C3\\A9rez\\2C Ana' in another)."""
     if "\\" not in dn and '"' not in dn:
         return ",".join("=".join(p.strip() for p in rdn.split("=", 1)) for rdn in dn.split(",")).casefold()
-    from ldap3.utils.dn import parse_dn
-
-    try:
-        return ",".join(f"{a.strip()}={v.strip()}" for a, v, _ in parse_dn(dn)).casefold()
-    except Exception:  # a DN the parser refuses still needs some stable key
-        return dn.casefold()
+    parts: list[str] = []
+    current = []
+    i = 0
+    while i < len(dn):
+        char = dn[i]
+        if char == "\\" and i + 1 < len(dn):
+            current.append(dn[i:i + 2])
+            i += 2
+            continue
+        if char == ",":
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    parts.append("".join(current))
+    keyed = []
+    for rdn in parts:
+        attr, _, value = rdn.partition("=")
+        clean = _unescape(value.strip().strip('"')).replace(",", "\\2c")
+        keyed.append(f"{attr.strip()}={clean}")
+    return ",".join(keyed).casefold()
 
 
 def _decode(values: Iterable[bytes | str]) -> list[str]:
@@ -1016,10 +1067,10 @@ def read_snapshot(path: Path) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        logs.get("relay.directory").error("directory_snapshot_unreadable", path=str(path), error=str(error))
+        _log().error("directory_snapshot_unreadable", path=str(path), error=str(error))
         return None
     if not isinstance(data, dict) or data.get("format") != SNAPSHOT_FORMAT:
-        logs.get("relay.directory").error("directory_snapshot_unreadable", path=str(path),
+        _log().error("directory_snapshot_unreadable", path=str(path),
                                           error="not a snapshot of this version")
         return None
     return data
@@ -1053,7 +1104,7 @@ def load_fresh(source: Source, now: datetime | None = None) -> LdapDirectory:
     try:
         save_snapshot(source.snapshot_path, snapshot)
     except OSError as error:
-        logs.get("relay.directory").warning("directory_snapshot_not_written", path=str(source.snapshot_path),
+        _log().warning("directory_snapshot_not_written", path=str(source.snapshot_path),
                                             error=str(error))
     STATUS.ok += 1
     STATUS.last_seconds = tree.seconds
@@ -1067,7 +1118,7 @@ def load(source: Source, previous: LdapDirectory | None = None) -> LdapDirectory
     A mapping that does not fit the server (a base that does not exist, a refused filter) is a
     ConfigError naming the config line. A refresh that loses more than `max_drop` of the people
     keeps the running directory."""
-    log = logs.get("relay.directory")
+    log = _log()
     try:
         fresh = load_fresh(source)
     except LdapDown as error:
@@ -1177,7 +1228,7 @@ async def refresh_once(app: Any) -> bool:
         directory = await asyncio.to_thread(load, source, rules.directory)
     except (yamlconf.ConfigError, DirectoryUnavailable) as error:
         STATUS.failed += 1
-        logs.get("relay.directory").error("directory_refresh_failed", error=str(error),
+        _log().error("directory_refresh_failed", error=str(error),
                                           kept="running directory")
         directory = rules.directory.with_stale(str(error))
     # A reload (new config or generation) that happened meanwhile wins over this refresh.
@@ -1200,7 +1251,7 @@ async def refresh_loop(app: Any) -> None:
         try:
             await refresh_once(app)
         except Exception as error:  # never let the loop die: the running directory stays
-            logs.get("relay.directory").exception("directory_refresh_crashed", error=str(error))
+            _log().exception("directory_refresh_crashed", error=str(error))
 
 
 def start(app: Any) -> asyncio.Task[None]:
