@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import functools
 import ipaddress
 import json
 import os
@@ -495,10 +496,16 @@ class RawTree:
     seconds: float = 0.0
 
 
+_HEX_ESCAPE = re.compile(r"\\[0-9a-fA-F]{2}")
+_CHAR_ESCAPE = re.compile(r"\\(.)")
+
+
 def _unescape(value: str) -> str:
     """An RDN value without RFC 4514 escapes: '\\,' and '\\2C' are both ','."""
     if "\\" not in value:
         return value.strip()
+    if not _HEX_ESCAPE.search(value):
+        return _CHAR_ESCAPE.sub(r"\1", value).strip()
     out = bytearray()
     i = 0
     while i < len(value):
@@ -517,6 +524,7 @@ def _unescape(value: str) -> str:
     return out.decode("utf-8", "replace").strip()
 
 
+@functools.lru_cache(maxsize=1 << 18)
 def dn_key(dn: str) -> str:
     """Comparison form of a DN: escapes undone, RDNs case-folded, spaces around ',' and '=' dropped
     (a server may write 'CN=Pérez\\, Ana' in one place and 'cn=P\\C3\\A9rez\\2C Ana' in another)."""
@@ -774,10 +782,10 @@ class Graph:
         return out
 
 
-def _roles(settings: LdapSettings, graph: Graph, dn: str, attrs: Attrs) -> tuple[list[str], list[dict[str, Any]]]:
+def _roles(settings: LdapSettings, graph: Graph, dn: str, attrs: Attrs,
+           role_groups: dict[str, tuple[str, list[str]]]) -> tuple[list[str], list[dict[str, Any]]]:
     """Roles and why: [{'role', 'group': DN, 'path': [DN...]}] or [{'role', 'attribute', 'value'}]."""
     why: list[dict[str, Any]] = []
-    role_groups = {dn_key(g): (g, roles) for g, roles in settings.roles.groups.items()}
     if role_groups:
         for group, path in graph.ancestors(dn_key(dn)).items():
             if group in role_groups:
@@ -790,6 +798,17 @@ def _roles(settings: LdapSettings, graph: Graph, dn: str, attrs: Attrs) -> tuple
                 why.extend({"role": role, "attribute": rule.attribute, "value": value} for role in rule.roles)
     roles = sorted({w["role"] for w in why})
     return roles, why
+
+
+@functools.lru_cache(maxsize=4096)
+def _checked(kind: str, value: str) -> str | None:
+    """None when a zone / holiday calendar value is usable, else why (cached: the holidays
+    package's country list is slow to build, and thousands of people share a few values)."""
+    try:
+        (_check_zone if kind == "timezone" else _check_holidays)(value)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def build(source: Source, tree: RawTree, leave_rows: LeaveRows | None = None,
@@ -805,6 +824,7 @@ def build(source: Source, tree: RawTree, leave_rows: LeaveRows | None = None,
         group_entries[key] = (dn, [dn_key(m) for m in attrs.get(member_attr, [])])
         group_names[key] = _first(attrs, s.groups.name if s.groups else "cn") or dn
     graph = Graph(group_entries)
+    role_groups = {dn_key(g): (g, roles) for g, roles in s.roles.groups.items()}
     taken: dict[str, str] = {}  # address key -> dn of the entry that has it
 
     def claim(dn: str, addresses: list[str]) -> list[str]:
@@ -847,13 +867,14 @@ def build(source: Source, tree: RawTree, leave_rows: LeaveRows | None = None,
             continue
         person: dict[str, Any] = {"dn": dn, "address": primary, "aliases": kept[1:],
                                   "name": _first(attrs, pm.name) or ""}
-        for attr_name, check in (("timezone", _check_zone), ("holidays", _check_holidays)):
+        for attr_name in ("timezone", "holidays"):
             value = _first(attrs, getattr(pm, attr_name))
             if value is not None:
-                try:
-                    person[attr_name] = check(value)
-                except ValueError as error:
-                    warnings.append(f"{dn}: {getattr(pm, attr_name)}: {error}; the default is used")
+                problem = _checked(attr_name, value)
+                if problem is None:
+                    person[attr_name] = value
+                else:
+                    warnings.append(f"{dn}: {getattr(pm, attr_name)}: {problem}; the default is used")
         hours = _first(attrs, pm.working_hours)
         if hours is not None:
             try:
@@ -869,7 +890,7 @@ def build(source: Source, tree: RawTree, leave_rows: LeaveRows | None = None,
                 warnings.append(f"{dn}: {pm.leave}: {error}; ignored")
         person["leave"] = leave
         person["leave_from"] = "attribute" if leave else None
-        roles, why = _roles(s, graph, dn, attrs)
+        roles, why = _roles(s, graph, dn, attrs, role_groups)
         if not roles and s.roles.default:
             roles = sorted(s.roles.default)
             why = [{"role": r, "default": True} for r in roles]
@@ -904,7 +925,7 @@ def build(source: Source, tree: RawTree, leave_rows: LeaveRows | None = None,
                     for leaf in graph.leaves(key):
                         if leaf in people_by_dn:
                             delegates.setdefault(people_by_dn[leaf], f"group {group_entries[key][0]}")
-        roles, why = _roles(s, graph, dn, attrs)
+        roles, why = _roles(s, graph, dn, attrs, role_groups)
         mailboxes.append({"dn": dn, "address": primary, "aliases": aliases, "roles": roles, "why": why,
                           "delegates": sorted(delegates), "delegates_from": delegates})
 
