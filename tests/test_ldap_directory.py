@@ -284,6 +284,16 @@ def test_running_relay_refreshes_swaps_and_reports_stale(own_tree: Tree, tmp_pat
             assert await ldapdir.refresh_once(app)
             assert app.rules.directory.find("otra.persona@barrancabermeja.gov.co") is not None
             assert b"relay_directory_stale 0.0" in app.metrics.render()
+            # `relay reload` (SIGHUP) reads the server too, and swaps pack and directory together.
+            add_person(own_tree, "barrancabermeja", "tercera.persona@barrancabermeja.gov.co", "Tercera Persona")
+            result = await app.reload()
+            assert result.ok and app.rules.generation == before.generation + 1
+            assert app.rules.directory.find("tercera.persona@barrancabermeja.gov.co") is not None
+            # A reload while the server is down keeps the relay on the last good data.
+            own_tree.slapd.stop()
+            result = await app.reload()
+            assert result.ok and app.rules.directory.stale
+            assert app.rules.directory.find("tercera.persona@barrancabermeja.gov.co") is not None
         finally:
             await app.close()
 
