@@ -315,10 +315,14 @@ def check_url(value: str) -> str:
     if not is_ldap_url(value):
         raise ValueError(f"{value!r}: use ldap://HOST[:PORT] (with start_tls) or ldaps://HOST[:PORT]")
     rest = value.split("://", 1)[1].rstrip("/")
-    host, _, port = rest.rpartition(":") if not rest.endswith("]") else (rest, "", "")
+    port = ""
+    if rest.startswith("["):  # [IPv6]:port
+        _, _, after = rest.partition("]")
+        port = after.removeprefix(":")
+    elif ":" in rest:
+        port = rest.rpartition(":")[2]
     if not rest or "/" in rest or (port and not (port.isdigit() and 0 < int(port) < 65536)):
         raise ValueError(f"{value!r}: use ldap://HOST[:PORT] or ldaps://HOST[:PORT], no path")
-    del host
     return value
 
 

@@ -510,3 +510,15 @@ def test_dn_keys_and_nesting_cycles() -> None:
     graph = ldapdir.Graph({"g1": ("G1", ["g2", "u1"]), "g2": ("G2", ["g1", "u2", "u1"])})
     assert graph.leaves("g1") == {"u1", "u2"}
     assert set(graph.ancestors("u2")) == {"g1", "g2"}
+
+
+def test_ldap_url_without_mapping_names_the_directory_line(tmp_path: Path) -> None:
+    config = tmp_path / "relay.yaml"
+    config.write_text(f"policy: {ROOT / 'policies' / 'pasto.yaml'}\ndirectory: ldaps://dc1.pasto.gov.co\n",
+                      encoding="utf-8")
+    code, _, err = run_cli("validate", str(config))
+    assert code == 3 and f"{config}:2: directory: ldaps://dc1.pasto.gov.co needs an 'ldap:' section" in err, err
+    config.write_text(f"policy: {ROOT / 'policies' / 'pasto.yaml'}\ndirectory: ldap://dc1.pasto.gov.co/ou=x\n",
+                      encoding="utf-8")
+    code, _, err = run_cli("validate", str(config))
+    assert code == 3 and f"{config}:2: directory:" in err and "no path" in err, err
