@@ -1272,7 +1272,8 @@ async def refresh_loop(app: Any) -> None:
         if not period:
             await asyncio.sleep(60)  # a reload may switch LDAP on
             continue
-        await asyncio.sleep(period)
+        # While the directory is stale (server down), try again within a minute.
+        await asyncio.sleep(min(period, 60) if getattr(app.rules.directory, "stale", None) else period)
         try:
             await refresh_once(app)
         except Exception as error:  # never let the loop die: the running directory stays
