@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import ipaddress
 import json
+import math
 import os
 import re
 import ssl
@@ -270,6 +271,8 @@ class LdapSettings(_Strict):
     tls_verify: bool = Field(default=True, description="false only for a lab server with a self-signed cert")
     client_cert: str | None = Field(default=None, description="client certificate (Google Secure LDAP)")
     client_key: str | None = None
+    fallback_urls: list[str] = Field(default=[], description="other domain controllers, tried in order when "
+                                     "the directory: URL does not answer")
     timeout: float = Field(default=15, gt=0, le=600, description="seconds for connect and each reply")
     page_size: int = Field(default=500, ge=1, le=10000, description="entries per page (AD's MaxPageSize: 1000)")
     refresh: float = Field(default=900, ge=0, description="seconds between refreshes; 0: only on reload")
@@ -285,6 +288,11 @@ class LdapSettings(_Strict):
     roles: RolesMap = RolesMap()
     service_mailboxes: MailboxesMap | None = None
     lists: ListsMap | None = None
+
+    @field_validator("fallback_urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        return [check_url(url) for url in value]
 
     @model_validator(mode="after")
     def _tls(self) -> LdapSettings:
@@ -569,6 +577,17 @@ def _password(source: Source) -> str | None:
 
 
 def _connect(source: Source, schema: bool = False) -> Any:
+    """A bound connection to the first server that answers: the URL, then each fallback_urls."""
+    failures = []
+    for url in [source.url, *source.settings.fallback_urls]:
+        try:
+            return _connect_one(source, url, schema)
+        except LdapDown as error:
+            failures.append(str(error))
+    raise LdapDown("; ".join(failures))
+
+
+def _connect_one(source: Source, url: str, schema: bool) -> Any:
     import ldap3
     from ldap3.core.exceptions import LDAPException
 
@@ -581,19 +600,20 @@ def _connect(source: Source, schema: bool = False) -> Any:
         version=ssl.PROTOCOL_TLS_CLIENT,
     )
     try:
-        server = ldap3.Server(source.url, get_info=ldap3.SCHEMA if schema else ldap3.NONE, tls=tls,
+        server = ldap3.Server(url, get_info=ldap3.SCHEMA if schema else ldap3.NONE, tls=tls,
                               connect_timeout=s.timeout)
         conn = ldap3.Connection(server, user=s.bind_dn, password=_password(source), read_only=True,
-                                receive_timeout=s.timeout, auto_range=True, raise_exceptions=True,
+                                receive_timeout=max(1, math.ceil(s.timeout)),  # ldap3 packs it as an integer
+                                auto_range=True, raise_exceptions=True,
                                 authentication=ldap3.SIMPLE if s.bind_dn else ldap3.ANONYMOUS)
         conn.open()
         if s.start_tls:
             conn.start_tls()
         conn.bind()
     except LDAPException as error:
-        raise LdapDown(f"{source.url}: {_describe(error)}") from None
+        raise LdapDown(f"{url}: {_describe(error)}") from None
     except (OSError, ssl.SSLError) as error:
-        raise LdapDown(f"{source.url}: {error}") from None
+        raise LdapDown(f"{url}: {error}") from None
     return conn
 
 

@@ -522,3 +522,12 @@ def test_ldap_url_without_mapping_names_the_directory_line(tmp_path: Path) -> No
                       encoding="utf-8")
     code, _, err = run_cli("validate", str(config))
     assert code == 3 and f"{config}:2: directory:" in err and "no path" in err, err
+
+
+def test_fallback_domain_controller_when_the_first_does_not_answer(tree: Tree, tmp_path: Path) -> None:
+    suffix, _, mapping = tree.trees["bogota"]
+    path = write_source(tmp_path / "dcs.yaml", f"ldap://127.0.0.1:{free_port()}", suffix, mapping,
+                        fallback_urls=[tree.slapd.url], timeout=3)
+    directory = load_directory(path)
+    assert isinstance(directory, ldapdir.LdapDirectory) and directory.stale is None
+    assert directory.find("seguridad.informacion@alcaldiabogota.gov.co") is not None
