@@ -639,6 +639,10 @@ def _search(conn: Any, source: Source, loc: tuple[str, ...], base: str, flt: str
             if item.get("type") != "searchResEntry":
                 continue
             raw = item.get("raw_attributes") or {}
+            for key in raw:
+                if ";range=" in key and not key.endswith("-*"):  # ldap3 could not fetch the rest
+                    _log().warning("directory_range_incomplete", dn=item["dn"], attribute=key,
+                                   advice="members past this range are missing from the count and the roles")
             out.append((item["dn"], {k.partition(";")[0].casefold(): _decode(v) for k, v in raw.items()}))
     except LDAPOperationResult as error:
         if error.result == 32:  # noSuchObject
@@ -1144,7 +1148,9 @@ def load_fresh(source: Source, now: datetime | None = None) -> LdapDirectory:
     """Read the server now and write the snapshot; raises LdapDown or ConfigError."""
     leave_rows = read_leave_file(source.path(source.settings.leave_file)) if source.settings.leave_file else None
     tree = fetch(source)
+    seconds = tree.seconds
     snapshot = build(source, tree, leave_rows, now)
+    del tree  # the raw results are the biggest part of a load's peak memory
     directory = to_directory(snapshot)
     try:
         save_snapshot(source.snapshot_path, snapshot)
@@ -1152,7 +1158,7 @@ def load_fresh(source: Source, now: datetime | None = None) -> LdapDirectory:
         _log().warning("directory_snapshot_not_written", path=str(source.snapshot_path),
                                             error=str(error))
     STATUS.ok += 1
-    STATUS.last_seconds = tree.seconds
+    STATUS.last_seconds = seconds
     STATUS.last_error = None
     return directory
 
