@@ -21,13 +21,13 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from relay import holds, logs, rewrite, systemd, yamlconf
+from relay import holds, ldapdir, logs, rewrite, systemd, yamlconf
 from relay.addresses import AddressError
 from relay.auth import Credentials
 from relay.checks import DnsChecks, DnsFailure
 from relay.clock import Clock, FileClock, SystemClock, clock_from_env
 from relay.config import RelayConfig, load_config
-from relay.directory import FileDirectory, address_key, load_directory
+from relay.directory import FileDirectory, address_key
 from relay.frontends.milter import MilterSession
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
 from relay.message import DnsFacts, Envelope, Submission, parse_message
@@ -78,7 +78,7 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
         tls_context.load_cert_chain(config.resolve(config_path, config.tls.cert),
                                     config.resolve(config_path, config.tls.key))
     return Rules(load_pack(config.resolve(config_path, config.policy)),
-                 load_directory(config.resolve(config_path, config.directory)), credentials, tls_context, generation)
+                 ldapdir.open_directory(config, config_path), credentials, tls_context, generation)
 
 
 # Settings read only at start: a reload that changes them says so and keeps the running value.
@@ -743,6 +743,7 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     poll = 0.1 if isinstance(clock, FileClock) else None
     scheduler = loop.create_task(app.scheduler.run(poll))
     auditor = loop.create_task(app.audit_loop(stop))
+    directory_refresh = ldapdir.start(app)  # LDAP: refresh on schedule (a YAML directory: idle)
     if admin is not None:
         admin[0].ready = True
     systemd.ready("accepting mail")
@@ -760,6 +761,7 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     if admin is not None:
         await admin[1].cleanup()
     app.scheduler.stop()
+    directory_refresh.cancel()
     await asyncio.wait([scheduler, auditor], timeout=30)
     await app.close()
     with contextlib.suppress(OSError):

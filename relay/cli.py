@@ -85,12 +85,15 @@ def _human(result: dict[str, Any]) -> str:
 def _kind_of(data: Any) -> str:
     if isinstance(data, dict) and "rules" in data:
         return "pack"
+    if isinstance(data, dict) and "ldap" in data and "policy" not in data:
+        return "ldap"
     if isinstance(data, dict) and ("people" in data or "domains" in data):
         return "directory"
     return "config"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from relay import ldapdir
     from relay.config import RelayConfig
     from relay.directory import InstitutionModel
     from relay.policy.pack import load_pack
@@ -106,16 +109,100 @@ def cmd_validate(args: argparse.Namespace) -> int:
             elif kind == "directory":
                 model = yamlconf.validate(InstitutionModel, data, node, path)
                 detail = f"directory: {len(model.people)} people, {len(model.service_mailboxes)} service mailboxes"
+            elif kind == "ldap":
+                detail = _validate_ldap(ldapdir.source_from_file(path), args.offline)
             else:
                 config = yamlconf.validate(RelayConfig, data, node, path)
                 config.check_files(path)
                 detail = "relay config"
+                if ldapdir.is_ldap_url(config.directory):
+                    detail += "; " + _validate_ldap(ldapdir.source_from_config(config, path), args.offline)
             print(f"{path}: ok ({detail})")
         except yamlconf.ConfigError as error:
             failed += 1
             for problem in error.problems:
                 print(problem, file=sys.stderr)
+        except ldapdir.LdapDown as error:
+            failed += 1
+            print(f"{path}: directory: cannot read the LDAP server: {error}", file=sys.stderr)
     return EXIT_CONFIG if failed else EXIT_OK
+
+
+def _validate_ldap(source: Any, offline: bool) -> str:
+    """Check an LDAP mapping against its server: the schema knows the attributes, the bases exist;
+    report what the mapping finds (people, roles, mailboxes, lists, unmapped groups)."""
+    from relay import ldapdir
+
+    ldapdir.check_files(source)
+    if offline:
+        return f"ldap mapping for {source.url} (not checked against the server)"
+    problems = ldapdir.check_schema(source)
+    if problems:
+        raise yamlconf.ConfigError(str(source.file), problems)
+    leave = source.settings.leave_file
+    tree = ldapdir.fetch(source)
+    snapshot = ldapdir.build(source, tree, ldapdir.read_leave_file(source.path(leave)) if leave else None)
+    for warning in snapshot["warnings"][:20]:
+        print(f"{source.file}: warning: {warning}", file=sys.stderr)
+    roles = {r for p in snapshot["people"] + snapshot["service_mailboxes"] for r in p["roles"]}
+    return (f"{source.url}: {len(snapshot['people'])} people, {len(roles)} roles, "
+            f"{len(snapshot['service_mailboxes'])} service mailboxes, {len(snapshot['lists'])} lists, "
+            f"{len(snapshot['unmapped_groups'])} unmapped groups, {len(snapshot['warnings'])} warnings "
+            f"({tree.seconds:.2f} s)")
+
+
+def _directory_for(args: argparse.Namespace) -> Any:
+    """The directory `relay directory` looks at: the snapshot the running relay wrote (default), or
+    a fresh read with --live; a YAML directory is read from its file."""
+    from relay import ldapdir
+    from relay.config import load_config
+    from relay.directory import load_directory
+
+    if args.config:
+        config = load_config(args.config)
+        if not ldapdir.is_ldap_url(config.directory):
+            return load_directory(config.resolve(args.config, config.directory))
+        source = ldapdir.source_from_config(config, args.config)
+    else:
+        data, _ = yamlconf.read_yaml(args.directory)
+        if not (isinstance(data, dict) and "ldap" in data):
+            return load_directory(args.directory)
+        source = ldapdir.source_from_file(args.directory)
+    if not args.live:
+        snapshot = ldapdir.read_snapshot(source.snapshot_path)
+        if snapshot is not None:
+            return ldapdir.to_directory(snapshot)
+    return ldapdir.load(source)
+
+
+def cmd_directory(args: argparse.Namespace) -> int:
+    from relay import ldapdir
+
+    try:
+        directory = _directory_for(args)
+    except ldapdir.DirectoryUnavailable as error:
+        print(f"relay directory: {error}", file=sys.stderr)
+        return 1
+    if args.action == "stats":
+        result: Any = ldapdir.stats(directory)
+    else:
+        result = ldapdir.show(directory, args.address)
+        if result is None:
+            print(f"{args.address}: not in the directory"
+                  + (" (an address of ours: a rule sees an unknown local address)" if directory.is_local(args.address)
+                     else " (not one of our domains)"), file=sys.stderr)
+            return 1
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        for key, value in result.items():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                print(f"{key}:")
+                for item in value:
+                    print("  " + ", ".join(f"{k}={v}" for k, v in item.items()))
+            else:
+                print(f"{key}: {value}")
+    return EXIT_OK
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -179,8 +266,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check config, pack or directory files")
     validate.add_argument("files", nargs="+")
-    validate.add_argument("--kind", choices=["config", "pack", "directory"], help="default: guessed")
+    validate.add_argument("--kind", choices=["config", "pack", "directory", "ldap"], help="default: guessed")
+    validate.add_argument("--offline", action="store_true", help="do not ask the LDAP server (mapping syntax only)")
     validate.set_defaults(func=cmd_validate)
+
+    directory = sub.add_parser("directory", help="what the relay believes about the directory (LDAP or YAML)")
+    dsub = directory.add_subparsers(dest="action", required=True)
+    for name, text in (("show", "one address: the entry, its roles and why (which LDAP entry and groups)"),
+                       ("stats", "counts: people, roles, mailboxes, lists, unmapped groups, staleness")):
+        action = dsub.add_parser(name, help=text)
+        if name == "show":
+            action.add_argument("address")
+        where = action.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", help="relay config YAML")
+        where.add_argument("--directory", help="directory YAML, or a file with directory: ldap://… and ldap:")
+        action.add_argument("--live", action="store_true", help="read the LDAP server now, not the snapshot")
+        action.add_argument("--json", action="store_true")
+        action.set_defaults(func=cmd_directory)
 
     serve = sub.add_parser("serve", help="run the SMTP relay")
     serve.add_argument("--config", required=True, help="relay config YAML (see config.example.yaml)")
@@ -212,5 +314,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except StoreError as error:
+        print(f"relay: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # ldapdir.DirectoryUnavailable: no server and no snapshot
+        if type(error).__name__ != "DirectoryUnavailable":
+            raise
         print(f"relay: {error}", file=sys.stderr)
         return 1

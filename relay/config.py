@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from relay import yamlconf
+from relay.ldapdir import LdapSettings, check_url, is_ldap_url
 
 
 class _Strict(BaseModel):
@@ -198,7 +199,7 @@ class RelayConfig(_Strict):
     listen: Listen | None = Field(default=Listen(), description="the SMTP listener; null for milter only")
     milter: Milter | None = None
     policy: str
-    directory: str
+    directory: str = Field(description="institution YAML file, or ldap://HOST / ldaps://HOST with an ldap: section")
     upstream: str = Field(default="maildir:var/maildir",
                           description="smtp://host:port, lmtp://host:port, "
                                       "mx:DOMAIN[:PORT][?tls=may|require|off], maildir:PATH")
@@ -217,6 +218,7 @@ class RelayConfig(_Strict):
     log: Log = Log()
     dns: Dns | None = Field(default=None, description="DNS checks (docs/dns.md); off unless configured")
     admin: Admin | None = Field(default=None, description="the admin listener; off unless configured")
+    ldap: LdapSettings | None = Field(default=None, description="the LDAP / Active Directory mapping (docs/ldap.md)")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto: uvloop when it is installed (faster), else asyncio's own")
 
@@ -234,6 +236,11 @@ class RelayConfig(_Strict):
             if set(options) - {"tls"} or options.get("tls", "may") not in ("may", "require", "off"):
                 raise ValueError(f"{value!r}: the only option is ?tls=may (default), ?tls=require or ?tls=off")
         return value
+
+    @field_validator("directory")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        return check_url(value) if is_ldap_url(value) or "://" in value else value
 
     @field_validator("store")
     @classmethod
@@ -267,6 +274,11 @@ class RelayConfig(_Strict):
         if problems:
             raise yamlconf.ConfigError(str(config_path), problems)
         load_pack(self.resolve(config_path, self.policy))
+        if is_ldap_url(self.directory):  # the server is asked at load time and by `relay validate`
+            from relay.ldapdir import check_files, source_from_config
+
+            check_files(source_from_config(self, config_path))
+            return
         load_directory(self.resolve(config_path, self.directory))
 
 

@@ -1,7 +1,7 @@
 """The institution's directory: people, roles, service mailboxes, lists, schedules and networks.
 
 The file format is the one of `shared/acceptance/institutions/`. Rules only see the `Directory`
-protocol, so an LDAP or Active Directory source can be added later behind the same interface.
+protocol; relay/ldapdir.py is the second source (LDAP, Active Directory) behind the same interface.
 """
 
 from __future__ import annotations
@@ -280,5 +280,13 @@ class FileDirectory:
 
 
 def load_directory(path: str | Path) -> FileDirectory:
-    """Read a directory file; raises yamlconf.ConfigError naming file, line and field."""
-    return FileDirectory.from_model(yamlconf.load(InstitutionModel, path))
+    """Read a directory file; raises yamlconf.ConfigError naming file, line and field.
+
+    A file with an `ldap:` section (and `directory: ldap://…`) reads the LDAP server it names
+    (relay/ldapdir.py), so `relay check --directory` works with either source."""
+    data, node = yamlconf.read_yaml(path)
+    if isinstance(data, dict) and "ldap" in data and "people" not in data:
+        from relay.ldapdir import load_source_file
+
+        return load_source_file(path)
+    return FileDirectory.from_model(yamlconf.validate(InstitutionModel, data, node, str(path)))
