@@ -1,14 +1,18 @@
 """Sender authentication for inbound mail: SPF (RFC 7208), DMARC alignment (RFC 7489), and the
 Authentication-Results (RFC 8601) of a trusted hop. Asynchronous, through `relay.dns.Resolver`.
 
-SPF: the mechanisms all, ip4, ip6, a, mx, include, exists and the redirect modifier, with the
-limit of 10 DNS-querying terms, and macros (RFC 7208 §7) in their domain-specs; ptr never
-matches (deprecated, §5.5), and %{p} expands to "unknown" (no reverse lookups).
+SPF: check_host() of RFC 7208 — the whole record checked against the grammar first (a syntax
+error anywhere is a permerror), all eight mechanisms (ptr and %{p} through reverse lookups of the
+same cached, time-bounded resolver), redirect= and exp= (the explanation of a fail), unknown
+modifiers ignored (RFC 6652's rr=e:f too), macros (§7), the limits of §4.6.4 (10 DNS-querying
+terms, 2 void lookups, 10 MX or PTR names) and malformed names as names that do not exist (§4.3:
+a HELO with a 64-octet label in %{h} is no temperror). It passes every case of the OpenSPF RFC
+7208 and RFC 4408 suites (tests/test_spf_suite.py).
 
 DKIM (RFC 6376) signatures are verified with dkimpy: the key lookups go through our resolver
 first (asynchronous, cached), then the canonicalisation and signature check run in a worker
-thread, so a large message never stalls the loop. Ed25519 keys need PyNaCl, which is not
-installed: such a signature does not pass.
+thread, so a large message never stalls the loop. Ed25519 signatures (RFC 8463) verify through
+dkimpy with PyNaCl (a dependency).
 """
 
 from __future__ import annotations
