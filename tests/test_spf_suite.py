@@ -9,6 +9,7 @@ when given ("DEFAULT": no explanation published, or one that must be ignored).""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -98,3 +99,50 @@ def test_rfc4408(auth_dns: AuthServer, zone: Zone, case: dict[str, Any]) -> None
     """Where RFC 7208 changed a result (type 99 records, the MX limit...), the 2009 suite already
     lists both results; every case passes as written."""
     check(evaluate(auth_dns, zone, case), case)
+
+
+# --- what the suites do not pin down, through the same server and resolver ---
+
+def test_a_malformed_helo_in_a_macro_is_no_temperror(auth_dns: AuthServer) -> None:
+    """A remote client chooses its HELO: a label over 63 octets, or an empty one, expanded by %{h}
+    is a name that cannot exist (no match), never a DNS failure that would answer 451."""
+    zone: Zone = {"helo.example": [("TXT", ("v=spf1 a:%{h} -all",))], "mx.helo.example": [("A", "192.0.2.1")]}
+    for helo, result in (("x" * 64 + ".example", "fail"), ("a..b.example", "fail"), ("mx.helo.example", "pass")):
+        case = {"host": "192.0.2.1", "mailfrom": "a@helo.example", "helo": helo, "result": result}
+        check(evaluate(auth_dns, zone, case), case)
+
+
+def test_reverse_lookups_are_cached_and_time_bounded(auth_dns: AuthServer) -> None:
+    auth_dns.zone = {
+        "ptr.example": [("TXT", ("v=spf1 ptr -all",))],
+        "1.2.0.192.in-addr.arpa": [("PTR", "mail.ptr.example")], "mail.ptr.example": [("A", "192.0.2.1")],
+        "2.2.0.192.in-addr.arpa": [("PTR", "TIMEOUT")],  # a reverse zone that never answers
+    }
+    resolver = Resolver(["127.0.0.1"], auth_dns.port, timeout=0.4)
+
+    def check_from(ip: str) -> str:
+        return asyncio.run(mailauth.spf(resolver, ip, "ptr.example", "a@ptr.example")).result
+
+    assert check_from("192.0.2.1") == "pass"
+    asked = auth_dns.queries
+    assert check_from("192.0.2.1") == "pass" and auth_dns.queries == asked  # the PTR and its A: cached
+    started = time.monotonic()
+    assert check_from("192.0.2.2") == "fail"  # the unanswered PTR: no match, not temperror
+    assert time.monotonic() - started < 2
+
+
+def test_more_than_ten_mx_names_is_a_permerror_not_a_cut(auth_dns: AuthServer) -> None:
+    mx = [("MX", (i, f"mx{i}.many.example")) for i in range(11)]
+    zone: Zone = {"many.example": [("TXT", ("v=spf1 mx -all",)), *mx],
+                  **{f"mx{i}.many.example": [("A", f"192.0.2.{i + 1}")] for i in range(11)}}
+    case = {"host": "192.0.2.1", "mailfrom": "a@many.example", "helo": "x.example", "result": "permerror"}
+    check(evaluate(auth_dns, zone, case), case)
+    zone["many.example"] = zone["many.example"][:-1]  # ten: allowed, and the first one matches
+    check(evaluate(auth_dns, zone, {**case, "result": "pass"}), {**case, "result": "pass"})
+
+
+def test_a_malformed_name_does_not_exist_for_the_resolver(auth_dns: AuthServer) -> None:
+    resolver = Resolver(["127.0.0.1"], auth_dns.port, timeout=0.4)
+    for name in ("a..b.example", "x" * 64 + ".example", ("y" * 60 + ".") * 5 + "example"):
+        assert asyncio.run(resolver.mail_domain(name)) == "none"
+    assert resolver.failures == 0
