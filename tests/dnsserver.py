@@ -76,8 +76,8 @@ ZONE: dict[str, list[str]] = {
         "mx1.ciudadano.example,127.0.0.2",  # preferred, but nothing listens there: the next one
         "mx2.ciudadano.example,127.0.0.1",
         "mx.caido.example,127.0.0.3",  # loopback, nothing listens: a domain whose mail server is down
-        "solo-a.example,198.51.100.70",
-        "secretariageneral.gov.co,198.51.100.10",  # its /24 holds its own mail servers  # no MX, only an address: mail goes to it (implicit MX)
+        "solo-a.example,198.51.100.70",  # no MX, only an address: mail goes to it (implicit MX)
+        "secretariageneral.gov.co,198.51.100.10",  # its /24 holds its own mail servers
         "7.2.0.192.ventas.permitidos.macros.example,127.0.0.2",  # ventas@ (and ventas+x@) from 192.0.2.7
     ],
 }
