@@ -79,13 +79,14 @@ class DnsChecks:
         if self.config.trust_authentication_results:
             reported = mailauth.trusted_results(headers, self.config.trust_authentication_results)
             if reported is not None:
-                dmarc = reported.dmarc
-                if dmarc is None and from_domain:
+                dmarc, policy = reported.dmarc, ""
+                if from_domain and dmarc in (None, "fail"):  # the policy published decides what a fail means
                     result = await mailauth.check_dmarc(self.resolver, from_domain, reported.spf,
                                                         reported.spf_domain, reported.dkim)
-                    dmarc = result.result
+                    dmarc, policy = dmarc or result.result, result.policy
                 return replace(facts, spf=reported.spf, spf_domain=reported.spf_domain, dkim=reported.dkim,
-                               dmarc=dmarc, from_domain=from_domain, source="authentication-results")
+                               dmarc=dmarc, dmarc_policy=policy, from_domain=from_domain,
+                               source="authentication-results")
         spf_domain = envelope.mail_from.rpartition("@")[2] or (envelope.helo or "")
         spf = await mailauth.check_spf(self.resolver, envelope.client_ip or "", spf_domain, envelope.mail_from,
                                        envelope.helo or "") if spf_domain else "none"

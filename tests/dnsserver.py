@@ -32,6 +32,7 @@ ZONE: dict[str, list[str]] = {
         '_dmarc.cancilleria.gov.co,"v=DMARC1; p=reject"',
         # Bogotá's Secretaría General: the /24 around its own address, and its MX (CIDR on the bare a)
         'secretariageneral.gov.co,"v=spf1 a/24 mx -all"',
+        '_dmarc.secretariageneral.gov.co,"v=DMARC1; p=none; rua=mailto:dmarc@secretariageneral.gov.co"',
         # gmail's own SPF, for a webmail sender
         'gmail.com,"v=spf1 ip4:198.51.100.0/24 ~all"',
         # SPF macros (RFC 7208 §7): a per-sender allow list in DNS, and a record with a bad macro
