@@ -544,18 +544,23 @@ def trusted_results(headers: list[tuple[str, str]], authserv_id: str) -> Reporte
         server, _, rest = value.partition(";")
         if server.strip().split()[0:1] != [authserv_id]:
             continue
-        spf, spf_domain, dkim, dmarc = None, "", [], None
-        for method, result, props in _AR_METHOD.findall(rest):
-            found = {k.lower(): v.strip("<>").rpartition("@")[2] for k, v in _AR_PROP.findall(props)}
-            method, result = method.lower(), result.lower()
-            if method == "spf" and spf is None:
-                spf, spf_domain = result, found.get("smtp.mailfrom") or found.get("smtp.helo", "")
-            elif method == "dkim" and result == "pass" and (d := found.get("header.d") or found.get("header.i")):
-                dkim.append(d.casefold())
-            elif method == "dmarc" and dmarc is None:
-                dmarc = result
-        return ReportedAuth(spf, spf_domain, tuple(dkim), dmarc)
+        return _reported(rest)
     return None
+
+
+def _reported(results: str) -> ReportedAuth:
+    """The spf, dkim and dmarc results of an Authentication-Results value (after the authserv-id)."""
+    spf, spf_domain, dkim, dmarc = None, "", [], None
+    for method, result, props in _AR_METHOD.findall(results):
+        found = {k.lower(): v.strip("<>").rpartition("@")[2] for k, v in _AR_PROP.findall(props)}
+        method, result = method.lower(), result.lower()
+        if method == "spf" and spf is None:
+            spf, spf_domain = result, found.get("smtp.mailfrom") or found.get("smtp.helo", "")
+        elif method == "dkim" and result == "pass" and (d := found.get("header.d") or found.get("header.i")):
+            dkim.append(d.casefold())
+        elif method == "dmarc" and dmarc is None:
+            dmarc = result
+    return ReportedAuth(spf, spf_domain, tuple(dkim), dmarc)
 
 
 @dataclass(frozen=True)
@@ -616,3 +621,87 @@ def _verify_signatures(content: bytes, candidates: list[tuple[int, str]],
         except Exception:  # dkimpy raises many kinds on hostile input; any of them means "did not verify"
             continue
     return tuple(dict.fromkeys(passed))
+
+
+# --- ARC (RFC 8617) ---
+
+MAX_ARC_SETS = 10  # a longer chain is not looked at (each set costs two key lookups)
+
+
+@dataclass(frozen=True)
+class ArcResult:
+    cv: str  # pass | fail | none (no ARC sets) | untrusted (the newest seal is not a trusted sealer's)
+    sealer: str = ""  # d= of the newest ARC-Seal
+    reported: ReportedAuth | None = None  # what that sealer saw on arrival (its ARC-Authentication-Results)
+
+
+async def verify_arc(resolver: Resolver, content: bytes, trusted: frozenset[str]) -> ArcResult:
+    """The ARC chain of a forwarded message (RFC 8617 §5.2), when its newest seal is a trusted
+    sealer's: every ARC-Seal and the newest ARC-Message-Signature verified with dkimpy (keys looked
+    up through our resolver first, the check in a worker thread). On pass, what the sealer's
+    ARC-Authentication-Results reports — the SPF/DKIM/DMARC it saw before it changed the message."""
+    fields, _ = split_head(content)
+    seals: list[tuple[int, dict[bytes, bytes]]] = []
+    signatures: list[dict[bytes, bytes]] = []
+    for field in fields:
+        name, _, value = field.partition(b":")
+        name = name.strip().lower()
+        if name not in (b"arc-seal", b"arc-message-signature"):
+            continue
+        try:
+            tags = dkim.util.parse_tag_value(value)
+            instance = int(tags[b"i"])
+        except (dkim.util.InvalidTagValueList, KeyError, ValueError):
+            return ArcResult("fail")
+        if name == b"arc-seal":
+            seals.append((instance, tags))
+        else:
+            signatures.append(tags)
+    if not seals:
+        return ArcResult("none")
+    newest, seal = max(seals, key=lambda s: s[0])
+    sealer = seal.get(b"d", b"").decode("ascii", "replace").casefold().rstrip(".")
+    if sealer not in trusted:
+        return ArcResult("untrusted", sealer)
+    if newest > MAX_ARC_SETS or len(seals) > MAX_ARC_SETS or len(signatures) > MAX_ARC_SETS:
+        return ArcResult("fail", sealer)
+    keys: dict[bytes, str | None] = {}
+    for tags in [t for _, t in seals] + signatures:
+        selector, domain = tags.get(b"s", b""), tags.get(b"d", b"")
+        qname = (selector + b"._domainkey." + domain + b".").lower()
+        if not selector or not domain or qname in keys:
+            continue
+        answer = await resolver.query(qname.decode("ascii", "replace"), "TXT")
+        if answer.status == "error":
+            return ArcResult("fail", sealer)  # unverifiable: as if there were no chain
+        keys[qname] = answer.records[0] if answer.found else None
+    cv, aar = await asyncio.to_thread(_verify_arc, content, keys)
+    if cv != "pass" or aar is None:
+        return ArcResult(cv, sealer)
+    _, _, results = aar.partition(b";")  # after "i=N;": "authserv-id; method=result ..."
+    _, _, results = results.partition(b";")
+    return ArcResult("pass", sealer, _reported(results.decode("utf-8", "replace")))
+
+
+def _verify_arc(content: bytes, keys: dict[bytes, str | None]) -> tuple[str, bytes | None]:
+    def txt(name: bytes, timeout: float = 5) -> str | None:
+        return keys.get(name.lower())
+
+    try:
+        cv, results, _ = dkim.ARC(content, logger=_DKIM_LOG).verify(dnsfunc=txt)
+    except Exception:  # dkimpy raises many kinds on hostile input: no valid chain
+        return "fail", None
+    if cv != dkim.CV_Pass or not results:
+        return ("none" if cv == dkim.CV_None else "fail"), None
+    return "pass", results[0].get("aar-value")  # results[0]: the newest instance
+
+
+def arc_vouches(arc: ArcResult, from_domain: str) -> bool:
+    """A trusted sealer's verified chain says the message authenticated as our From domain when the
+    sealer received it: DMARC pass, or an SPF or DKIM pass aligned with the From domain."""
+    reported = arc.reported
+    if arc.cv != "pass" or reported is None or reported.dmarc == "fail":
+        return False
+    return reported.dmarc == "pass" or (reported.spf == "pass" and bool(reported.spf_domain)
+                                        and aligned(reported.spf_domain, from_domain)) \
+        or any(aligned(d, from_domain) for d in reported.dkim)

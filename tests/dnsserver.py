@@ -44,6 +44,8 @@ ZONE: dict[str, list[str]] = {
         f"relay2026._domainkey.barrancabermeja.gov.co,{key_record()}",
         f"relay2026._domainkey.pasto.gov.co,{key_record()}",
         f"relay2026._domainkey.evil.example,{key_record()}",
+        # a mailing-list service that seals what it forwards (ARC, RFC 8617) with the same test key
+        f"relay2026._domainkey.listas.example,{key_record()}",
         # RFC 8463 Appendix A.2's Ed25519 key, for the same message's other signature
         'brisbane._domainkey.football.example.com,"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="',
         # RFC 8463 Appendix A.2's RSA key: the corpus's rfc-8463.eml is signed with it
