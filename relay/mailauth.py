@@ -442,7 +442,7 @@ async def _validated_names(state: _State, count_void: bool = False) -> list[str]
     no names — never a temperror (the sender does not control the client's reverse zone)."""
     if state.names is None:
         ip = state.who.ip
-        answer = await state.resolver.query(reverse_name(ip), "PTR")
+        answer = await state.resolver.reverse(str(ip))
         if not answer.records and answer.status != "error" and count_void:
             state.void()
         names = []
@@ -454,10 +454,6 @@ async def _validated_names(state: _State, count_void: bool = False) -> list[str]
                 names.append(name.casefold().rstrip("."))
         state.names = names
     return state.names
-
-
-def reverse_name(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
-    return ip.reverse_pointer
 
 
 async def _p_macro(state: _State, domain: str) -> str:
