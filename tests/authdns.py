@@ -11,7 +11,8 @@ over real sockets, as it queries any nameserver.
 A zone maps a lower-case name to its records, each (TYPE, value): A/AAAA/PTR/CNAME a string, MX
 (preference, host), TXT/SPF a tuple of strings; ("TIMEOUT", None) makes every query of the name for
 a type it has no record of go unanswered, and a record whose value is "TIMEOUT" makes the queries
-of its type go unanswered.
+of its type go unanswered; ("RCODE", "SERVFAIL") (or REFUSED...) answers every query of the name
+with that response code.
 """
 
 from __future__ import annotations
@@ -145,6 +146,10 @@ class AuthServer:
         entries = self.zone.get(name)
         if entries is None:
             reply.set_rcode(dns.rcode.NXDOMAIN)
+            return reply.to_wire()
+        rcode = next((v for t, v in entries if t == "RCODE"), None)
+        if rcode is not None:
+            reply.set_rcode(dns.rcode.from_text(rcode))
             return reply.to_wire()
         seen = {name}
         owner = question.name

@@ -146,3 +146,19 @@ def test_a_malformed_name_does_not_exist_for_the_resolver(auth_dns: AuthServer) 
     for name in ("a..b.example", "x" * 64 + ".example", ("y" * 60 + ".") * 5 + "example"):
         assert asyncio.run(resolver.mail_domain(name)) == "none"
     assert resolver.failures == 0
+
+
+@pytest.mark.parametrize("rcode", ["SERVFAIL", "REFUSED"])
+def test_a_server_failure_is_a_temperror_where_it_matters_and_nowhere_else(auth_dns: AuthServer, rcode: str) -> None:
+    zone: Zone = {
+        "broken.example": [("RCODE", rcode)],  # its own record cannot be read: temperror (§4.4)
+        "uses.example": [("TXT", ("v=spf1 a:broken.example -all",))],  # a mechanism's lookup fails: temperror
+        "ptr.example": [("TXT", ("v=spf1 ptr -all",))],
+        "1.2.0.192.in-addr.arpa": [("RCODE", rcode)],  # the client's reverse zone fails: ptr no match
+        "exp.example": [("TXT", ("v=spf1 -all exp=broken.example",))],  # the explanation fails: ignored
+    }
+    for sender, result in (("a@broken.example", "temperror"), ("a@uses.example", "temperror"),
+                           ("a@ptr.example", "fail"), ("a@exp.example", "fail")):
+        case = {"host": "192.0.2.1", "mailfrom": sender, "helo": "x.example", "result": result,
+                **({"explanation": "DEFAULT"} if sender.endswith("exp.example") else {})}
+        check(evaluate(auth_dns, zone, case), case)
