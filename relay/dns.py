@@ -44,6 +44,11 @@ def _qname(name: str) -> dns.name.Name:
     return dns.name.Name([label.encode("ascii") for label in name.split(".")] + [b""])
 
 
+def _text(name: dns.name.Name) -> str:
+    """A name as its labels say, without zone-file escapes (so _qname asks for the same name)."""
+    return ".".join(label.decode("ascii", "replace") for label in name.labels if label)
+
+
 class Resolver:
     """One cache per relay; `lookups` and `hits` count for the metrics and tests."""
 
@@ -102,8 +107,10 @@ class Resolver:
         if rdtype == "TXT":
             records = tuple(b"".join(r.strings).decode("utf-8", "replace") for r in result.rrset)
         elif rdtype == "MX":
-            records = tuple(f"{r.preference} {str(r.exchange).rstrip('.')}"
+            records = tuple(f"{r.preference} {_text(r.exchange)}"
                             for r in sorted(result.rrset, key=lambda r: r.preference))
+        elif rdtype in ("PTR", "CNAME"):
+            records = tuple(_text(r.target) for r in result.rrset)
         else:
             records = tuple(r.to_text().rstrip(".") for r in result.rrset)
         return Answer("ok", records), ttl

@@ -162,3 +162,16 @@ def test_a_server_failure_is_a_temperror_where_it_matters_and_nowhere_else(auth_
         case = {"host": "192.0.2.1", "mailfrom": sender, "helo": "x.example", "result": result,
                 **({"explanation": "DEFAULT"} if sender.endswith("exp.example") else {})}
         check(evaluate(auth_dns, zone, case), case)
+
+
+def test_mx_and_ptr_names_are_asked_for_exactly_as_answered(auth_dns: AuthServer) -> None:
+    """Names with characters zone-file text would escape (a space, '@') come back from MX and PTR
+    answers label by label, and are asked for again unchanged."""
+    zone: Zone = {
+        "odd.example": [("TXT", ("v=spf1 mx ptr:odd.example -all",)), ("MX", (0, "mail server.odd.example"))],
+        "mail server.odd.example": [("A", "192.0.2.1")],
+        "2.2.0.192.in-addr.arpa": [("PTR", "host@2.odd.example")], "host@2.odd.example": [("A", "192.0.2.2")],
+    }
+    for host in ("192.0.2.1", "192.0.2.2"):
+        case = {"host": host, "mailfrom": "a@odd.example", "helo": "x.example", "result": "pass"}
+        check(evaluate(auth_dns, zone, case), case)
