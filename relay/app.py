@@ -32,7 +32,7 @@ from relay.metrics import MeteredUpstream, Metrics, TimedStore
 from relay.policy.pack import load_pack
 from relay.scheduler import Scheduler, SchedulerSettings
 from relay.store import Store, StoreError, open_store
-from relay.upstream import make_upstream
+from relay.upstream.factory import make_upstream
 from relay.web import links
 from relay.web.server import AdminSite
 from relay.web.server import start as start_admin
