@@ -26,8 +26,8 @@ from relay.clock import Clock, FileClock, SystemClock, clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.directory import load_directory
 from relay.dispose import Disposer, Rules
-from relay.frontends.milter import MilterSession
-from relay.frontends.smtp import RelaySMTP
+from relay.frontends.milter import listen as milter_listen
+from relay.frontends.smtp import listen as smtp_listen
 from relay.metrics import MeteredUpstream, Metrics, TimedStore
 from relay.policy.pack import load_pack
 from relay.scheduler import Scheduler, SchedulerSettings
@@ -166,35 +166,22 @@ def _is_loopback_host(host: str) -> bool:
 
 async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]:
     """The SMTP listener and the milter listener, whichever the config names."""
-    loop = asyncio.get_running_loop()
     servers = []
     if config.listen is not None:
         try:
-            server = await loop.create_server(lambda: RelaySMTP(app.disposer), config.listen.host, config.listen.port)
+            server = await smtp_listen(app.disposer, config.listen.host, config.listen.port)
         except OSError as error:
             raise ServeError(f"cannot listen on {config.listen.host}:{config.listen.port}: {error.strerror}") from None
         servers.append(server)
         app.log.info("listening", host=config.listen.host, ports=[s.getsockname()[1] for s in server.sockets],
                      upstream=app.disposer.upstream.describe())
     if config.milter is not None:
-        kind, where, port = config.milter.address()
-
-        async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await MilterSession(app.disposer, reader, writer).run()
-
         try:
-            if kind == "unix":
-                with contextlib.suppress(FileNotFoundError):
-                    if Path(where).is_socket():
-                        Path(where).unlink()  # a stale socket from a previous run
-                server = await asyncio.start_unix_server(session, where)
-                os.chmod(where, int(config.milter.socket_mode, 8))
-            else:
-                server = await asyncio.start_server(session, where, port)
+            servers.append(await milter_listen(app.disposer, config.milter))
         except OSError as error:
             raise ServeError(f"cannot listen on milter {config.milter.listen}: {error.strerror}") from None
-        servers.append(server)
         app.log.info("milter_listening", listen=config.milter.listen, upstream=app.disposer.upstream.describe())
+        kind, where, _ = config.milter.address()
         if kind == "inet" and not _is_loopback_host(where):
             # whoever reaches this port is believed about the SASL login ({auth_authen}): only the MTA may
             app.log.warning("milter_not_loopback", listen=config.milter.listen,

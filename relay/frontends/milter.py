@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import socket
+from pathlib import Path
 from typing import Any
 
 from relay import logs
+from relay.config import Milter
 from relay.dispose import Disposer, MtaDelivers, Submitted
 from relay.frontends import milter_codec as mc
 from relay.frontends import replies
@@ -214,6 +217,24 @@ class MilterSession:
         except Exception as error:  # a fault of ours: the MTA defers, nothing is lost
             self.log.exception("milter_fault", queue_id=queue_id, error=type(error).__name__)
             return [mc.reply_code(INTERNAL_ERROR)]
+
+
+async def listen(disposer: Disposer, milter: Milter) -> asyncio.Server:
+    """The milter listener: a unix socket (a stale one from a previous run replaced, mode set) or
+    TCP; OSError when it cannot be opened."""
+    kind, where, port = milter.address()
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await MilterSession(disposer, reader, writer).run()
+
+    if kind != "unix":
+        return await asyncio.start_server(session, where, port)
+    with contextlib.suppress(FileNotFoundError):
+        if Path(where).is_socket():
+            Path(where).unlink()  # a stale socket from a previous run
+    server = await asyncio.start_unix_server(session, where)
+    os.chmod(where, int(milter.socket_mode, 8))
+    return server
 
 
 def _quickack_socket(writer: asyncio.StreamWriter) -> Any:

@@ -325,6 +325,11 @@ class RelaySMTP(SMTP):
         await self.push("250 2.0.0 Ok")
 
 
+async def listen(disposer: Disposer, host: str, port: int) -> asyncio.Server:
+    """The SMTP listener: one RelaySMTP per connection; OSError when the port cannot be opened."""
+    return await asyncio.get_running_loop().create_server(lambda: RelaySMTP(disposer), host, port)
+
+
 def _is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip).is_loopback
@@ -414,4 +419,4 @@ class PolicyHandler:
         return server.peer_ip
 
 
-__all__ = ["AuthResult", "LoginPassword", "RelaySMTP", "normalise_newlines", "split_params"]
+__all__ = ["AuthResult", "LoginPassword", "RelaySMTP", "listen", "normalise_newlines", "split_params"]
