@@ -43,13 +43,6 @@ def browser() -> Iterator[object]:
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
     r = admin_relay(tmp_path, sink)
     yield r

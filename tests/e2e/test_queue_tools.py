@@ -11,9 +11,9 @@ import os
 import smtplib
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -30,19 +30,13 @@ PROMO = (f"From: {EDUARDO}\r\nTo: {', '.join(RCPTS)}\r\nSubject: Promocion exclu
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
+def relay_options() -> dict[str, Any]:
+    return {"pack": "pasto", "extra_logins": (EDUARDO,)}
 
 
 @pytest.fixture
-def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
-    r = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", pack="pasto", extra_logins=(EDUARDO,))
-    r.use_test_clock(datetime.fromisoformat("2026-11-24T11:30:00-05:00"))
-    r.start()
-    yield r
-    r.stop()
+def relay_clock() -> datetime:
+    return datetime.fromisoformat("2026-11-24T11:30:00-05:00")
 
 
 def relay_cli(relay: RelayProcess, *args: str) -> subprocess.CompletedProcess[str]:

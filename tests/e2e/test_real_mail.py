@@ -10,7 +10,6 @@ from __future__ import annotations
 import smtplib
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,13 +31,6 @@ def corpus(folder: Path, groups: tuple[str, ...] = ()) -> list[Path]:
             pytest.fail(f"corpus missing under {folder}: run python -m tests.corpora")
         pytest.skip("corpora not fetched (python -m tests.corpora; ./dev test does it)")
     return found
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
 
 
 def send_all(port: int, sender: str, rcpts: list[str], paths: list[Path]) -> Counter[str]:

@@ -8,7 +8,6 @@ import smtplib
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -19,20 +18,6 @@ from tests.e2e.harness import PASSWORD, RelayProcess, Sink
 
 B = "barrancabermeja.gov.co"
 LAURA = f"laura.pinto@{B}"
-
-
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
-    r = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}").start()
-    yield r
-    r.stop()
 
 
 def client(relay: RelayProcess, login: str | None = LAURA) -> smtplib.SMTP:

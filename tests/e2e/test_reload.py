@@ -31,13 +31,6 @@ def scenario(name: str) -> dict[str, object]:
     return yaml.safe_load((SHARED / "acceptance" / "scenarios" / f"{name}.yaml").read_text(encoding="utf-8"))
 
 
-@pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
-
-
 def own_files(relay: RelayProcess, tmp: Path, institution: str) -> tuple[Path, Path]:
     """Copies of the pack and directory the test may edit while the relay runs."""
     pack, directory = tmp / f"{institution}-pack.yaml", tmp / f"{institution}-directory.yaml"

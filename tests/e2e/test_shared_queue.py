@@ -13,8 +13,6 @@ from collections import Counter
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import pytest
-
 from relay.clock import FileClock
 from relay.store import HoldState, NewHold
 from relay.store.postgres import PostgresStore
@@ -73,13 +71,6 @@ def wait_all(sink: Sink, url: str, timeout: float) -> Counter[int]:
         store.close()
     time.sleep(0.5)
     return delivered(sink)
-
-
-@pytest.fixture
-def sink() -> Sink:
-    s = Sink().start()
-    yield s  # type: ignore[misc]
-    s.stop()
 
 
 def test_two_relays_deliver_five_thousand_due_holds_exactly_once(tmp_path: Path, pg_url: str, sink: Sink) -> None:

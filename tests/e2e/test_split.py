@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import smtplib
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -21,24 +21,14 @@ DEBT = (f"From: Talento Humano <{SENDER}>\r\nTo: {', '.join(RCPTS)}\r\n"
 
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
+def relay_options(tmp_path: Path) -> dict[str, Any]:
     # Pasto's pack with the sensitive-notice rule set to split instead of refuse.
     data = yaml.safe_load((POLICIES / "pasto.yaml").read_text(encoding="utf-8"))
     for rule in data["rules"]:
         if rule["id"] == "sensitive-notice-individual":
             rule["action"] = "rewrite"
     (tmp_path / "pasto-split.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    r = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", pack="pasto", extra_logins=(LOGIN,),
-                     policy=str(tmp_path / "pasto-split.yaml")).start()
-    yield r
-    r.stop()
+    return {"pack": "pasto", "extra_logins": (LOGIN,), "policy": str(tmp_path / "pasto-split.yaml")}
 
 
 def send(relay: RelayProcess) -> None:

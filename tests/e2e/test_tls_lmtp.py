@@ -45,13 +45,6 @@ def client_context(crt: Path) -> ssl.SSLContext:
 # --- the listener --------------------------------------------------------------------------------
 
 @pytest.fixture
-def sink() -> Iterator[Sink]:
-    s = Sink().start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def tls_relay(tmp_path: Path, sink: Sink, cert: tuple[Path, Path]) -> Iterator[RelayProcess]:
     crt, key = cert
     relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", tls={"cert": str(crt), "key": str(key)},

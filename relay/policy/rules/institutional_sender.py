@@ -15,12 +15,9 @@ from pydantic import field_validator
 from relay.directory import address_key
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Finding
+from relay.policy.webmail import CONSUMER_WEBMAIL
 
-WEBMAIL = (
-    "gmail.com", "googlemail.com", "hotmail.com", "hotmail.es", "outlook.com", "outlook.es",
-    "live.com", "msn.com", "yahoo.com", "yahoo.es", "yahoo.com.co", "ymail.com", "icloud.com",
-    "me.com", "aol.com", "protonmail.com", "proton.me", "gmx.com", "zoho.com", "mail.com",
-)
+WEBMAIL = CONSUMER_WEBMAIL  # relay.policy.webmail: the one list
 
 
 class Config(RuleBase):

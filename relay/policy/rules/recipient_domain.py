@@ -17,11 +17,9 @@ from pydantic import field_validator
 from relay.identity import Direction
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Finding
+from relay.policy.webmail import CONSUMER_WEBMAIL
 
-COMMON = (
-    "gmail.com", "hotmail.com", "hotmail.es", "outlook.com", "outlook.es", "yahoo.com", "yahoo.es",
-    "live.com", "icloud.com", "msn.com", "aol.com", "protonmail.com", "une.net.co", "etb.net.co",
-)
+COMMON = CONSUMER_WEBMAIL  # relay.policy.webmail: the one list
 
 
 class Config(RuleBase):
@@ -55,8 +53,11 @@ def distance(a: str, b: str) -> int:
 
 
 def suggest(domain: str, common: tuple[str, ...], limit: int) -> str | None:
-    """The closest common domain within `limit` edits (not the domain itself), or None."""
-    scored = sorted((distance(domain, c), c) for c in common if c != domain)
+    """The closest common domain within `limit` edits, or None (also for a common domain itself:
+    gmail.com is not a typo of mail.com)."""
+    if domain in common:
+        return None
+    scored = sorted((distance(domain, c), c) for c in common)
     return scored[0][1] if scored and scored[0][0] <= limit else None
 
 

