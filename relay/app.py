@@ -30,6 +30,7 @@ from relay.config import RelayConfig, load_config
 from relay.directory import FileDirectory, address_key, load_directory
 from relay.frontends.milter import MilterSession
 from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
+from relay.identity import server_directory
 from relay.message import DnsFacts, Envelope, Submission, parse_message
 from relay.metrics import MeteredUpstream, Metrics, TimedStore
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
@@ -78,7 +79,8 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
         tls_context.load_cert_chain(config.resolve(config_path, config.tls.cert),
                                     config.resolve(config_path, config.tls.key))
     return Rules(load_pack(config.resolve(config_path, config.policy)),
-                 load_directory(config.resolve(config_path, config.directory)), credentials, tls_context, generation)
+                 server_directory(load_directory(config.resolve(config_path, config.directory)), config),
+                 credentials, tls_context, generation)
 
 
 # Settings read only at start: a reload that changes them says so and keeps the running value.
