@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from relay import logs
 from relay.frontends import milter_codec as mc
+from relay.identity import local_submission_of
 
 if TYPE_CHECKING:
     from relay.app import MilterOutcome, RelayApp
@@ -168,6 +169,12 @@ class MilterSession:
     async def rcpt(self, recipient: str) -> bytes:
         if self.mail_from is None:
             return mc.reply_code("503 5.5.1 Bad sequence of commands")
+        local = local_submission_of(self.app.rules.directory)
+        if local is not None and local.matches(self.client_ip):
+            # sendmail/pickup mail (non_smtpd_milters): Postfix treats a refused simulated RCPT as a
+            # configuration error and keeps the mail queued, so it is all decided at end of message.
+            self.rcpts.append(recipient)
+            return mc.reply_continue()
         try:
             refusal = await self.app.rcpt_refusal(self.mail_from, [*self.rcpts, recipient], recipient,
                                             self.macro("auth_authen"), self.client_ip,
