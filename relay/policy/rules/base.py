@@ -130,13 +130,14 @@ class Context:
 
     @cached_property
     def system_generated(self) -> bool:
-        """A delivery report or an automatic reply sent without a login by a host we trust (an
-        internal server, the mail server itself): not someone sending as someone else, so the
-        staff-identity rules let it through. With a login the person is checked as usual: a
-        header does not make anyone else's address theirs."""
+        """A notification (null reverse-path: RFC 5321 §4.5.5, DSNs and RFC 3834 responses) or a
+        marked automatic reply, sent without a login by a host we trust (an internal server, the
+        mail server itself): not someone sending as someone else, so the staff-identity rules let
+        it through. With a login the person is checked as usual: neither a header nor `<>` makes
+        anyone else's address theirs."""
         if self.identity.login or not self.identity.is_staff:
             return False
-        return self.delivery_report or auto_replied(self.submission)
+        return not self.submission.envelope.mail_from or auto_replied(self.submission)
 
     def base_vars(self, rule: RuleBase) -> dict[str, str]:
         return {
