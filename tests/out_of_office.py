@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
 
 BOGOTA = timezone(timedelta(hours=-5))
 START = datetime(2026, 11, 24, 9, 0, tzinfo=BOGOTA)
