@@ -162,9 +162,11 @@ class MilterSession:
         missing = (mc.F_DELRCPT | mc.F_CHGHDRS | mc.F_ADDHDRS) & ~offer.actions
         if missing:
             self.log.warning("milter_actions_missing", offered=offer.actions, missing=missing)
-        macros = MACROS if self.actions & mc.F_SETSYMLIST else None
-        self.send(mc.reply_optneg(self.actions, self.protocol, macros))
-        self.log.debug("milter_negotiated", version=offer.version, actions=self.actions, protocol=self.protocol)
+        version = min(offer.version, mc.VERSION)
+        macros = MACROS if self.actions & mc.F_SETSYMLIST and version >= 6 else None
+        self.send(mc.reply_optneg(self.actions, self.protocol, macros, version))
+        self.log.debug("milter_negotiated", version=version, offered=offer.version, actions=self.actions,
+                       protocol=self.protocol)
 
     async def rcpt(self, recipient: str) -> bytes:
         if self.mail_from is None:
