@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -195,6 +196,9 @@ class PostgresStore:
             async with self._pool.acquire() as db, db.transaction():
                 for n, hold in enumerate(holds, start=1):
                     hold_id = f"{hold.queue_id}-{n}"
+                    # an MTA's queue id is not unique forever (short Postfix queue ids repeat)
+                    while await db.fetchval("SELECT 1 FROM holds WHERE id = $1", hold_id):
+                        hold_id = f"{hold.queue_id}-{n}-{secrets.token_hex(3)}"
                     state = HoldState.MODERATION if hold.deliver_at is None else HoldState.WAITING
                     due = utc(hold.deliver_at) if hold.deliver_at else None
                     await db.execute(

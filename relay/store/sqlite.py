@@ -8,6 +8,7 @@ queue length. Message bytes live in their own table, so listing never reads them
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -178,6 +179,9 @@ class SqliteStore:
         with self._tx() as db:
             for n, hold in enumerate(holds, start=1):
                 hold_id = f"{hold.queue_id}-{n}"
+                # an MTA's queue id is not unique forever (short Postfix queue ids repeat): never reuse
+                while db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone():
+                    hold_id = f"{hold.queue_id}-{n}-{secrets.token_hex(3)}"
                 moderated = hold.deliver_at is None
                 state = HoldState.MODERATION if moderated else HoldState.WAITING
                 db.execute(
