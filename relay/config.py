@@ -244,6 +244,9 @@ class RelayConfig(_Strict):
     tls: Tls | None = None
     auth: Auth | None = None
     trust: Trust = Trust()
+    auto_reply_grace_period: float = Field(
+        default=90 * 86400, ge=0, description="seconds; one auto-reply per sender and mailbox in this period, "
+        "kept in the store (as Mailman's autoresponse_grace_period, 90 days); 0: answer every time")
     local_submission: LocalSubmission | None = Field(
         default=None, description="mail the server submits itself (sendmail/pickup): docs/postfix.md")
     log: Log = Log()

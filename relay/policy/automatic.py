@@ -121,3 +121,8 @@ def gate(notices: Iterable[Notice], submission: Submission) -> tuple[Notice, ...
     """The notices that may go out about `submission`: responses to its sender only when
     `may_respond`; notices to configured addresses (alerts, moderators) always."""
     return tuple(n for n in notices if n.kind not in RESPONSE_KINDS or may_respond(submission, n.to))
+
+
+def grace_key(notice: Notice) -> str:
+    """What an auto-reply is counted under for the grace period: who is answered, and by which rule."""
+    return f"auto-reply:{notice.to.casefold()}:{','.join(notice.rule_ids)}"

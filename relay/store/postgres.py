@@ -386,6 +386,20 @@ class PostgresStore:
 
         return self._run(self._tx(run))
 
+    def take_once(self, key: str, now: datetime, period: float) -> bool:
+        """True, with `now` recorded, unless `key` was taken less than `period` seconds before
+        `now`; one relay at a time per key (advisory lock), so two relays answer once."""
+        async def run(db: Any) -> bool:
+            await db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+            last = await db.fetchval("SELECT max(window_start) FROM rate_counters WHERE key = $1", key)
+            if last is not None and last > utc(now) - timedelta(seconds=period):
+                return False
+            await db.execute("DELETE FROM rate_counters WHERE key = $1", key)
+            await db.execute("INSERT INTO rate_counters VALUES ($1, $2, 1)", key, utc(now))
+            return True
+
+        return bool(self._run(self._tx(run)))
+
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:
         if not notices:

@@ -364,6 +364,18 @@ class SqliteStore:
             db.execute("DELETE FROM rate_counters WHERE key = ? AND window_start < ?", (key, _ts(window_start)))
             return int(count)
 
+    def take_once(self, key: str, now: datetime, period: float) -> bool:
+        """True, with `now` recorded, unless `key` was taken less than `period` seconds before
+        `now` (one auto-reply per sender and mailbox per grace period; kept with the rate counters)."""
+        with self._tx() as db:
+            row = db.execute("SELECT max(window_start) FROM rate_counters WHERE key = ?", (key,)).fetchone()
+            stamp = _ts(now) or 0.0
+            if row[0] is not None and row[0] > stamp - period:
+                return False
+            db.execute("DELETE FROM rate_counters WHERE key = ?", (key,))
+            db.execute("INSERT INTO rate_counters VALUES (?, ?, 1)", (key, stamp))
+            return True
+
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:
         if not notices:
