@@ -33,6 +33,7 @@ from relay.frontends.smtp import AuthResult, LoginPassword, RelaySMTP, _clean
 from relay.identity import server_directory
 from relay.message import DnsFacts, Envelope, Submission, parse_message
 from relay.metrics import MeteredUpstream, Metrics, TimedStore
+from relay.policy.automatic import grace_key
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack, load_pack
 from relay.policy.verdicts import Decision, Notice, Verdict
@@ -353,7 +354,7 @@ class RelayApp:
     async def store_holds(self, decision: Decision, queue_id: str, mail_from: str, login: str | None,
                           content: bytes, subject: str, log: Any) -> tuple[list[NewHold], list[str]] | None:
         """Write the held copies durably (fsync); None when the store cannot (answer 451)."""
-        planned = holds.plan(decision, queue_id, mail_from, content, subject, self.local_sender(mail_from, login))
+        planned = holds.plan(decision, queue_id, mail_from, content, subject, decision.notice_to)
         try:
             return planned, await asyncio.to_thread(self.store.add_holds, planned, self.clock.now())
         except StoreError as error:
@@ -467,11 +468,23 @@ class RelayApp:
         return await txn.data(content)
 
     def local_sender(self, mail_from: str, login: str | None) -> str | None:
-        """Our own sender, who may be told about the message (no backscatter to outsiders)."""
-        return next((a for a in (mail_from, login or "") if a and self.directory.is_local(a)), None)
+        """Our own sender, who may be told about the message (no backscatter to outsiders): the
+        login — the person who tried — before an address they only claimed."""
+        return next((a for a in (login or "", mail_from) if a and self.directory.is_local(a)), None)
 
     async def notify(self, notices: tuple[Notice, ...], log: Any) -> None:
-        """Queue notices in the durable outbox; the scheduler sends them through the upstream."""
+        """Queue notices in the durable outbox; the scheduler sends them through the upstream.
+        An auto-reply goes at most once per sender and rule per `auto_reply_grace_period`."""
+        grace = self.config.auto_reply_grace_period
+        if grace and any(n.kind == "auto-reply" for n in notices):
+            kept = []
+            for n in notices:
+                if n.kind == "auto-reply" and not await asyncio.to_thread(
+                        self.store.take_once, grace_key(n), self.clock.now(), grace):
+                    log.info("auto_reply_suppressed", to=n.to, rules=list(n.rule_ids), why="grace period")
+                    continue
+                kept.append(n)
+            notices = tuple(kept)
         if not notices:
             return
         try:

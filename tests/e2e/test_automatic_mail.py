@@ -99,3 +99,43 @@ def test_out_of_office_from_outside_gets_no_auto_reply(tmp_path: Path, sink: Sin
         assert notices_after(sink, 1.0) == [[LAURA]]
     finally:
         relay.stop()
+
+
+def ask_support(port: int, n: int) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+        smtp.login(LAURA, PASSWORD)
+        smtp.sendmail(LAURA, [WEB_MAILBOX], f"From: {LAURA}\r\nTo: {WEB_MAILBOX}\r\n"
+                      f"Subject: {SUPPORT_SUBJECT} ({n})\r\nMessage-ID: <support-{n}@{B}>\r\n\r\n"
+                      "Buenos dias, sigue sin encender.\r\n".encode())
+
+
+def test_one_auto_reply_per_sender_per_grace_period_even_across_a_restart(tmp_path: Path, sink: Sink) -> None:
+    """Mailman's autoresponse_grace_period: Laura asks soportetic@ three times, with a relay restart
+    in between; she is told about the form once. With the period at 0, every time."""
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", auto_reply_grace_period=3600).start()
+    try:
+        ask_support(relay.port, 1)
+        ask_support(relay.port, 2)
+        relay.wait_events("decision", 2)
+        relay.stop()
+        relay.start()
+        ask_support(relay.port, 3)
+        relay.wait_events("decision", 3)
+        assert notices_after(sink, 3.0) == [[LAURA]]
+        assert len(relay.events("auto_reply_suppressed")) == 2
+        assert len([m for m in sink.messages if b"X-Relay-Notice" not in m.content]) == 3  # all delivered
+    finally:
+        relay.stop()
+
+
+def test_a_grace_period_of_zero_answers_every_time(tmp_path: Path, sink: Sink) -> None:
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", auto_reply_grace_period=0).start()
+    try:
+        ask_support(relay.port, 1)
+        ask_support(relay.port, 2)
+        deadline = time.monotonic() + 15
+        while len(notices_after(sink, 0.2)) < 2 and time.monotonic() < deadline:
+            pass
+        assert notices_after(sink, 1.0) == [[LAURA], [LAURA]]
+    finally:
+        relay.stop()
