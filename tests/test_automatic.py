@@ -79,6 +79,7 @@ def test_the_gate_keeps_configured_notices_and_drops_responses_to_automatic_mail
     ("multipart/report; report-type=delivery-status", "", "Mail System <x@y.co>", True),
     ('multipart/report; report-type="disposition-notification"', "", "x@y.co", True),
     ("multipart/report; report-type=delivery-status", "ana@example.org", "x@y.co", False),  # a DSN has <>
+    ("multipart/report; report-type=delivery-status", "MAILER-DAEMON@mx.example.net", "x@y.co", True),
     ("text/plain", "", "MAILER-DAEMON@y.co", True),  # pre-RFC 3464 bounce
     ("text/plain", "", "Mail Delivery System <postmaster@y.co>", True),
     ("text/plain", "", "ana@example.org", False),

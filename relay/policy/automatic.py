@@ -59,10 +59,12 @@ def report_type(submission: Submission) -> str | None:
 
 
 def is_delivery_report(submission: Submission) -> bool:
-    """A DSN or MDN: null envelope sender plus a report body, or plus a MAILER-DAEMON/postmaster
-    From (pre-RFC 3464 bounces). See the module docstring."""
-    if submission.envelope.mail_from:
-        return False
+    """A DSN or MDN: null envelope sender (or MAILER-DAEMON@/postmaster@, as some MTAs send) plus a
+    report body, or plus a MAILER-DAEMON/postmaster From (pre-RFC 3464 bounces). See the module
+    docstring."""
+    sender = submission.envelope.mail_from
+    if sender and sender.rpartition("@")[0].casefold() not in ("mailer-daemon", "postmaster"):
+        return False  # RFC 5321 4.5.5: <>; some MTAs use MAILER-DAEMON@ or postmaster@ instead
     kind = report_type(submission)
     if kind is not None and (kind in REPORT_TYPES or not kind):
         return True
