@@ -11,8 +11,10 @@ from relay.store.base import (
     SocialAccount,
     Store,
     StoreError,
+    Transition,
 )
-from relay.store.sqlite import SqliteStore, open_store
+from relay.store.factory import open_store
+from relay.store.sqlite import SqliteStore
 
 __all__ = ["AuditEntry", "Hold", "HoldEvent", "HoldFilter", "HoldState", "NewHold", "OutboxNotice",
-           "SocialAccount", "SqliteStore", "Store", "StoreError", "open_store"]
+           "SocialAccount", "SqliteStore", "Store", "StoreError", "Transition", "open_store"]

@@ -10,6 +10,7 @@ due times in the row), so several relays can later share one queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,6 +28,58 @@ class HoldState(StrEnum):
 
 
 OPEN_STATES = (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One operator/moderator action on a held copy: the states it is allowed in, the state after
+    it (None: unchanged), whether it makes the copy due now (else not due at all, for a final
+    state), whether the reason goes into last_error, and whether the bytes are dropped."""
+
+    allowed: tuple[HoldState, ...]
+    to: HoldState | None
+    due_now: bool
+    event: str
+    keeps_reason: bool = False
+    drop_content: bool = False
+
+    def check(self, hold_id: str, state: HoldState) -> None:
+        if state not in self.allowed:
+            raise ValueError(f"hold {hold_id} is {state.value}; this needs it to be "
+                             + " or ".join(s.value for s in self.allowed))
+
+    def assignments(self, now: object, reason: str, param: Callable[[int], str]) -> tuple[str, tuple[object, ...]]:
+        """The SET clause and its arguments, with `param(n)` the n-th placeholder (1-based) of the
+        backend's SQL dialect (`?` for SQLite, `$n` for PostgreSQL)."""
+        sets, args = [], []
+        if self.to is not None:
+            sets.append(f"state = '{self.to.value}'")
+        if self.due_now:
+            args.append(now)
+            sets.append(f"next_attempt = {param(len(args))}")
+        else:
+            sets.append("next_attempt = NULL")
+        if self.keeps_reason:
+            args.append(reason[:500])
+            sets.append(f"last_error = {param(len(args))}")
+        return ", ".join(sets), tuple(args)
+
+
+_OPEN = (HoldState.MODERATION, HoldState.WAITING)
+TRANSITIONS: dict[str, Transition] = {
+    # release: a waiting copy goes now (its state stays waiting; the scheduler claims it)
+    "release": Transition((HoldState.WAITING,), None, due_now=True, event="released"),
+    "approve": Transition((HoldState.MODERATION,), HoldState.WAITING, due_now=True, event="approved"),
+    "reject": Transition(_OPEN, HoldState.REJECTED, due_now=False, event="rejected", keeps_reason=True,
+                         drop_content=True),
+    "delete": Transition((*_OPEN, HoldState.FAILED), HoldState.DELETED, due_now=False, event="deleted",
+                         drop_content=True),
+}
+"""Which action is allowed in which state, and the state after it: read by every backend."""
+
+
+def event_detail(by: str, reason: str = "") -> str:
+    return f"by {by}: {reason[:500]}" if reason else f"by {by}"
 
 
 def utc(at: datetime) -> datetime:

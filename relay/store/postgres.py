@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from relay.store.base import (
+    TRANSITIONS,
     AuditEntry,
     Hold,
     HoldEvent,
@@ -32,6 +33,7 @@ from relay.store.base import (
     OutboxNotice,
     SocialAccount,
     StoreError,
+    event_detail,
     utc,
 )
 
@@ -328,19 +330,20 @@ class PostgresStore:
 
         return self._run(self._tx(run))
 
-    def _change(self, hold_id: str, now: datetime, allowed: tuple[HoldState, ...], sets: str, args: tuple[Any, ...],
-                event: str, detail: str, drop_content: bool = False) -> Hold:
+    def _change(self, hold_id: str, now: datetime, action: str, by: str, reason: str = "") -> Hold:
+        """One action of TRANSITIONS (relay.store.base), checked against the current state."""
+        step = TRANSITIONS[action]
+
         async def run(db: Any) -> None:
             state = await db.fetchval("SELECT state FROM holds WHERE id = $1 FOR UPDATE", hold_id)
             if state is None:
                 raise KeyError(hold_id)
-            if HoldState(state) not in allowed:
-                raise ValueError(f"hold {hold_id} is {state}; this needs it to be "
-                                 + " or ".join(s.value for s in allowed))
+            step.check(hold_id, HoldState(state))
+            sets, args = step.assignments(utc(now), reason, lambda n: f"${n}")
             await db.execute(f"UPDATE holds SET {sets} WHERE id = ${len(args) + 1}", *args, hold_id)
-            if drop_content:
+            if step.drop_content:
                 await db.execute("DELETE FROM hold_content WHERE id = $1", hold_id)
-            await self._event(db, hold_id, now, event, detail)
+            await self._event(db, hold_id, now, step.event, event_detail(by, reason))
             await db.execute(f"NOTIFY {CHANNEL}")
 
         self._run(self._tx(run))
@@ -349,21 +352,16 @@ class PostgresStore:
         return hold
 
     def release(self, hold_id: str, now: datetime, by: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.WAITING,), "next_attempt = $1", (utc(now),),
-                            "released", f"by {by}")
+        return self._change(hold_id, now, "release", by)
 
     def approve(self, hold_id: str, now: datetime, by: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.MODERATION,), "state = 'waiting', next_attempt = $1",
-                            (utc(now),), "approved", f"by {by}")
+        return self._change(hold_id, now, "approve", by)
 
     def reject(self, hold_id: str, now: datetime, by: str, reason: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.MODERATION, HoldState.WAITING),
-                            "state = 'rejected', next_attempt = NULL, last_error = $1", (reason[:500],),
-                            "rejected", f"by {by}: {reason[:500]}", drop_content=True)
+        return self._change(hold_id, now, "reject", by, reason)
 
     def delete(self, hold_id: str, now: datetime, by: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.MODERATION, HoldState.WAITING, HoldState.FAILED),
-                            "state = 'deleted', next_attempt = NULL", (), "deleted", f"by {by}", drop_content=True)
+        return self._change(hold_id, now, "delete", by)
 
     def remove(self, hold_ids: list[str]) -> None:
         async def run(db: Any) -> None:

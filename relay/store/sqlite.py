@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store.base import (
+    TRANSITIONS,
     AuditEntry,
     Hold,
     HoldEvent,
@@ -26,8 +27,8 @@ from relay.store.base import (
     NewHold,
     OutboxNotice,
     SocialAccount,
-    Store,
     StoreError,
+    event_detail,
     utc,
 )
 
@@ -307,39 +308,34 @@ class SqliteStore:
                 self._event(db, hold_id, now, "recovered", "claimed before a stop; delivering again")
         return len(rows)
 
-    def _change(self, hold_id: str, now: datetime, allowed: tuple[HoldState, ...], sets: str, args: tuple[Any, ...],
-                event: str, detail: str, drop_content: bool = False) -> Hold:
+    def _change(self, hold_id: str, now: datetime, action: str, by: str, reason: str = "") -> Hold:
+        """One action of TRANSITIONS (relay.store.base), checked against the current state."""
+        step = TRANSITIONS[action]
         with self._tx() as db:
             row = db.execute("SELECT state FROM holds WHERE id = ?", (hold_id,)).fetchone()
             if row is None:
                 raise KeyError(hold_id)
-            if HoldState(row[0]) not in allowed:
-                raise ValueError(f"hold {hold_id} is {row[0]}; this needs it to be "
-                                 + " or ".join(s.value for s in allowed))
+            step.check(hold_id, HoldState(row[0]))
+            sets, args = step.assignments(_ts(now), reason, lambda n: "?")
             db.execute(f"UPDATE holds SET {sets} WHERE id = ?", (*args, hold_id))
-            if drop_content:
+            if step.drop_content:
                 db.execute("DELETE FROM hold_content WHERE id = ?", (hold_id,))
-            self._event(db, hold_id, now, event, detail)
+            self._event(db, hold_id, now, step.event, event_detail(by, reason))
         hold = self.get_hold(hold_id)
         assert hold is not None
         return hold
 
     def release(self, hold_id: str, now: datetime, by: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.WAITING,), "next_attempt = ?", (_ts(now),),
-                            "released", f"by {by}")
+        return self._change(hold_id, now, "release", by)
 
     def approve(self, hold_id: str, now: datetime, by: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.MODERATION,), "state = 'waiting', next_attempt = ?",
-                            (_ts(now),), "approved", f"by {by}")
+        return self._change(hold_id, now, "approve", by)
 
     def reject(self, hold_id: str, now: datetime, by: str, reason: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.MODERATION, HoldState.WAITING),
-                            "state = 'rejected', next_attempt = NULL, last_error = ?", (reason[:500],),
-                            "rejected", f"by {by}: {reason[:500]}", drop_content=True)
+        return self._change(hold_id, now, "reject", by, reason)
 
     def delete(self, hold_id: str, now: datetime, by: str) -> Hold:
-        return self._change(hold_id, now, (HoldState.MODERATION, HoldState.WAITING, HoldState.FAILED),
-                            "state = 'deleted', next_attempt = NULL", (), "deleted", f"by {by}", drop_content=True)
+        return self._change(hold_id, now, "delete", by)
 
     def remove(self, hold_ids: list[str]) -> None:
         """Undo add_holds (the rest of the message could not be delivered: the client retries)."""
@@ -453,16 +449,3 @@ class SqliteStore:
             "FROM social_accounts ORDER BY network, account").fetchall())
         return [SocialAccount(r[0], r[1], r[2], _dt(r[3]) or datetime.fromtimestamp(0, UTC),
                               _dt(r[4]) or datetime.fromtimestamp(0, UTC), r[5], r[6]) for r in rows]
-
-
-def open_store(url: str, base: Path, lease: float = 300, pool_size: int = 10) -> Store:
-    """The store a config names: `sqlite:PATH` (relative to the config's folder) or
-    `postgresql://USER@HOST:PORT/DB` (shared by several relays; password in PGPASSWORD or ~/.pgpass)."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from relay.store.postgres import PostgresStore
-
-        return PostgresStore(url, lease=lease, pool_size=pool_size)
-    if not url.startswith("sqlite:"):
-        raise StoreError(f"unknown store {url!r}: use sqlite:PATH or postgresql://USER@HOST:PORT/DB")
-    path = Path(url.removeprefix("sqlite:"))
-    return SqliteStore(path if path.is_absolute() else base / path)
