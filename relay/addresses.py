@@ -172,18 +172,38 @@ class _Parser:
             return Address(name, local, domain)
         if self.peek() == "@":
             local, domain = self.addr_spec(words)
+            if self.peek() == "<":
+                # `addr <same addr>` (what some clients write when the name is unknown) is one
+                # mailbox; `alice@inst <mallory@evil>` (CVE-2023-27043) has two readings: refused.
+                self.take("<")
+                again = self.addr_spec()
+                self.take(">")
+                if (again[0].casefold(), again[1]) != (local.casefold(), domain):
+                    raise AddressError("an address as display name of another address")
             return Address("", local, domain)
         found = self.peek() or "end of header"
         raise AddressError(f"expected an address, found {found!r}")
 
     def address_list(self) -> list[Address]:
         out: list[Address] = []
+        pending: list[str] = []  # display-name pieces before an unquoted comma
         while self.peek() is not None:
             if self.peek() == ",":  # obs-addr-list allows empty members
                 self.i += 1
                 continue
             words = self.phrase()
-            if self.peek() == ":":
+            if words and self.peek() == ",":
+                # `Pinto Ortiz, Laura <laura@x>` (Outlook address books): a phrase with no address
+                # is the first part of the next mailbox's name, if that one has <angle brackets>.
+                pending.append(" ".join(self._word(w) for w in words))
+                continue
+            if pending:
+                if self.peek() != "<":
+                    raise AddressError("a display name with an unquoted comma and no <address>")
+                box = self.mailbox(words)
+                out.append(Address(", ".join([*pending, box.display_name]).strip(", "), box.local, box.domain))
+                pending = []
+            elif self.peek() == ":":
                 self.take(":")
                 while self.peek() not in (";", None):
                     if self.peek() == ",":
@@ -195,7 +215,13 @@ class _Parser:
                 out.append(self.mailbox(words))
             if self.peek() not in (",", None):
                 raise AddressError(f"unexpected {self.peek()!r} after an address")
+        if pending:
+            raise AddressError("a display name with an unquoted comma and no <address>")
         return out
+
+    @staticmethod
+    def _word(word: _Tok) -> str:
+        return _decode_words(word.text) if word.kind == "atom" else word.text
 
 
 def parse_address_list(value: str) -> tuple[Address, ...]:
@@ -227,3 +253,45 @@ def parse_path(value: str) -> str:
     if len(found) != 1 or found[0].display_name:
         raise AddressError(f"not a single address: {value!r}")
     return found[0].addr
+
+
+def is_group(value: str) -> bool:
+    """Whether an address-list header uses RFC 5322 §3.4 group syntax (`Name: a@x, b@y;`)."""
+    try:
+        tokens = _tokenize(value)
+    except AddressError:
+        return False
+    return any(t.kind == ":" for t in tokens)
+
+
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_ATEXT = re.compile(rf"^{_ATOM}(\.{_ATOM})*$")
+_PHRASE = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-. ]+$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_addr_spec(local: str, domain: str) -> str:
+    """`local@domain` as RFC 5322 §3.4.1 writes it: a local part that is not a dot-atom is quoted
+    (`"Juan Perez"@x`); non-ASCII stays UTF-8 (RFC 6532), never dropped or mangled."""
+    local = _CONTROL.sub("", local)
+    return f"{local if _ATEXT.match(local) else _quote(local)}@{domain}"
+
+
+def format_address(address: Address) -> str:
+    """One mailbox for a header we write: the display name as atoms, a quoted string, or (when it
+    is not ASCII) an RFC 2047 encoded word, so the result always parses back to the same mailbox."""
+    spec = format_addr_spec(address.local, address.domain)
+    name = " ".join(_CONTROL.sub(" ", address.display_name).split())
+    if not name:
+        return spec
+    if not name.isascii():
+        from email.header import Header
+
+        name = Header(name, "utf-8").encode()
+    elif not _PHRASE.match(name) or name.startswith(".") or ".." in name:
+        name = _quote(name)
+    return f"{name} <{spec}>"

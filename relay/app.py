@@ -27,6 +27,7 @@ from relay.config import RelayConfig, load_config
 from relay.dispose import Disposer, Rules
 from relay.frontends.milter import listen as milter_listen
 from relay.frontends.smtp import listen as smtp_listen
+from relay.identity import server_directory
 from relay.metrics import MeteredUpstream, Metrics, TimedStore
 from relay.policy.pack import load_pack
 from relay.scheduler import Scheduler, SchedulerSettings
@@ -47,7 +48,8 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
         tls_context.load_cert_chain(config.resolve(config_path, config.tls.cert),
                                     config.resolve(config_path, config.tls.key))
     return Rules(load_pack(config.resolve(config_path, config.policy)),
-                 ldapdir.open_directory(config, config_path), credentials, tls_context, generation)
+                 server_directory(ldapdir.open_directory(config, config_path), config),
+                 credentials, tls_context, generation)
 
 
 # Settings read only at start: a reload that changes them says so and keeps the running value.

@@ -36,7 +36,7 @@ def _read_message(path: str) -> bytes:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from relay.clock import SystemClock
-    from relay.directory import load_directory
+    from relay.ldapdir import load_directory_file as load_directory
     from relay.message import Envelope, Submission, parse_message
     from relay.policy.engine import evaluate
     from relay.policy.pack import load_pack
@@ -156,7 +156,7 @@ def _directory_for(args: argparse.Namespace) -> Any:
     a fresh read with --live; a YAML directory is read from its file."""
     from relay import ldapdir
     from relay.config import load_config
-    from relay.directory import load_directory
+    from relay.ldapdir import load_directory_file as load_directory
 
     if args.config:
         config = load_config(args.config)

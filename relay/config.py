@@ -47,6 +47,36 @@ class Trust(_Strict):
     login_header: str = "X-Authenticated-Sender"
 
 
+class LocalSubmission(_Strict):
+    """Mail submitted on the mail server itself (Postfix `sendmail`/pickup through
+    `non_smtpd_milters`, which presents it as 127.0.0.1 with no login): staff mail, not a relay
+    attempt. docs/postfix.md has the main.cf lines."""
+
+    clients: tuple[str, ...] = Field(default=("127.0.0.1", "::1"),
+                                     description="client addresses that are the server itself")
+    login: str | None = Field(default=None, description="identity such mail gets, as if it had logged "
+                              "in (e.g. sistemas@inst.gov.co); null: the sender must be a known address")
+
+    @field_validator("clients")
+    @classmethod
+    def _clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r}: use an IP address or network (127.0.0.1, ::1, 10.0.0.5/32)") from None
+        return value
+
+    @field_validator("login")
+    @classmethod
+    def _login(cls, value: str | None) -> str | None:
+        if value is not None and "@" not in value:
+            raise ValueError(f"{value!r}: use an e-mail address (sistemas@inst.gov.co)")
+        return value
+
+
 class UpstreamOptions(_Strict):
     """How the relay talks to its upstream (smtp://, smtps://, lmtp://)."""
 
@@ -218,6 +248,11 @@ class RelayConfig(_Strict):
     tls: Tls | None = None
     auth: Auth | None = None
     trust: Trust = Trust()
+    auto_reply_grace_period: float = Field(
+        default=90 * 86400, ge=0, description="seconds; one auto-reply per sender and mailbox in this period, "
+        "kept in the store (as Mailman's autoresponse_grace_period, 90 days); 0: answer every time")
+    local_submission: LocalSubmission | None = Field(
+        default=None, description="mail the server submits itself (sendmail/pickup): docs/postfix.md")
     log: Log = Log()
     dns: Dns | None = Field(default=None, description="DNS checks (docs/dns.md); off unless configured")
     admin: Admin | None = Field(default=None, description="the admin listener; off unless configured")
@@ -259,7 +294,7 @@ class RelayConfig(_Strict):
 
     def check_files(self, config_path: str | Path) -> None:
         """Load the pack and directory the config names, so their errors surface at validate time."""
-        from relay.directory import load_directory
+        from relay.ldapdir import load_directory_file as load_directory
         from relay.policy.pack import load_pack
 
         files: list[tuple[tuple[str, ...], str | None]] = [

@@ -222,6 +222,10 @@ def _weekly(hours: WeeklyHours) -> tuple[tuple[Interval, ...], ...]:
     return tuple(tuple(sorted(parse_span(s) for s in hours.get(day, []))) for day in DAYS)
 
 
+class ClientMatcher(Protocol):
+    def matches(self, ip: str | None) -> bool: ...
+
+
 @dataclass(frozen=True)
 class FileDirectory:
     """A directory read from one YAML file."""
@@ -231,6 +235,9 @@ class FileDirectory:
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     entries: dict[str, Entry] = field(hash=False)
     timezone: str = "UTC"  # the institution's zone: times shown to people
+    # The clients that are the mail server itself (config `local_submission`, relay.identity):
+    # any value with `matches(ip) -> bool`; kept here so every directory source can carry it.
+    local_submission: ClientMatcher | None = field(default=None, hash=False, compare=False)
 
     def find(self, address: str) -> Entry | None:
         return self.entries.get(address_key(address))
@@ -245,6 +252,8 @@ class FileDirectory:
     def is_internal_ip(self, ip: str | None) -> bool:
         if not ip:
             return False
+        if self.local_submission is not None and self.local_submission.matches(ip):
+            return True
         try:
             parsed = ipaddress.ip_address(ip.strip().strip("[]").removeprefix("IPv6:"))
         except ValueError:
@@ -280,13 +289,7 @@ class FileDirectory:
 
 
 def load_directory(path: str | Path) -> FileDirectory:
-    """Read a directory file; raises yamlconf.ConfigError naming file, line and field.
-
-    A file with an `ldap:` section (and `directory: ldap://…`) reads the LDAP server it names
-    (relay/ldapdir.py), so `relay check --directory` works with either source."""
+    """Read a YAML directory file; raises yamlconf.ConfigError naming file, line and field.
+    (`relay.ldapdir.load_directory_file` also takes a file that names an LDAP server.)"""
     data, node = yamlconf.read_yaml(path)
-    if isinstance(data, dict) and "ldap" in data and "people" not in data:
-        from relay.ldapdir import load_source_file
-
-        return load_source_file(path)
     return FileDirectory.from_model(yamlconf.validate(InstitutionModel, data, node, str(path)))

@@ -36,6 +36,7 @@ from relay.config import RelayConfig
 from relay.directory import FileDirectory, address_key
 from relay.message import DnsFacts, Envelope, Submission, parse_message
 from relay.metrics import Metrics
+from relay.policy import automatic
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack
 from relay.policy.verdicts import Decision, Notice, SmtpReply, Verdict
@@ -360,7 +361,7 @@ class Disposer:
         or left to the MTA."""
         if ours:
             await ours.abort()  # the upstream transaction named every recipient; start afresh
-        planned = holds.plan(decision, m.queue_id, m.mail_from, content, subject, self.local_sender(m.mail_from, login))
+        planned = holds.plan(decision, m.queue_id, m.mail_from, content, subject, decision.notice_to)
         try:
             ids = await asyncio.to_thread(self.store.add_holds, planned, self.clock.now())
         except StoreError as error:
@@ -519,8 +520,9 @@ class Disposer:
                 f"X-Relay-Rule-Hits: {_clean_ids(hits)}".encode()]
 
     def local_sender(self, mail_from: str, login: str | None) -> str | None:
-        """Our own sender, who may be told about the message (no backscatter to outsiders)."""
-        return next((a for a in (mail_from, login or "") if a and self.directory.is_local(a)), None)
+        """Our own sender, who may be told about the message (no backscatter to outsiders): the
+        login — the person who tried — before an address they only claimed."""
+        return next((a for a in (login or "", mail_from) if a and self.directory.is_local(a)), None)
 
     # -- notices ----------------------------------------------------------------------------------
 
@@ -536,7 +538,23 @@ class Disposer:
                                    self.moderation_link if self.link_key and self.config.admin else None)
 
     async def notify(self, found: tuple[Notice, ...], log: Any) -> None:
-        """Queue notices in the durable outbox; the scheduler sends them through the upstream."""
+        """Queue notices in the durable outbox; the scheduler sends them through the upstream.
+        Every notice passes here. The engine already dropped responses about automatic mail (the
+        RFC 3834 gate, policy/automatic.py: `Decision.notices`, `Decision.notice_to`); here no
+        response goes to a system address, and an auto-reply goes at most once per sender and rule
+        per `auto_reply_grace_period`, recorded in the store (a restart does not reset it)."""
+        found = tuple(n for n in found if n.kind not in automatic.RESPONSE_KINDS
+                      or not automatic.is_system_address(n.to))
+        grace = self.config.auto_reply_grace_period
+        if grace and any(n.kind == "auto-reply" for n in found):
+            kept = []
+            for n in found:
+                if n.kind == "auto-reply" and not await asyncio.to_thread(
+                        self.store.take_once, automatic.grace_key(n), self.clock.now(), grace):
+                    log.info("auto_reply_suppressed", to=n.to, rules=list(n.rule_ids), why="grace period")
+                    continue
+                kept.append(n)
+            found = tuple(kept)
         if not found:
             return
         try:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
-from relay.directory import Directory, Person, address_key
+from relay.directory import Directory, FileDirectory, Person, address_key
 from relay.message import Envelope
 
 
@@ -13,6 +16,49 @@ class Direction(StrEnum):
     STAFF = "staff"  # authenticated, or from an internal network: sent by the institution's staff
     INBOUND = "inbound"  # from outside to at least one of the institution's addresses
     RELAY = "relay"  # from outside to nobody of ours: an open-relay attempt
+
+
+@dataclass(frozen=True)
+class LocalSubmission:
+    """Mail the mail server submits itself (web forms, cron: `sendmail`/pickup, which Postfix's
+    cleanup presents to `non_smtpd_milters` as ESMTP from "localhost", 127.0.0.1, with no login).
+
+    `clients`: the addresses that are the server itself; `login`: the identity such mail gets, as
+    if it had authenticated (None: like an internal network, the claimed sender must be one the
+    directory knows)."""
+
+    clients: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    login: str | None = None
+
+    @classmethod
+    def build(cls, clients: Iterable[str], login: str | None) -> LocalSubmission:
+        return cls(tuple(ipaddress.ip_network(c, strict=False) for c in clients),
+                   address_key(login) if login else None)
+
+    def matches(self, ip: str | None) -> bool:
+        if not ip:
+            return False
+        try:
+            parsed = ipaddress.ip_address(ip.strip().strip("[]").removeprefix("IPv6:"))
+        except ValueError:
+            return False
+        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
+            parsed = parsed.ipv4_mapped
+        return any(parsed in net for net in self.clients)
+
+
+def server_directory(directory: FileDirectory, config: Any) -> FileDirectory:
+    """The directory with the config's `local_submission` (a RelayConfig), if it has one."""
+    section = getattr(config, "local_submission", None)
+    if section is None:
+        return directory
+    # `replace` keeps the directory's own type (a YAML file, an LDAP snapshot with its staleness)
+    return replace(directory, local_submission=LocalSubmission.build(section.clients, section.login))
+
+
+def local_submission_of(directory: Directory) -> LocalSubmission | None:
+    local = getattr(directory, "local_submission", None)
+    return local if isinstance(local, LocalSubmission) else None
 
 
 @dataclass(frozen=True)
@@ -24,6 +70,7 @@ class SenderIdentity:
     internal_network: bool
     direction: Direction
     person: Person | None
+    local: bool = False  # submitted on the mail server itself (LocalSubmission)
 
     @property
     def is_staff(self) -> bool:
@@ -43,6 +90,10 @@ def normalise_login(login: str | None, directory: Directory) -> str | None:
 def identify(envelope: Envelope, directory: Directory) -> SenderIdentity:
     """Classify a submission; `auth` must be a login the front-end verified or a trusted hop recorded."""
     login = normalise_login(envelope.auth, directory)
+    server = local_submission_of(directory)
+    local = server is not None and not login and server.matches(envelope.client_ip)
+    if local and server is not None and server.login:
+        login = server.login
     internal = directory.is_internal_ip(envelope.client_ip)
     if login or internal:
         direction = Direction.STAFF
@@ -52,4 +103,4 @@ def identify(envelope: Envelope, directory: Directory) -> SenderIdentity:
         direction = Direction.RELAY
     entry = directory.find(login) if login else None
     return SenderIdentity(login, envelope.client_ip, internal, direction,
-                          entry if isinstance(entry, Person) else None)
+                          entry if isinstance(entry, Person) else None, local)

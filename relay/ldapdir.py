@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -55,10 +55,8 @@ from relay.directory import (
     _check_zone,
     _weekly,
     address_key,
+    load_directory,
 )
-
-if TYPE_CHECKING:
-    from relay.config import RelayConfig
 
 SNAPSHOT_FORMAT = 1
 AD_SHARED_MAILBOX = "34359738368"  # msExchRecipientTypeDetails of an Exchange shared mailbox
@@ -372,7 +370,7 @@ class Source:
         return self.path(self.settings.snapshot)
 
 
-def source_from_config(config: RelayConfig, config_path: str | Path) -> Source:
+def source_from_config(config: Any, config_path: str | Path) -> Source:
     settings = getattr(config, "ldap", None)
     if settings is None:
         raise yamlconf.ConfigError(str(config_path), [yamlconf.problem_at(
@@ -1211,11 +1209,18 @@ def load_source_file(path: str | Path) -> LdapDirectory:
     return load(source)
 
 
-def open_directory(config: RelayConfig, config_path: str | Path,
+def load_directory_file(path: str | Path) -> FileDirectory:
+    """A directory file: the YAML format, or a file with an `ldap:` section (and `directory:
+    ldap://…`) that names the LDAP server to read, so `relay check --directory` takes either."""
+    data, _ = yamlconf.read_yaml(path)
+    if isinstance(data, dict) and "ldap" in data and "people" not in data:
+        return load_source_file(path)
+    return load_directory(path)
+
+
+def open_directory(config: Any, config_path: str | Path,
                    previous: FileDirectory | None = None) -> FileDirectory:
     """The directory a config names: a YAML file, or an LDAP server (with its snapshot)."""
-    from relay.directory import load_directory
-
     if is_ldap_url(config.directory):
         source = source_from_config(config, config_path)
         return load(source, previous if isinstance(previous, LdapDirectory) else None)
@@ -1285,8 +1290,12 @@ async def refresh_once(app: Any) -> bool:
     # A reload (new config or generation) that happened meanwhile wins over this refresh.
     if app.rules is not rules or app.config.directory != config.directory:
         return False
-    app.rules = dataclasses.replace(rules, directory=directory)
-    return directory is not rules.directory
+    if directory is not rules.directory:
+        from relay.identity import server_directory  # the local_submission clients ride on every load
+
+        app.rules = dataclasses.replace(rules, directory=server_directory(directory, config))
+        return True
+    return False
 
 
 async def refresh_loop(app: Any) -> None:

@@ -11,9 +11,8 @@ import quopri
 import re
 import secrets
 from email.header import decode_header, make_header
-from email.utils import formataddr
 
-from relay.addresses import AddressError, parse_address_list
+from relay.addresses import AddressError, format_address, parse_address_list
 
 _HEADER_END = re.compile(rb"\r\n\r\n")
 _OWN_PREFIX = b"x-relay-"
@@ -42,7 +41,11 @@ def drop_own_headers(fields: list[bytes]) -> list[bytes]:
 
 
 def hide_addresses(fields: list[bytes], hide: frozenset[str]) -> list[bytes]:
-    """Drop the given addresses from To and Cc (they stay envelope recipients: a BCC, in effect)."""
+    """Drop the given addresses from To and Cc (they stay envelope recipients: a BCC, in effect).
+
+    A field that names none of them is kept byte for byte; one that cannot be parsed is kept as it
+    is, never emptied (the mass_bcc rule refuses such a message before a rewrite is asked for).
+    What is written back quotes local parts that need it and RFC 2047-encodes non-ASCII names."""
     out: list[bytes] = []
     had_to = False
     for field in fields:
@@ -50,15 +53,22 @@ def hide_addresses(fields: list[bytes], hide: frozenset[str]) -> list[bytes]:
         if name not in (b"to", b"cc"):
             out.append(field)
             continue
-        value = field.split(b":", 1)[1].decode("utf-8", "replace")
+        value = field.split(b":", 1)[1].decode("utf-8", "surrogateescape")
         try:
-            kept = [a for a in parse_address_list(value) if a.key not in hide]
+            found = parse_address_list(value)
         except AddressError:
-            kept = []
-        if kept:
-            rendered = ",\r\n ".join(formataddr((a.display_name, a.addr)) for a in kept)
-            out.append(name.capitalize() + b": " + rendered.encode("utf-8"))
+            out.append(field)
             had_to |= name == b"to"
+            continue
+        kept = [a for a in found if a.key not in hide]
+        if len(kept) == len(found):
+            out.append(field)
+        elif kept:
+            rendered = ",\r\n ".join(format_address(a) for a in kept)
+            out.append(name.capitalize() + b": " + rendered.encode("utf-8", "surrogateescape"))
+        else:
+            continue
+        had_to |= name == b"to"
     if not had_to:
         out.append(b"To: undisclosed-recipients:;")
     return out

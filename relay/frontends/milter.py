@@ -23,6 +23,7 @@ from relay.config import Milter
 from relay.dispose import Disposer, MtaDelivers, Submitted
 from relay.frontends import milter_codec as mc
 from relay.frontends import replies
+from relay.identity import local_submission_of
 
 INTERNAL_ERROR = "451 4.3.0 Internal error; please try again later"
 # What we take from the MTA, and what we ask it to spare us (no DATA/unknown events; no reply per
@@ -164,13 +165,21 @@ class MilterSession:
         missing = (mc.F_DELRCPT | mc.F_CHGHDRS | mc.F_ADDHDRS) & ~offer.actions
         if missing:
             self.log.warning("milter_actions_missing", offered=offer.actions, missing=missing)
-        macros = MACROS if self.actions & mc.F_SETSYMLIST else None
-        self.send(mc.reply_optneg(self.actions, self.protocol, macros))
-        self.log.debug("milter_negotiated", version=offer.version, actions=self.actions, protocol=self.protocol)
+        version = min(offer.version, mc.VERSION)
+        macros = MACROS if self.actions & mc.F_SETSYMLIST and version >= 6 else None
+        self.send(mc.reply_optneg(self.actions, self.protocol, macros, version))
+        self.log.debug("milter_negotiated", version=version, offered=offer.version, actions=self.actions,
+                       protocol=self.protocol)
 
     async def rcpt(self, recipient: str) -> bytes:
         if self.mail_from is None:
             return mc.reply_code("503 5.5.1 Bad sequence of commands")
+        local = local_submission_of(self.disposer.directory)
+        if local is not None and local.matches(self.client_ip):
+            # sendmail/pickup mail (non_smtpd_milters): Postfix treats a refused simulated RCPT as a
+            # configuration error and keeps the mail queued, so it is all decided at end of message.
+            self.rcpts.append(recipient)
+            return mc.reply_continue()
         try:
             refusal = await self.disposer.rcpt(self.mail_from, [*self.rcpts, recipient], recipient,
                                                self.macro("auth_authen"), self.client_ip,

@@ -194,11 +194,16 @@ def packet(code: bytes, data: bytes = b"") -> bytes:
     return struct.pack("!I", len(data) + 1) + code + data
 
 
-def reply_optneg(actions: int, protocol: int, macros: dict[int, str] | None = None) -> bytes:
-    """Our side of the negotiation, with the macro names we want at each stage (needs F_SETSYMLIST)."""
-    data = struct.pack("!III", VERSION, actions, protocol)
-    for stage, names in sorted((macros or {}).items()):
-        data += struct.pack("!I", stage) + names.encode() + b"\0"
+def reply_optneg(actions: int, protocol: int, macros: dict[int, str] | None = None,
+                 version: int = VERSION) -> bytes:
+    """Our side of the negotiation: the lower of `version` (what the MTA offered) and ours — an MTA
+    drops a milter that answers with a higher version than it offered (Postfix's milter_protocol 2,
+    3, 4) — and, from version 6 on, the macro names we want at each stage (needs F_SETSYMLIST)."""
+    version = max(1, min(version, VERSION))
+    data = struct.pack("!III", version, actions, protocol)
+    if version >= 6:
+        for stage, names in sorted((macros or {}).items()):
+            data += struct.pack("!I", stage) + names.encode() + b"\0"
     return packet(OPTNEG, data)
 
 

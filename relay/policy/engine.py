@@ -16,6 +16,7 @@ from relay.addresses import lenient_addresses
 from relay.directory import Directory, address_key
 from relay.identity import identify
 from relay.message import COMBINING, EMPTY_MESSAGE, Envelope, Submission
+from relay.policy.automatic import gate
 from relay.policy.pack import Pack
 from relay.policy.rules import KINDS
 from relay.policy.rules.base import Context
@@ -115,7 +116,7 @@ def _notices(ctx: Context, verdict: Verdict, findings: list[Finding],
              recipients: list[RecipientVerdict]) -> list[Notice]:
     """The decision's notices; their texts are relay.notices'."""
     out: list[Notice] = []
-    sender = ctx.notice_to  # None unless the sender is our own staff: no backscatter
+    sender = ctx.notice_to  # None unless our own staff, and never automatic mail: no backscatter, no loops
     subject = ctx.submission.message.subject[:120] or notices.NO_SUBJECT
     if verdict is Verdict.REJECT:
         rejects = [f for f in findings if f.action is Action.REJECT]
@@ -178,12 +179,13 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
         findings=tuple(enforced),
         monitored=tuple(monitored),
         misses=tuple(misses),
-        notices=tuple(_notices(ctx, verdict, enforced, recipients)),
+        notices=gate(_notices(ctx, verdict, enforced, recipients), submission),
         records=tuple(r for f in enforced for r in f.records) if verdict is not Verdict.REJECT else (),
         rewrite=rewrite,
         defects=submission.message.defects,
         moderators=tuple(sorted({m for f in enforced if f.action is Action.MODERATE for m in f.moderators})),
         extra_headers=(("X-Relay-Rule-Hits", ", ".join(dict.fromkeys(hits)) or "none"),),
+        notice_to=ctx.notice_to,
     )
 
 

@@ -165,6 +165,9 @@ class Decision:
     defects: tuple[str, ...] = ()
     moderators: tuple[str, ...] = ()
     extra_headers: tuple[tuple[str, str], ...] = field(default=())
+    # who may be told about this message later (a hold that fails, a moderator's answer): the
+    # login, else our own envelope sender; None for outsiders and automatic mail (RFC 3834)
+    notice_to: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The dry-run contract of shared/acceptance/README.md, plus audit details."""

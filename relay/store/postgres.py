@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import threading
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
@@ -197,6 +198,9 @@ class PostgresStore:
             async with self._pool.acquire() as db, db.transaction():
                 for n, hold in enumerate(holds, start=1):
                     hold_id = f"{hold.queue_id}-{n}"
+                    # an MTA's queue id is not unique forever (short Postfix queue ids repeat)
+                    while await db.fetchval("SELECT 1 FROM holds WHERE id = $1", hold_id):
+                        hold_id = f"{hold.queue_id}-{n}-{secrets.token_hex(3)}"
                     state = HoldState.MODERATION if hold.deliver_at is None else HoldState.WAITING
                     due = utc(hold.deliver_at) if hold.deliver_at else None
                     await db.execute(
@@ -379,6 +383,20 @@ class PostgresStore:
             return None if count is None else int(count)
 
         return self._run(self._tx(run))
+
+    def take_once(self, key: str, now: datetime, period: float) -> bool:
+        """True, with `now` recorded, unless `key` was taken less than `period` seconds before
+        `now`; one relay at a time per key (advisory lock), so two relays answer once."""
+        async def run(db: Any) -> bool:
+            await db.execute("SELECT pg_advisory_xact_lock(hashtext($1))", key)
+            last = await db.fetchval("SELECT max(window_start) FROM rate_counters WHERE key = $1", key)
+            if last is not None and last > utc(now) - timedelta(seconds=period):
+                return False
+            await db.execute("DELETE FROM rate_counters WHERE key = $1", key)
+            await db.execute("INSERT INTO rate_counters VALUES ($1, $2, 1)", key, utc(now))
+            return True
+
+        return bool(self._run(self._tx(run)))
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:

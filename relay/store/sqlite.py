@@ -8,6 +8,7 @@ queue length. Message bytes live in their own table, so listing never reads them
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -179,6 +180,9 @@ class SqliteStore:
         with self._tx() as db:
             for n, hold in enumerate(holds, start=1):
                 hold_id = f"{hold.queue_id}-{n}"
+                # an MTA's queue id is not unique forever (short Postfix queue ids repeat): never reuse
+                while db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone():
+                    hold_id = f"{hold.queue_id}-{n}-{secrets.token_hex(3)}"
                 moderated = hold.deliver_at is None
                 state = HoldState.MODERATION if moderated else HoldState.WAITING
                 db.execute(
@@ -355,6 +359,18 @@ class SqliteStore:
                        "SET count = excluded.count", (key, _ts(window_start), count))
             db.execute("DELETE FROM rate_counters WHERE key = ? AND window_start < ?", (key, _ts(window_start)))
             return int(count)
+
+    def take_once(self, key: str, now: datetime, period: float) -> bool:
+        """True, with `now` recorded, unless `key` was taken less than `period` seconds before
+        `now` (one auto-reply per sender and mailbox per grace period; kept with the rate counters)."""
+        with self._tx() as db:
+            row = db.execute("SELECT max(window_start) FROM rate_counters WHERE key = ?", (key,)).fetchone()
+            stamp = _ts(now) or 0.0
+            if row[0] is not None and row[0] > stamp - period:
+                return False
+            db.execute("DELETE FROM rate_counters WHERE key = ?", (key,))
+            db.execute("INSERT INTO rate_counters VALUES (?, ?, 1)", (key, stamp))
+            return True
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:

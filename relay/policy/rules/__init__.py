@@ -15,7 +15,9 @@ from relay.policy.rules import (
     mailbox_purpose,
     mass_bcc,
     open_relay,
+    originator,
     recipient_domain,
+    recipient_route,
     send_as,
     sensitive_individual,
     social_signup,
@@ -35,7 +37,7 @@ class RuleKind:
 _MODULES = (
     open_relay, institutional_sender, send_as, mass_bcc, broadcasters, sensitive_individual,
     commercial, mailbox_purpose, social_signup, disconnect, recipient_domain, institutional_spoofing,
-    webmail_impersonation,
+    webmail_impersonation, originator, recipient_route,
 )
 
 KINDS: dict[str, RuleKind] = {

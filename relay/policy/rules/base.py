@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from relay.directory import Directory, MailingList, Person, ServiceMailbox, address_key
 from relay.identity import Direction, SenderIdentity
 from relay.message import Submission
+from relay.policy.automatic import auto_replied, is_automatic, is_delivery_report, may_respond
 from relay.policy.lexicon import check_term
 from relay.policy.verdicts import Action, Finding, Mode, Notice, Record, Rewrite
 
@@ -103,14 +104,40 @@ class Context:
 
     @cached_property
     def notice_to(self) -> str | None:
-        """Where a notice about this message may go: only to our own staff (no backscatter)."""
+        """Where a response about this message may go: only to our own staff (no backscatter), to
+        the person who tried — the login, never an address they only claimed — and never to
+        automatic mail or a system address (RFC 3834 §2; `policy.automatic.may_respond`)."""
         if not self.identity.is_staff:
             return None
-        if self.sender_addresses and self.directory.is_local(self.sender_addresses[0]):
-            return self.sender_addresses[0]
-        if self.identity.login and self.directory.is_local(self.identity.login):
-            return self.identity.login
-        return None
+        if self.identity.login:
+            to: str | None = self.identity.login if self.directory.is_local(self.identity.login) else None
+        else:  # no login (internal network, the server itself): where RFC 5321 sends bounces
+            sender = self.submission.envelope.mail_from
+            to = address_key(sender) if sender and self.directory.is_local(sender) else None
+            if to is None and not sender and self.sender_addresses:
+                to = self.sender_addresses[0] if self.directory.is_local(self.sender_addresses[0]) else None
+        return to if to is not None and may_respond(self.submission, to) else None
+
+    @cached_property
+    def automatic(self) -> bool:
+        """Mail no one may answer automatically (RFC 3834): DSNs, auto-replies, list mail."""
+        return is_automatic(self.submission)
+
+    @cached_property
+    def delivery_report(self) -> bool:
+        """A DSN or MDN (RFC 3464, RFC 8098): see `policy.automatic`."""
+        return is_delivery_report(self.submission)
+
+    @cached_property
+    def system_generated(self) -> bool:
+        """A notification (null reverse-path: RFC 5321 §4.5.5, DSNs and RFC 3834 responses) or a
+        marked automatic reply, sent without a login by a host we trust (an internal server, the
+        mail server itself): not someone sending as someone else, so the staff-identity rules let
+        it through. With a login the person is checked as usual: neither a header nor `<>` makes
+        anyone else's address theirs."""
+        if self.identity.login or not self.identity.is_staff:
+            return False
+        return not self.submission.envelope.mail_from or auto_replied(self.submission)
 
     def base_vars(self, rule: RuleBase) -> dict[str, str]:
         return {

@@ -44,6 +44,8 @@ def _finding(rule: Config, ctx: Context, address: str) -> Finding:
 
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:
+    if ctx.system_generated:  # a DSN or an auto-reply from a trusted host: see Context
+        return
     # The envelope sender first: it alone decides at RCPT time, before any header is seen.
     envelope_sender = ctx.submission.envelope.mail_from
     if envelope_sender and not ctx.directory.is_local(envelope_sender):

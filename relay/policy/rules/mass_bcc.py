@@ -34,6 +34,12 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
         return
     exposed = list(visible.values()) if too_many else lists
     shown = ", ".join(exposed[:5]) + (f" (+{len(exposed) - 5})" if len(exposed) > 5 else "")
+    unreadable = [d for d in ctx.submission.message.defects if d.startswith(("To:", "Cc:"))]
+    if rule.action is Action.REWRITE and unreadable:
+        # A header we cannot parse cannot be rewritten without losing addresses: refuse instead.
+        yield rule.finding(ctx, {"exposed": shown, "count": str(len(visible))}, action=Action.REJECT,
+                           detail={"lists": lists, "visible": len(visible), "unparsed": unreadable[:3]})
+        return
     yield rule.finding(
         ctx, {"exposed": shown, "count": str(len(visible))},
         rewrite=Rewrite(hide=frozenset(address_key(a) for a in exposed)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar, Literal
 
+from relay.addresses import AddressError, parse_address_list
 from relay.directory import ServiceMailbox, address_key
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Finding
@@ -33,9 +34,35 @@ def _may_send_as(ctx: Context, login: str, address: str) -> bool:
     return isinstance(entry, ServiceMailbox) and login in entry.delegates
 
 
+def _claimed(ctx: Context) -> tuple[list[str], str | None]:
+    """Envelope sender, From and Sender (RFC 5322 §3.6.2: the Sender is who actually sent it;
+    clients show "on behalf of"), as keys; and what was wrong with a Sender we could not read."""
+    claimed = list(ctx.sender_addresses)
+    problem = None
+    for value in ctx.submission.message.header_all("Sender"):
+        try:
+            found = parse_address_list(value)
+        except AddressError as error:
+            problem = f"Sender: {error}"
+            continue
+        if len(found) != 1:
+            problem = "Sender: must name exactly one mailbox (RFC 5322 3.6.2)"
+        claimed.extend(address_key(a.addr) for a in found)
+    if len(ctx.submission.message.header_all("Sender")) > 1:
+        problem = "more than one Sender header"
+    return list(dict.fromkeys(claimed)), problem
+
+
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:
+    if ctx.system_generated:  # a DSN or an auto-reply from a trusted host: see Context
+        return
     login = ctx.identity.login
-    for address in ctx.sender_addresses:
+    claimed, problem = _claimed(ctx)
+    if problem:
+        yield rule.finding(ctx, {"address": problem, "login": login or "(sin autenticar)"},
+                           detail={"problem": problem, "login": login})
+        return
+    for address in claimed:
         if login is not None:
             allowed = _may_send_as(ctx, login, address)
         else:
