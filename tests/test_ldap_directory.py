@@ -26,7 +26,8 @@ import yaml
 from relay import ldapdir, yamlconf
 from relay.cli import main as relay_main
 from relay.config import load_config
-from relay.directory import MailingList, Person, ServiceMailbox, load_directory
+from relay.directory import MailingList, Person, ServiceMailbox
+from relay.ldapdir import load_directory_file as load_directory
 from tests.helpers import INSTITUTIONS, PACK_NAMES, ROOT, SHARED
 from tests.ldap_server import Slapd, free_port, require_slapd
 from tests.ldap_tree import build_tree, write_source
