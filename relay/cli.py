@@ -72,6 +72,7 @@ def _human(result: dict[str, Any]) -> str:
     for rule in result["rules"]:
         mode = " [monitor]" if rule["mode"] == "monitor" else ""
         lines.append(f"  {rule['id']:<34} {rule['action']:<9}{mode} {rule['cites']}")
+        lines.extend(_explained(rule.get("explanation")))
     if result["misses"]:
         lines.append("rules passed: " + ", ".join(result["misses"]))
     for n in result["notices"]:
@@ -80,6 +81,17 @@ def _human(result: dict[str, Any]) -> str:
     if result["defects"]:
         lines.append("defects: " + "; ".join(result["defects"]))
     return "\n".join(lines)
+
+
+def _explained(explanation: dict[str, Any] | None) -> list[str]:
+    """A text rule's reasons: its conclusion, then each term or signal with its weight."""
+    if not explanation:
+        return []
+    lines = [f"      why: {explanation['conclusion']}"]
+    for e in explanation["evidence"]:
+        where = " (subject)" if e["where"] == "subject" else ""
+        lines.append(f"        {e['group']:<14} {e['weight']:>5g}  {e['term']}{where}  «{e['text']}»")
+    return lines
 
 
 def _kind_of(data: Any) -> str:
