@@ -32,19 +32,21 @@ from relay.policy.verdicts import Action, Explanation, Finding, Notice
 # publicación de decretos, circulares, edictos o documentación jurídica), Ajuste o cambio de
 # BANNERS en el encabezado, creación de nuevos botones o enlaces".
 ACCEPTS: dict[str, float] = {
-    "publicar": 2, "publicación": 2, "sitio web": 2, "página web": 2, "portal web": 2, "portal": 1,
+    "publicac*": 2, "=publicar": 2, "=publique": 2, "=publiquen": 2, "=publicarlo": 2,
+    "=publicarla": 2, "=publicarlos": 2, "=publicado": 1, "=publicada": 1,
+    "sitio web": 2, "página web": 2, "portal web": 2, "portal": 1,
     "banner": 2.5, "botón": 1.5, "enlace": 1, "link": 1, "encabezado": 1, "decreto": 1.5, "circular": 1,
     "edicto": 2, "resolución": 1, "acuerdo municipal": 1.5, "documentación jurídica": 2, "normatividad": 1.5,
     "acto administrativo": 1.5, "aviso": 1, "convocatoria": 1, "noticia": 1, "transparencia": 1.5,
-    "subir": 1, "montar": 1, "actualizar información": 1.5, "sección": 1, "micrositio": 2, "=www": 1.5,
-    "gov.co": 1,
+    "=subir": 1, "=suban": 1, "=montar": 1, "actualizar información": 1.5, "sección": 1, "micrositio": 2,
 }
 # Numerals 1, 2 and 5: technical support goes through the form, not this mailbox.
 SUPPORT: dict[str, float] = {
-    "impresora": 3, "imprimir": 2, "escáner": 2.5, "tóner": 2.5, "computador": 2, "portátil": 2,
+    "impresora": 3, "imprimir": 2, "escáner": 2.5, "=toner": 2.5, "computador": 2, "portátil": 2,
     "equipo de cómputo": 2, "pantalla": 1.5, "teclado": 2, "mouse": 2, "no funciona": 2, "no prende": 2.5,
     "no enciende": 2.5, "no abre": 2, "no carga": 1, "no puedo ingresar": 2, "no puedo entrar": 2,
-    "no me deja": 1.5, "error": 1.5, "falla": 1.5, "daño": 1.5, "contraseña": 2, "clave": 1.5,
+    "no me deja": 1.5, "error": 1.5, "falla": 1.5, "=dano": 1.5, "=danado": 1.5, "=danada": 1.5,
+    "contraseña": 2, "clave": 1.5,
     "usuario bloqueado": 3, "desbloquear": 2.5, "restablecer": 2, "internet": 2, "=red": 1.5, "wifi": 2,
     "vpn": 2, "=correo": 0.5, "outlook": 2, "buzón lleno": 2.5, "instalar": 2, "instalación": 2, "software": 2,
     "hardware": 2, "licencia": 1.5, "antivirus": 2, "virus": 2, "office": 1.5, "excel": 1, "lento": 1.5,

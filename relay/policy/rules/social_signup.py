@@ -56,12 +56,12 @@ SIGNUP: dict[str, float] = {
 }
 # ... against what the same networks send every day to an existing account (not a new tie).
 ROUTINE: dict[str, float] = {
-    "te etiquetó": 3, "comentó": 2.5, "le gusta": 2.5, "me gusta": 2, "reaccionó": 2.5, "compartió": 2,
+    "te etiquetó": 3, "comentó": 2, "le gusta": 2.5, "me gusta": 2, "reaccionó": 2.5, "compartió": 2,
     "nuevos seguidores": 3, "te sigue": 2.5, "empezó a seguirte": 3, "personas que quizás conozcas": 3,
     "solicitud de amistad": 2.5, "invitación para conectar": 2.5, "quiere conectar": 2.5, "cumpleaños": 2,
-    "recuerdos": 2, "en vivo": 2, "tendencias": 2, "resumen": 2, "boletín": 2, "novedades": 1.5,
-    "empleo": 3, "vacante": 3, "alerta de empleo": 3, "ofertas de trabajo": 3, "mensaje nuevo": 2,
-    "nuevo mensaje": 2, "te mencionó": 3, "publicación": 1, "vieron tu perfil": 3, "visto tu perfil": 3,
+    "=recuerdos": 2, "en vivo": 2, "tendencias": 2, "resumen": 2, "boletín": 2, "novedades": 1.5,
+    "=empleo": 2.5, "=empleos": 2.5, "vacante": 2.5, "alerta de empleo": 3, "ofertas de trabajo": 3, "mensaje nuevo": 2,
+    "nuevo mensaje": 2, "te mencionó": 3, "publicac*": 1, "vieron tu perfil": 3, "visto tu perfil": 3,
     "inicio de sesión nuevo": 2, "nuevo inicio de sesión": 2,
     "=tagged you": 3, "=commented": 2.5, "=liked": 2.5, "=new followers": 3, "=mentioned you": 3,
     "=people you may know": 3, "=newsletter": 3, "=digest": 3, "=jobs": 3, "=job alert": 3,
