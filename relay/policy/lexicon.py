@@ -7,7 +7,9 @@ A term is written as a person would say it, and matched in any inflection:
   "confirma tu dirección de correo");
 - `=mora`: that exact (folded) word, not its stem family ("mora" but not "morado", "moral");
 - `deud*`: any word starting so (kept for old packs; a stem is usually what is meant);
-- `re:REGEX`: a regular expression on the folded text (for numbers: amounts, IDs, case numbers).
+- `re:REGEX`: a regular expression on the folded text (for numbers: amounts, IDs, case numbers);
+- `raw:REGEX`: a regular expression on the text as written, capitals and accents kept (a name
+  after "señora" or "servidor" is told by its capitals).
 Each term counts once per message, at its weight times the subject weight when it is in the
 subject, so repeating a word does not inflate a score. Every hit is kept as Evidence (group,
 term, weight, subject or body, the words matched) so a decision can say why it was taken.
@@ -38,9 +40,9 @@ class _Word:
 def _compile(term: str) -> tuple[tuple[_Word, ...], re.Pattern[str] | None]:
     """(words, None) for a word or phrase term, ((), regex) for a `re:` term; ValueError if unusable."""
     stripped = term.strip()
-    if stripped.startswith("re:"):
+    if stripped.startswith(("re:", "raw:")):
         try:
-            return (), re.compile(stripped[3:])
+            return (), re.compile(stripped.partition(":")[2])
         except re.error as error:
             raise ValueError(f"bad regular expression {term!r}: {error}") from None
     out: list[_Word] = []
@@ -68,10 +70,11 @@ def check_term(term: str) -> str:
 
 
 class _Index:
-    """One folded text: its words, their stems, and where each occurs."""
+    """One folded text: its words, their stems, and where each occurs (and the text as written)."""
 
-    def __init__(self, folded: str) -> None:
+    def __init__(self, folded: str, raw: str = "") -> None:
         self.text = folded
+        self.raw = raw
         self.spans = words(folded)
         self.by_stem: dict[str, list[int]] = {}
         self.by_word: dict[str, list[int]] = {}
@@ -110,37 +113,40 @@ class _Index:
 
 
 @lru_cache(maxsize=16)
-def _index(folded: str) -> _Index:
+def _index(folded: str, raw: str) -> _Index:
     # Several rules read the same subject and body; index each text once.
-    return _Index(folded)
+    return _Index(folded, raw)
 
 
 class Lexicon:
     """Named groups of weighted terms; `hits(subject, body)` lists every term found, as Evidence."""
 
     def __init__(self, groups: Mapping[str, Mapping[str, float]]) -> None:
-        self.entries: list[tuple[str, str, float, tuple[_Word, ...], re.Pattern[str] | None]] = []
+        self.entries: list[tuple[str, str, float, tuple[_Word, ...], re.Pattern[str] | None, bool]] = []
         for group, terms in groups.items():
             for term, weight in terms.items():
                 phrase, regex = _compile(term)
-                self.entries.append((group, term, float(weight), phrase, regex))
+                self.entries.append((group, term, float(weight), phrase, regex, term.strip().startswith("raw:")))
 
-    def _find(self, index: _Index, phrase: tuple[_Word, ...], regex: re.Pattern[str] | None) -> str | None:
+    @staticmethod
+    def _find(index: _Index, phrase: tuple[_Word, ...], regex: re.Pattern[str] | None, raw: bool) -> str | None:
         if regex is not None:
-            m = regex.search(index.text)
+            m = regex.search(index.raw if raw else index.text)
             return m.group() if m else None
         return index.find(phrase)
 
-    def hits(self, folded_subject: str, folded_body: str, subject_weight: float = 1.0) -> tuple[Evidence, ...]:
-        """Every term present, once: in the subject at weight x subject_weight, else in the body."""
-        subject, body = _index(folded_subject), _index(folded_body)
+    def hits(self, folded_subject: str, folded_body: str, subject_weight: float = 1.0,
+             raw_subject: str = "", raw_body: str = "") -> tuple[Evidence, ...]:
+        """Every term present, once: in the subject at weight x subject_weight, else in the body.
+        `raw_*` are the same texts as written, for `raw:` terms."""
+        subject, body = _index(folded_subject, raw_subject), _index(folded_body, raw_body)
         found: list[Evidence] = []
-        for group, term, weight, phrase, regex in self.entries:
-            text = self._find(subject, phrase, regex)
+        for group, term, weight, phrase, regex, raw in self.entries:
+            text = self._find(subject, phrase, regex, raw)
             if text is not None:
                 found.append(Evidence(group, term, round(weight * subject_weight, 3), "subject", text[:80]))
                 continue
-            text = self._find(body, phrase, regex)
+            text = self._find(body, phrase, regex, raw)
             if text is not None:
                 found.append(Evidence(group, term, weight, "body", text[:80]))
         return tuple(found)

@@ -128,7 +128,7 @@ class Evidence:
     @property
     def label(self) -> str:
         """The term, or for a regular expression the text it matched."""
-        return f"«{self.text}»" if self.term.startswith("re:") else self.term
+        return f"«{self.text}»" if self.term.startswith(("re:", "raw:")) else self.term
 
     def as_dict(self) -> dict[str, Any]:
         return {"group": self.group, "term": self.term, "weight": self.weight, "where": self.where,

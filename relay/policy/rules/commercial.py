@@ -116,7 +116,8 @@ class Config(RuleBase):
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether the text is an offer made to the reader, and why."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight)
+    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
+                                  message.subject, message.body_text)
     scores = group_scores(evidence)
     offer, institutional = scores.get("offer", 0.0), scores.get("institutional", 0.0)
     net = round(offer - institutional, 3)

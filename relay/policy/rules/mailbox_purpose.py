@@ -103,7 +103,8 @@ class Config(RuleBase):
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether the text is a request the mailbox takes (True), and why."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight)
+    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
+                                  message.subject, message.body_text)
     scores = group_scores(evidence)
     accepts, support = scores.get("accepts", 0.0), scores.get("support", 0.0)
     net = round(accepts - support, 3)

@@ -43,7 +43,11 @@ TOPICS: dict[str, dict[str, float]] = {
         "incumplimiento": 1.5, "embargo": 3, "medida cautelar": 2.5, "notificación judicial": 3,
         "orden judicial": 2.5, "requerimiento judicial": 3, "proceso judicial": 2.5, "demanda": 1.5,
         "tutela": 1.5, "juzgado": 1.5, "fiscalía": 1.5, "denuncia": 1.5, "querella": 2,
-        "citación a audiencia": 2.5, "asunto legal": 3,
+        "citación a audiencia": 2.5, "asunto legal": 3, "acción de tutela": 2.5, "accionante": 2.5,
+        "fallo de tutela": 2.5, "inasistencia": 2, "ausencia injustificada": 3, "abandono del cargo": 3,
+        "llegadas tarde": 2, "comparendo": 3, "multa": 2, "infracción": 1.5, "cuota alimentaria": 3,
+        "proceso de alimentos": 3, "comisaría de familia": 2.5, "violencia intrafamiliar": 3, "custodia": 2,
+        "hallazgo": 1.5, "responsabilidad fiscal": 3, "procuraduría": 1.5, "contraloría": 1,
     },
     "debt": {
         "deuda": 2.5, "adeuda": 3, "=mora": 2.5, "intereses de mora": 2.5, "saldo pendiente": 2.5,
@@ -52,7 +56,11 @@ TOPICS: dict[str, dict[str, float]] = {
         "cobro prejurídico": 3, "cobro coactivo": 3, "cobro": 1.5, "libranza": 2, "crédito": 1,
         "préstamo": 1, "centrales de riesgo": 3, "reporte negativo": 3, "datacrédito": 3,
         "acuerdo de pago": 2.5, "normalizar": 1.5, "paz y salvo": 1, "fondo de empleados": 1,
-        "=cooperativa": 1, "cartera": 1, "descuento por nómina": 1.5,
+        "=cooperativa": 1, "cartera": 1, "descuento por nómina": 1.5, "pendiente de pago": 2.5,
+        "valor a pagar": 2, "cancelar el valor": 2, "cancelar el saldo": 2, "consignar": 1.5, "consignación": 1.5,
+        "abono": 1.5, "atraso": 2, "vencido": 1.5, "factura vencida": 3, "=saldo": 1, "reintegro": 2,
+        "reintegrar": 2, "mayor valor pagado": 2.5, "pago en exceso": 2.5, "pago de lo no debido": 3,
+        "descontar": 1.5, "anticipo": 1.5, "legalizar": 1.5, "legalización": 1.5,
     },
     "health": {
         "estado de salud": 3, "examen médico": 2.5, "resultados de laboratorio": 3, "diagnóstico": 2,
@@ -62,7 +70,10 @@ TOPICS: dict[str, dict[str, float]] = {
         "reubicación laboral": 2.5, "discapacidad": 2, "embarazo": 2.5, "enfermedad": 1.5,
         "positivo para covid": 3, "prueba positiva": 2.5, "licencia de maternidad": 2,
         "licencia de paternidad": 2, "psicología": 2, "salud mental": 2, "accidente de trabajo": 2,
-        "cita médica": 2, "hospitalización": 2, "cirugía": 2,
+        "cita médica": 2, "hospitalización": 2, "cirugía": 2, "aislamiento": 2, "contacto estrecho": 2.5,
+        "síntomas": 1.5, "prueba pcr": 2.5, "prueba de antígeno": 2.5, "=covid": 1, "resultado positivo": 2.5,
+        "contagio": 2, "psicológica": 2, "psicológico": 2, "evaluación psicológica": 2.5, "prueba psicotécnica": 2,
+        "médico tratante": 2.5, "fórmula médica": 2.5, "medicamentos": 1.5, "urgencias": 1.5, "eps": 1,
     },
     "personal": {
         "asunto personal": 2.5, "situación personal": 2.5, "interés particular": 2.5,
@@ -71,6 +82,8 @@ TOPICS: dict[str, dict[str, float]] = {
         "no superó": 1.5, "no renovación": 3, "terminación del contrato": 2.5,
         "terminación anticipada": 2.5, "insubsistencia": 3, "retiro del servicio": 2,
         "plan de mejoramiento individual": 2.5, "acoso laboral": 2.5, "queja": 1.5, "datos personales": 1,
+        "no apto": 2.5, "aptitud": 1.5, "licencia no remunerada": 2.5, "calamidad doméstica": 3,
+        "situación familiar": 2.5, "encargo": 1, "traslado": 1, "no continuidad": 3, "desvinculación": 2.5,
     },
 }
 
@@ -81,6 +94,15 @@ PERSON: dict[str, float] = {  # the text concerns a particular person
     "su situación": 2, "su incapacidad": 2, "su examen": 2, "su resultado": 2, "sus resultados": 2,
     "su estado": 1.5, "su contrato": 2, "su desempeño": 2, "su evaluación": 2, "su expediente": 2,
     "presenta un saldo": 2, "servidores relacionados": 2, "personas relacionadas": 2, "se relacionan": 1.5,
+    "siguientes servidores": 2, "siguientes funcionarios": 2, "siguientes personas": 2, "no han presentado": 1.5,
+    "se le requiere": 2.5, "le solicitamos": 1.5, "=justifique": 1.5, "=allegue": 1.5, "=acerquese": 1.5,
+    "=presentese": 1.5, "=comuniquese": 1, "el servidor": 1, "la servidora": 1, "el funcionario": 1,
+    "la funcionaria": 1, "el contratista": 1, "la contratista": 1, "el trabajador": 1, "la trabajadora": 1,
+    # a role or title followed by a name as written: "servidora Lucía Ortega", "señor JORGE BENAVIDES"
+    r"raw:\b(?:[Ss]eñora?|SEÑORA?|[Ss]eñor\(a\)|[Ss]ervidora?|[Ff]uncionari[oa]|[Cc]ontratista|[Tt]rabajadora?|"
+    r"[Dd]octora?|[Ii]ngenier[oa]|[Dd]oña|[Dd]on|Sra?\.|Dra?\.)[ \t]+(?!P[úu]blic|Alcald|Secretari|Jefe|Director)"
+    r"(?:[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+|[A-ZÁÉÍÓÚÑ]{2,})"
+    r"(?:[ \t]+(?:de[ \t]+)?(?:[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+|[A-ZÁÉÍÓÚÑ]{2,}))+": 2,
     r"re:\b\w+(?:ar|er|ir)les?\b": 1,  # informarle, notificarle, comunicarles
     # an ID: "C.C. 12.345.678", "cédula de ciudadanía No. 1085..."
     r"re:\b(?:c\.\s?c\.?|cc|cedula(?: de ciudadania)?|identificad[oa] con)\s*(?:no\.?|n[°o.]+|numero|#)?"
@@ -103,13 +125,16 @@ GENERAL: dict[str, float] = {  # signals of a general communication
     "=deben reportar": 2, "=deberan reportar": 2, "reportar novedades": 2, "novedades de nómina": 2,
     "=recuerden": 1.5, "recordamos a todos": 1.5, "invitación": 2, "inscripción": 2, "inscríbase": 2,
     "charla": 2, "conferencia": 2, "conversatorio": 2, "=foro": 1.5, "capacitación": 2, "taller": 2,
-    "seminario": 2, "diplomado": 2, "=cursos": 1.5, "curso virtual": 1.5, "webinar": 2, "jornada": 1.5, "campaña": 2,
-    "semana de la salud": 2, "brigada": 2, "pausas activas": 2, "socialización": 2, "boletín": 2,
+    "seminario": 2, "diplomado": 2, "=cursos": 1.5, "curso virtual": 1.5, "webinar": 2, "campaña": 2,
+    r"re:\bjornadas?\s+(?:de\s+(?:vacunacion|salud|capacitacion|sensibilizacion|induccion|reinduccion|bienestar|"
+    r"donacion|prevencion|integracion)|deportiva|cultural|pedagogica)": 2,
+    "semana de la salud": 2, "brigada": 2, "pausas activas": 1, "socialización": 1.5, "boletín": 2,
     "=procedimiento": 1.5, "=procedimientos": 1.5, "lineamientos": 1.5, "instructivo": 1.5, "guía": 1, "circular": 1,
     "resumen": 1.5, "nueva ley": 2, "reforma": 1.5, "cambios normativos": 1.5, "prevención": 1,
     "promoción y prevención": 2, "bienestar": 1.5, "cupos": 1, "=auditorio": 1.5, "encuesta": 1.5,
     "recomendaciones generales": 2, "información general": 1.5, "estadísticas": 1.5, "=indicadores": 1.5,
-    "=informe": 1, "=informes": 1,
+    "=informe": 1, "=informes": 1, "consolidado": 1.5, "porcentaje": 1.5, "por dependencia": 2, "=total": 1,
+    "comportamiento": 1, "=trimestral": 1, "=indicador": 1, "promedio": 1.5, "=millones": 1,
 }
 
 NAMES = {"legal": "asuntos legales o disciplinarios", "debt": "deudas", "health": "salud",
@@ -164,7 +189,8 @@ class Config(RuleBase):
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation, list[str]]:
     """Whether the text is a notice about a particular person's sensitive matter, why, and its topics."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight)
+    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
+                                  message.subject, message.body_text)
     scores = group_scores(evidence)
     person, general = scores.pop("person", 0.0), scores.pop("general", 0.0)
     topic = round(sum(scores.values()), 3)

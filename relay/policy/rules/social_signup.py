@@ -150,7 +150,8 @@ def _is_personal(rule: Config, ctx: Context, address: str) -> bool:
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether a network's message is about creating, confirming or verifying an account, and why."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight)
+    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
+                                  message.subject, message.body_text)
     scores = group_scores(evidence)
     signup, routine = scores.get("signup", 0.0), scores.get("routine", 0.0)
     net = round(signup - routine, 3)
