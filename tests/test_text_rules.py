@@ -197,3 +197,29 @@ def test_bad_terms_are_refused(term: str) -> None:
 def test_extra_terms_add_replace_and_remove() -> None:
     out = merged({"general": {"taller": 2, "curso": 1.5}}, {"general": {"taller": 0, "feria": 2}, "person": {"x": 1}})
     assert out == {"general": {"curso": 1.5, "feria": 2}, "person": {"x": 1}}
+
+
+# --- pack validation ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("yaml_lines", "needle", "message"), [
+    ('    extra_terms:\n      general:\n        "re:(sin cerrar": 2\n', "re:(sin cerrar", "bad regular expression"),
+    ('    extra_terms:\n      chisme:\n        "rumor": 2\n', "chisme", "unknown group 'chisme'"),
+    ('    extra_terms:\n      person:\n        "usted": -2\n', '"usted": -2', "negative weight"),
+])
+def test_bad_text_rule_settings_are_refused_with_file_and_line(tmp_path: Path, yaml_lines: str, needle: str,
+                                                                message: str) -> None:
+    from relay.policy.pack import load_pack
+    from relay.yamlconf import ConfigError
+
+    good = (POLICIES / "pasto.yaml").read_text(encoding="utf-8")
+    anchor = "    kind: sensitive_individual\n"
+    text = good.replace(anchor, anchor + yaml_lines)
+    path = tmp_path / "pasto.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        load_pack(path)
+    [problem] = info.value.problems
+    assert message in problem, problem
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if needle in row)
+    assert problem.startswith(f"{path}:"), problem
+    assert int(problem.split(":")[1]) in range(line - 2, line + 1), problem

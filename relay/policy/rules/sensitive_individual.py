@@ -27,7 +27,7 @@ from dataclasses import replace
 from functools import cached_property
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from relay.message import ParsedMessage
 from relay.policy.lexicon import Lexicon, check_groups, group_scores, merged
@@ -164,23 +164,27 @@ class Config(RuleBase):
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"topics", "count"})
     DEFAULT_REPLY: ClassVar[str] = "Las notificaciones de asuntos personales se envian de forma individual"
 
-    _groups = field_validator("topics", "extra_terms")(check_groups)
+    @field_validator("topics")
+    @classmethod
+    def _topics(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        if set(value) & set(OPPOSED):
+            raise ValueError("'person' and 'general' are reserved group names")
+        return check_groups(value)
+
+    @field_validator("extra_terms")
+    @classmethod
+    def _extra(cls, value: dict[str, dict[str, float]], info: ValidationInfo) -> dict[str, dict[str, float]]:
+        known = [*info.data.get("topics", TOPICS), *OPPOSED]
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown group {unknown[0]!r}; groups are {', '.join(known)}")
+        return check_groups(value)
 
     @field_validator("person", "general")
     @classmethod
     def _terms(cls, value: dict[str, float]) -> dict[str, float]:
         check_groups({"terms": value})
         return value
-
-    @model_validator(mode="after")
-    def _known_groups(self) -> Config:
-        unknown = sorted(set(self.extra_terms) - set(self.topics) - set(OPPOSED))
-        if unknown:
-            raise ValueError(f"extra_terms: unknown group {unknown[0]!r}; groups are "
-                             f"{', '.join(sorted(self.topics) + list(OPPOSED))}")
-        if set(self.topics) & set(OPPOSED):
-            raise ValueError("topics: 'person' and 'general' are reserved group names")
-        return self
 
     @cached_property
     def lexicon(self) -> Lexicon:
