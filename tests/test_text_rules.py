@@ -223,3 +223,78 @@ def test_bad_text_rule_settings_are_refused_with_file_and_line(tmp_path: Path, y
     line = next(i for i, row in enumerate(text.splitlines(), 1) if needle in row)
     assert problem.startswith(f"{path}:"), problem
     assert int(problem.split(":")[1]) in range(line - 2, line + 1), problem
+
+
+# --- the other three rules, both sides ----------------------------------------------------------
+
+COMMERCIAL = "commercial-content-approval"
+
+
+@pytest.mark.parametrize(("subject", "body", "hit"), [
+    ("Black Friday en Tecnoplaza: hasta 40% de descuento en portátiles",
+     "Aproveche precios especiales para servidores públicos. Envío gratis a todo el país.", True),
+    ("Vendo apartamento en el centro", "Vendo apartamento de tres habitaciones, precio $ 280.000.000 "
+     "negociable. Interesados escríbanme al WhatsApp.", True),
+    ("Seguro de vida con tarifa preferencial para funcionarios", "Adquiera su póliza con 20% de descuento y "
+     "pague en cuotas sin interés. Cupos limitados, contáctenos hoy.", True),
+    ("Almuerzos ejecutivos a domicilio", "Menú del día a $15.000. Haga sus pedidos por WhatsApp; promoción 2x1 "
+     "los viernes.", True),
+    ("Limited time: 30% off design software", "Buy now and save. Unsubscribe at any time.", True),
+    ("Invitación pública de mínima cuantía No. 012-2026", "Se invita a los interesados a presentar ofertas "
+     "para el suministro de papelería. Consulte el cronograma y los estudios previos en SECOP II.", False),
+    ("Solicitud de cotización - estudio de mercado", "Para el estudio de mercado del proceso de contratación "
+     "solicitamos su cotización de 200 resmas de papel, con precio unitario e IVA.", False),
+    ("Revisión de precios del contrato 045", "El supervisor del contrato solicita revisar los precios "
+     "unitarios de los ítems 3 y 4 antes del acta parcial.", False),
+    ("Promoción y prevención: toma de tensión gratis", "Bienestar invita a la jornada de promoción y "
+     "prevención en el primer piso.", False),
+])
+def test_commercial_offer_against_procurement(subject: str, body: str, hit: bool) -> None:
+    d = decide("pasto", f"From: eduardo.hernandez@{P}\nTo: lucia.ortega@{P}\nSubject: {subject}\n\n{body}\n",
+               mail_from=f"eduardo.hernandez@{P}", rcpt=[f"lucia.ortega@{P}"], auth=f"eduardo.hernandez@{P}")
+    assert (COMMERCIAL in fired(d)) is hit, [f.why.line() for f in d.findings if f.why]
+
+
+@pytest.mark.parametrize(("sender", "subject", "body", "hit"), [
+    ("registration@facebookmail.com", "48213 es tu código de confirmación de Facebook",
+     "Hola, alguien intentó crear una cuenta con esta dirección. Usa este código para confirmarla.", True),
+    ("no-reply@mail.instagram.com", "Confirma tu correo electrónico", "Confirma que esta es tu dirección.", True),
+    ("noreply@account.tiktok.com", "Código de verificación", "Tu código de verificación es 583920.", True),
+    ("verify@x.com", "Confirma tu dirección de correo electrónico en X", "Ingresa este código: 449120", True),
+    ("no-reply@mail.instagram.com", "Te damos la bienvenida a Instagram", "Tu cuenta nueva ya está lista.", True),
+    ("notification@facebookmail.com", "Tienes 3 notificaciones nuevas", "Ana comentó tu publicación.", False),
+    ("jobs-listings@linkedin.com", "Profesional universitario: 12 empleos nuevos",
+     "Vacantes que coinciden con tu perfil.", False),
+    ("no-reply@mail.instagram.com", "juan_perez empezó a seguirte", "Ver perfil.", False),
+    ("info@x.com", "Lo más destacado de hoy en X", "Tendencias y publicaciones populares.", False),
+    ("newsletters-noreply@linkedin.com", "Boletín semanal: gobierno digital", "Lee el boletín de esta semana.",
+     False),
+])
+def test_network_signup_against_routine(sender: str, subject: str, body: str, hit: bool) -> None:
+    d = decide("bogota", f"From: {sender}\nTo: juan.uribe@{G}\nSubject: {subject}\n\n{body}\n",
+               mail_from=sender, rcpt=[f"juan.uribe@{G}"], client_ip="69.171.232.143")
+    assert bool(d.records) is hit, d.to_json()
+
+
+B = "barrancabermeja.gov.co"
+
+
+@pytest.mark.parametrize(("subject", "body", "auto_reply"), [
+    ("La impresora del tercer piso no imprime", "Desde ayer sale error de papel atascado.", True),
+    ("No puedo entrar al correo", "Me pide cambiar la contraseña y luego queda bloqueado.", True),
+    ("Instalación de Office", "Solicito instalar Office en el portátil asignado a la oficina.", True),
+    ("Internet lento", "En la Secretaría de Hacienda la red está muy lenta desde el lunes.", True),
+    ("Reunión del comité de archivo", "Les comparto el acta de la reunión del martes.", True),
+    ("Solicitud de publicación del Decreto 112 de 2026", "Adjunto el decreto para publicar en la página web.",
+     False),
+    ("Edicto para el sitio web", "Por favor publicar el edicto adjunto en la sección de notificaciones.", False),
+    ("Cambio de banner", "Solicito cambiar el banner del encabezado del portal por el de la campaña.", False),
+    ("Nuevo botón en Transparencia", "Crear un botón en la sección de transparencia con enlace al plan anual.",
+     False),
+    ("Enlace roto en la página web", "El enlace de la convocatoria publicada en el sitio web no funciona; por "
+     "favor actualizarlo con el documento adjunto.", False),
+])
+def test_web_mailbox_publication_against_anything_else(subject: str, body: str, auto_reply: bool) -> None:
+    d = decide("barrancabermeja", f"From: laura.pinto@{B}\nTo: soportetic@{B}\nSubject: {subject}\n\n{body}\n",
+               mail_from=f"laura.pinto@{B}", rcpt=[f"soportetic@{B}"], auth=f"laura.pinto@{B}")
+    assert (d.notices != ()) is auto_reply, [f.why.line() for f in d.findings if f.why]
