@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from relay.message import fold as _fold
-from relay.policy.spanish import stem, words
+from relay.policy.spanish import stem
 from relay.policy.verdicts import Evidence
 
 GAP = 2  # words allowed between two consecutive words of a phrase
+_WORDS = re.compile(r"\w+")
 _SPLIT = re.compile(r"[^\w=*]+")
 
 
@@ -75,12 +76,17 @@ class _Index:
     def __init__(self, folded: str, raw: str = "") -> None:
         self.text = folded
         self.raw = raw
-        self.spans = words(folded)
-        self.by_stem: dict[str, list[int]] = {}
         self.by_word: dict[str, list[int]] = {}
-        for i, (word, _, _) in enumerate(self.spans):
+        self.words = _WORDS.findall(folded)
+        for i, word in enumerate(self.words):
             self.by_word.setdefault(word, []).append(i)
-            self.by_stem.setdefault(stem(word), []).append(i)
+        self.by_stem: dict[str, list[int]] = {}
+        for word, at in self.by_word.items():
+            key = stem(word)
+            if key in self.by_stem:
+                self.by_stem[key] = sorted(self.by_stem[key] + at)
+            else:
+                self.by_stem[key] = at
         self.sorted_words = sorted(self.by_word)
 
     def positions(self, word: _Word) -> list[int]:
@@ -95,8 +101,18 @@ class _Index:
             i += 1
         return sorted(found)
 
+    def has(self, word: _Word) -> bool:
+        if word.how == "stem":
+            return word.key in self.by_stem
+        if word.how == "exact":
+            return word.key in self.by_word
+        i = bisect.bisect_left(self.sorted_words, word.key)
+        return i < len(self.sorted_words) and self.sorted_words[i].startswith(word.key)
+
     def find(self, phrase: tuple[_Word, ...]) -> str | None:
         """The words of the first occurrence of a phrase, or None."""
+        if not all(self.has(w) for w in phrase):  # most terms stop here, on a dict lookup
+            return None
         lists = [self.positions(w) for w in phrase]
         if not all(lists):
             return None
@@ -108,7 +124,7 @@ class _Index:
                     break
                 last = later[i]
             else:
-                return self.text[self.spans[start][1]:self.spans[last][2]]
+                return " ".join(self.words[start:last + 1])
         return None
 
 
@@ -123,16 +139,42 @@ class Lexicon:
 
     def __init__(self, groups: Mapping[str, Mapping[str, float]]) -> None:
         self.entries: list[tuple[str, str, float, tuple[_Word, ...], re.Pattern[str] | None, bool]] = []
+        # Terms by their first word, so a text is matched by looking up its distinct words (a few
+        # hundred) rather than by trying every term; prefix and regex terms are always tried.
+        self.by_first: dict[tuple[str, str], list[int]] = {}
+        self.always: list[int] = []
         for group, terms in groups.items():
             for term, weight in terms.items():
                 phrase, regex = _compile(term)
+                index = len(self.entries)
                 self.entries.append((group, term, float(weight), phrase, regex, term.strip().startswith("raw:")))
+                if phrase and phrase[0].how != "prefix":
+                    self.by_first.setdefault((phrase[0].how, phrase[0].key), []).append(index)
+                else:
+                    self.always.append(index)
+
+    def _candidates(self, index: _Index) -> set[int]:
+        found = set(self.always)
+        for key in index.by_stem:
+            found.update(self.by_first.get(("stem", key), ()))
+        for key in index.by_word:
+            found.update(self.by_first.get(("exact", key), ()))
+        return found
 
     @staticmethod
     def _find(index: _Index, phrase: tuple[_Word, ...], regex: re.Pattern[str] | None, raw: bool) -> str | None:
         if regex is not None:
-            m = regex.search(index.raw if raw else index.text)
-            return m.group() if m else None
+            text = index.raw if raw else index.text
+            m = regex.search(text)
+            if m is None:
+                return None
+            # show the whole words around the match ("30% de descuento", not "% de descuento")
+            start, end = m.start(), m.end()
+            while start > 0 and not text[start - 1].isspace() and m.start() - start < 40:
+                start -= 1
+            while end < len(text) and not text[end].isspace() and end - m.end() < 40:
+                end += 1
+            return text[start:end]
         return index.find(phrase)
 
     def hits(self, folded_subject: str, folded_body: str, subject_weight: float = 1.0,
@@ -140,13 +182,15 @@ class Lexicon:
         """Every term present, once: in the subject at weight x subject_weight, else in the body.
         `raw_*` are the same texts as written, for `raw:` terms."""
         subject, body = _index(folded_subject, raw_subject), _index(folded_body, raw_body)
+        in_subject, in_body = self._candidates(subject), self._candidates(body)
         found: list[Evidence] = []
-        for group, term, weight, phrase, regex, raw in self.entries:
-            text = self._find(subject, phrase, regex, raw)
+        for i in sorted(in_subject | in_body):
+            group, term, weight, phrase, regex, raw = self.entries[i]
+            text = self._find(subject, phrase, regex, raw) if i in in_subject else None
             if text is not None:
                 found.append(Evidence(group, term, round(weight * subject_weight, 3), "subject", text[:80]))
                 continue
-            text = self._find(body, phrase, regex, raw)
+            text = self._find(body, phrase, regex, raw) if i in in_body else None
             if text is not None:
                 found.append(Evidence(group, term, weight, "body", text[:80]))
         return tuple(found)

@@ -30,7 +30,7 @@ from relay.policy.verdicts import Action, Explanation, Finding
 
 OFFER: dict[str, float] = {
     "promoción": 2, "oferta": 1.5, "ofertas especiales": 2, "descuento": 1.5,
-    r"re:\d+\s*%\s*(?:de\s+)?(?:dcto|descuento|off)": 2, "precio especial": 2, "precio": 1, "mejor precio": 2,
+    r"re:%\s*(?:de\s+)?(?:dcto|descuento|off)": 2, "precio especial": 2, "precio": 1, "mejor precio": 2,
     "precios bajos": 2, "por tiempo limitado": 2.5, "hasta agotar existencias": 2.5, "últimas unidades": 2.5,
     "=aproveche": 2, "=aprovecha": 1.5, "=aprovechen": 2, "=adquiera": 2, "=adquiere": 1.5, "=compre": 2,
     "=compra ya": 2, "=vendo": 2, "=vendemos": 2, "venta": 1.5, "gratis": 1.5, "envío gratis": 2,
