@@ -99,9 +99,10 @@ PERSON: dict[str, float] = {  # the text concerns a particular person
     "=presentese": 1.5, "=comuniquese": 1, "el servidor": 1, "la servidora": 1, "el funcionario": 1,
     "la funcionaria": 1, "el contratista": 1, "la contratista": 1, "el trabajador": 1, "la trabajadora": 1,
     # a role or title followed by a name as written: "servidora Lucía Ortega", "señor JORGE BENAVIDES"
-    # (a first letter, then the rest: a pattern that opens with a character set scans 4x faster)
-    r"raw:[SsFfCcTtDdIi](?:eñora?|EÑORA?|eñor\(a\)|ervidora?|uncionari[oa]|ontratista|rabajadora?|octora?|"
-    r"ngenier[oa]|oña|on|ra?\.)[ \t]+(?!P[úu]blic|Alcald|Secretari|Jefe|Director)"
+    # (the lookahead on the first letters lets re skip most positions: ~3x faster)
+    r"raw:(?=[SsFfCcTtDdIi])\b(?:[Ss]eñora?|SEÑORA?|[Ss]eñor\(a\)|[Ss]ervidora?|[Ff]uncionari[oa]|[Cc]ontratista|"
+    r"[Tt]rabajadora?|[Dd]octora?|[Ii]ngenier[oa]|[Dd]oña|[Dd]on|Sra?\.|Dra?\.)[ \t]+"
+    r"(?!P[úu]blic|Alcald|Secretari|Jefe|Director)"
     r"(?:[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+|[A-ZÁÉÍÓÚÑ]{2,})"
     r"(?:[ \t]+(?:de[ \t]+)?(?:[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+|[A-ZÁÉÍÓÚÑ]{2,}))+": 2,
     r"re:rles?\b": 1,  # informarle, notificarle, comunicarles (an infinitive addressed to someone)
