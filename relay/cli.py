@@ -54,8 +54,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"relay check: bad envelope address: {error}", file=sys.stderr)
         return EXIT_USAGE
     now = args.at or SystemClock().now()
-    decision = evaluate(Submission(envelope, parse_message(raw)), pack, directory, now)
+    submission = Submission(envelope, parse_message(raw))
+    decision = evaluate(submission, pack, directory, now)
     result = decision.to_json()
+    result["text_judgements"] = _text_judgements(pack, decision, submission)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -75,12 +77,31 @@ def _human(result: dict[str, Any]) -> str:
         lines.extend(_explained(rule.get("explanation")))
     if result["misses"]:
         lines.append("rules passed: " + ", ".join(result["misses"]))
+    for judged in result.get("text_judgements", []):
+        lines.append(f"  {judged['id']:<34} (did not fire)")
+        lines.extend(_explained(judged["explanation"]))
     for n in result["notices"]:
         lines.append(f"notice ({n['kind']}) to {n['to']}: {n['subject']}")
         lines.extend("    " + line for line in n["text"].splitlines())
     if result["defects"]:
         lines.append("defects: " + "; ".join(result["defects"]))
     return "\n".join(lines)
+
+
+TEXT_KINDS = ("sensitive_individual", "commercial", "social_signup", "mailbox_purpose")
+
+
+def _text_judgements(pack: Any, decision: Any, submission: Any) -> list[dict[str, Any]]:
+    """How each text rule that ran and did not fire judged the text (why it did not), for tuning."""
+    from importlib import import_module
+
+    out = []
+    for rule in pack.rules:
+        if rule.kind in TEXT_KINDS and rule.id in decision.misses:
+            module = import_module(f"relay.policy.rules.{rule.kind}")
+            why = module.explain(rule, submission.message)
+            out.append({"id": rule.id, "kind": rule.kind, "explanation": why.as_dict()})
+    return out
 
 
 def _explained(explanation: dict[str, Any] | None) -> list[str]:

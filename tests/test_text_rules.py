@@ -298,3 +298,18 @@ def test_web_mailbox_publication_against_anything_else(subject: str, body: str, 
     d = decide("barrancabermeja", f"From: laura.pinto@{B}\nTo: soportetic@{B}\nSubject: {subject}\n\n{body}\n",
                mail_from=f"laura.pinto@{B}", rcpt=[f"soportetic@{B}"], auth=f"laura.pinto@{B}")
     assert (d.notices != ()) is auto_reply, [f.why.line() for f in d.findings if f.why]
+
+
+def test_check_says_why_a_text_rule_did_not_fire(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    eml = tmp_path / "m.eml"
+    eml.write_bytes(to_bytes(f"From: intranet@{P}\nTo: intranet@{P}\nSubject: Calendario de nómina\n\n"
+                             "Todos los servidores deben reportar sus novedades: incapacidades, libranzas, "
+                             "embargos.\n"))
+    assert main(["check", "--policy", str(POLICIES / "pasto.yaml"), "--directory", str(INSTITUTIONS / "pasto.yaml"),
+                 "--at", "2026-11-24T10:00:00-05:00", "--mail-from", f"intranet@{P}", "--auth", f"carolina.munoz@{P}",
+                 "--rcpt", f"servidores@{P}", "--json", str(eml)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verdict"] == "deliver"
+    judged = {j["id"]: j["explanation"] for j in out["text_judgements"]}
+    assert judged[SENSITIVE]["conclusion"].startswith("general communication")
+    assert {"calendario", "todos servidores"} <= {e["term"] for e in judged[SENSITIVE]["evidence"]}

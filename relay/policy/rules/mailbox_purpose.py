@@ -136,3 +136,8 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
     finding = rule.finding(ctx, {"mailbox": rule.mailbox}, recipients=[rule.mailbox], notices=notices,
                            detail={"score": dict(why.scores)["accepts"], "terms": [e.term for e in why.evidence]})
     yield replace(finding, why=why)
+
+
+def explain(rule: Config, message: ParsedMessage) -> Explanation:
+    """The judgement of the text alone, fired or not (for `relay check`: why a rule did not fire)."""
+    return judge(rule, message)[1]

@@ -240,3 +240,8 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
                 "recipients": len(others)},
     )
     yield replace(finding, why=why)
+
+
+def explain(rule: Config, message: ParsedMessage) -> Explanation:
+    """The judgement of the text alone, fired or not (for `relay check`: why a rule did not fire)."""
+    return judge(rule, message)[1]
