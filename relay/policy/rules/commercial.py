@@ -45,6 +45,14 @@ OFFER: dict[str, float] = {
     "para usted": 1, "para ti": 1, "domicilio": 1, "=pedidos": 1, "visítenos": 1.5, "nuestra tienda": 2,
     "=tienda": 1, "lanzamiento": 1, "nuevo producto": 2, "=ahorre": 2, "=ahorra": 1.5, "no se lo pierda": 2,
     "no te lo pierdas": 2, r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1,
+    "=obten": 1.5, "pide ya": 2, "reserva ya": 2, "=promo": 2, "precio de lanzamiento": 2.5, "=suscribete": 1,
+    "=cotiza": 1, "=llamanos": 1.5, "=escribenos": 1.5, "=visitanos": 1.5, "tienda virtual": 1.5,
+    "compra en línea": 2, "pago contra entrega": 2.5, "envíos a todo el país": 2, "=dcto": 1.5,
+    r"re:2\s?x\s?1\b": 2, "hot sale": 2.5, "cyber lunes": 2.5, "precio normal": 2, "iva incluido": 1.5,
+    "bono de regalo": 2, "crédito preaprobado": 3, "preaprobado": 2.5, "sin codeudor": 2.5,
+    "aprobación inmediata": 2, "tasa desde": 2, "desembolso inmediato": 2.5, "oferta válida": 2,
+    "aplican condiciones": 2, "unidades disponibles": 2, "se vende": 2, "=arriendo": 1.5, "precio negociable": 2,
+    "=interesados": 1,
     # English, as international vendors write
     "=limited time": 2.5, "=buy now": 2.5, "=discount": 1.5, "=free shipping": 2, "=unsubscribe": 1.5,
     "=special offer": 2, "=order now": 2,
@@ -61,7 +69,9 @@ INSTITUTIONAL: dict[str, float] = {  # procurement, payroll, campaigns, approved
     "cuenta de cobro": 2, "descuento por nómina": 3, "oferta institucional": 2, "oferta de empleo": 2,
     "oferta laboral": 2, "oferta académica": 1.5, "convocatoria": 1, "promoción y prevención": 3,
     "promoción de la salud": 3, "oficina de comunicación social": 2, "con autorización": 1.5,
-    "despacho del alcalde": 1.5, "bienestar": 1, "talento humano": 1,
+    "despacho del alcalde": 1.5, "bienestar": 1, "talento humano": 1, "propuesta económica": 2,
+    "acta de liquidación": 2, "interventoría": 2, "disponibilidad presupuestal": 2.5, "registro presupuestal": 2.5,
+    "=cdp": 2, "factura electrónica": 1,
 }
 
 

@@ -38,7 +38,10 @@ ACCEPTS: dict[str, float] = {
     "banner": 2.5, "botón": 1.5, "enlace": 1, "link": 1, "encabezado": 1, "decreto": 1.5, "circular": 1,
     "edicto": 2, "resolución": 1, "acuerdo municipal": 1.5, "documentación jurídica": 2, "normatividad": 1.5,
     "acto administrativo": 1.5, "aviso": 1, "convocatoria": 1, "noticia": 1, "transparencia": 1.5,
-    "=subir": 1, "=suban": 1, "=montar": 1, "actualizar información": 1.5, "sección": 1, "micrositio": 2,
+    "=subir": 1, "=suban": 1, "=montar": 1, "actualizar información": 1.5, "sección": 1,
+    "micrositio": 2, "=publiquese": 2, "=colgar": 1.5, "=cargar": 1, "web institucional": 2,
+    "página institucional": 2, "carrusel": 2, "slider": 2, "pieza gráfica": 2, "ventana emergente": 2,
+    "=url": 1, "=pestana": 1.5, "rendición de cuentas": 1.5, "datos abiertos": 1.5,
 }
 # Numerals 1, 2 and 5: technical support goes through the form, not this mailbox.
 SUPPORT: dict[str, float] = {
@@ -51,7 +54,11 @@ SUPPORT: dict[str, float] = {
     "vpn": 2, "=correo": 0.5, "outlook": 2, "buzón lleno": 2.5, "instalar": 2, "instalación": 2, "software": 2,
     "hardware": 2, "licencia": 1.5, "antivirus": 2, "virus": 2, "office": 1.5, "excel": 1, "lento": 1.5,
     "cable": 1.5, "extensión": 1, "teléfono": 1, "mantenimiento": 1.5, "soporte técnico": 2,
-    "mesa de ayuda": 2, "sistema de información": 1,
+    "mesa de ayuda": 2, "sistema de información": 1, "=formatear": 2, "pantallazo": 1.5, "se congela": 2,
+    "conexión": 1.5, "sin conexión": 2, "=permisos": 1, "carpeta compartida": 2, "cuenta de correo": 1.5,
+    "=windows": 1.5, "=pc": 1.5, "=usb": 1.5, "escanear": 2, "fotocopiadora": 2.5, "videobeam": 2.5,
+    "proyector": 2, "=teams": 1.5, "audífonos": 2, "micrófono": 2, "sonido": 1.5, "no tengo acceso": 2,
+    "sin acceso": 2,
 }
 GROUPS = ("accepts", "support")
 
