@@ -34,7 +34,7 @@ OFFER: dict[str, float] = {
     "precios bajos": 2, "por tiempo limitado": 2.5, "hasta agotar existencias": 2.5, "últimas unidades": 2.5,
     "=aproveche": 2, "=aprovecha": 1.5, "=aprovechen": 2, "=adquiera": 2, "=adquiere": 1.5, "=compre": 2,
     "=compra ya": 2, "=vendo": 2, "=vendemos": 2, "venta": 1.5, "gratis": 1.5, "envío gratis": 2,
-    "catálogo": 1.5, "=cotice": 1, "cotización sin compromiso": 2.5, "cupos limitados": 1.5,
+    "=catalogo": 1.5, "=catalogos": 1.5, "=cotice": 1, "cotización sin compromiso": 2.5, "cupos limitados": 1.5,
     "financiación": 1, "cuotas sin interés": 2.5, "sin cuota de manejo": 2, "tasa preferencial": 2,
     "llame ya": 2, "=escribanos": 1.5, "=escribame": 1.5, "=contactenos": 1, "whatsapp": 0.5, "rifa": 1.5,
     "sorteo": 1, "emprendimiento": 1, "nuestros productos": 2, "nuestros servicios": 1, "portafolio": 1.5,
