@@ -96,7 +96,7 @@ PERSON: dict[str, float] = {  # the text concerns a particular person
     "presenta un saldo": 2, "servidores relacionados": 2, "personas relacionadas": 2, "se relacionan": 1.5,
     "siguientes servidores": 2, "siguientes funcionarios": 2, "siguientes personas": 2, "no han presentado": 1.5,
     "se le requiere": 2.5, "le solicitamos": 1.5, "=justifique": 1.5, "=allegue": 1.5, "=acerquese": 1.5,
-    "=presentese": 1.5, "=comuniquese": 1, "el servidor": 1, "la servidora": 1, "el funcionario": 1,
+    "=presentese": 1.5, "el servidor": 1, "la servidora": 1, "el funcionario": 1,
     "la funcionaria": 1, "el contratista": 1, "la contratista": 1, "el trabajador": 1, "la trabajadora": 1,
     # a role or title followed by a name as written: "servidora Lucía Ortega", "señor JORGE BENAVIDES"
     # (the lookahead on the first letters lets re skip most positions: ~3x faster)
@@ -140,6 +140,7 @@ GENERAL: dict[str, float] = {  # signals of a general communication
     "recomendaciones generales": 2, "información general": 1.5, "estadísticas": 1.5, "=indicadores": 1.5,
     "=informe": 1, "=informes": 1, "consolidado": 1.5, "porcentaje": 1.5, "por dependencia": 2, "=total": 1,
     "comportamiento": 1, "=trimestral": 1, "=indicador": 1, "promedio": 1.5, "=millones": 1,
+    "si usted": 2, "conozca": 1.5, "sabía que": 2, "número de": 1.5, "cantidad de": 1.5,
 }
 
 NAMES = {"legal": "asuntos legales o disciplinarios", "debt": "deudas", "health": "salud",
