@@ -18,7 +18,7 @@ import html
 import quopri
 import re
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -163,7 +163,8 @@ def to_html(body: str, entry: dict[str, Any]) -> str:
         return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
                 "content=\"width=device-width\"><title>" + brand + "</title></head>\n"
                 '<body style="margin:0;padding:0;background:#f0f2f5">\n'
-                '<table width="100%" cellpadding="0" cellspacing="0" style="background:#f0f2f5"><tr><td align="center">\n'
+                '<table width="100%" cellpadding="0" cellspacing="0" style="background:#f0f2f5">'
+                '<tr><td align="center">\n'
                 '<table width="600" cellpadding="0" cellspacing="0" style="background:#ffffff;'
                 'font-family:Helvetica,Arial,sans-serif;font-size:15px;color:#1c1e21">\n'
                 f'<tr><td style="padding:16px 24px;border-bottom:1px solid #e5e5e5;font-size:20px;'
@@ -204,7 +205,8 @@ def names_of(inst: str) -> dict[str, str]:
     return out
 
 
-def render(entry: dict[str, Any], defaults: dict[str, Any], index: int, common: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+def render(entry: dict[str, Any], defaults: dict[str, Any], index: int,
+           common: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
     e = {**defaults, **entry}
     inst = e["institution"]
     names = {**names_of(inst), **{k.lower(): v for k, v in common.get("names", {}).items()}}
@@ -225,14 +227,13 @@ def render(entry: dict[str, Any], defaults: dict[str, Any], index: int, common: 
     form = e.get("form", "plain")
     if form not in FORMS:
         raise SystemExit(f"{e['name']}: unknown form {form!r}")
-    charset = "iso-8859-1" if form == "latin1" or subj_enc == "q1" else "utf-8"
     # date: spread over working days of Nov-Dec 2026 (platform mail in UTC)
     day = datetime(2026, 11, 2, tzinfo=COT) + timedelta(days=(index * 3 + seed) % 38)
     while day.weekday() >= 5:
         day += timedelta(days=1)
     when = day.replace(hour=7 + seed % 10, minute=seed % 60, second=(seed >> 6) % 60)
     if e.get("utc"):
-        when = when.astimezone(timezone.utc)
+        when = when.astimezone(UTC)
     date = email.utils.format_datetime(when)
     msgid_domain = e.get("msgid_domain") or sender.rpartition("@")[2]
     msgid = f"<{e.get('msgid_prefix', '')}{seed:08x}.{index:04d}.{e['name']}@{msgid_domain}>"
@@ -305,7 +306,8 @@ def render(entry: dict[str, Any], defaults: dict[str, Any], index: int, common: 
         fname = e.get("attach", "documento.pdf")
         fake = (f"%PDF-1.4\n% {e['name']}\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n").encode()
         att = b64(fake.decode("latin-1"), "latin-1")
-        mime = (f'Content-Type: multipart/mixed; boundary="{boundary}"\n\nThis is a multi-part message in MIME format.\n\n'
+        mime = (f'Content-Type: multipart/mixed; boundary="{boundary}"\n\n'
+                "This is a multi-part message in MIME format.\n\n"
                 f"--{boundary}\n{part(plain, 'plain', 'quoted-printable')}\n--{boundary}\n"
                 f'Content-Type: application/pdf; name="{fname}"\nContent-Transfer-Encoding: base64\n'
                 f'Content-Disposition: attachment; filename="{fname}"\n\n{att}\n--{boundary}--\n')
