@@ -44,7 +44,12 @@ OFFER: dict[str, float] = {
     "patrocinado": 1.5, "=exclusivo": 1, "=exclusiva": 1, "=exclusivos": 1, "=exclusivas": 1,
     "para usted": 1, "para ti": 1, "domicilio": 1, "=pedidos": 1, "visítenos": 1.5, "nuestra tienda": 2,
     "=tienda": 1, "lanzamiento": 1, "nuevo producto": 2, "=ahorre": 2, "=ahorra": 1.5, "no se lo pierda": 2,
-    "no te lo pierdas": 2, r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1,
+    "no te lo pierdas": 2, r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1.5,  # a price
+    # a price pitched at the reader: "desde $15.900", "por solo $9.000", "inversión: $980.000"
+    r"re:(?:desde|solo|apenas|antes|ahora|inversion|precio|tarifa)\W{0,3}(?:de\s+|es\s+)?\$\s?\d": 2,
+    "=pedido": 1, "por encargo": 2, "=encargos": 1.5, "preventa": 2.5, "=boletas": 1.5, "boletería": 1.5,
+    "=adquierelo": 2, "=adquieralo": 2, "=compralo": 2, "=afiliese": 2, "=afiliate": 2, "planes desde": 2,
+    "=poliza": 1, "=asesor": 0.5, "=matricula": 1.5, "valor de la inscripción": 2, "=inscribete": 1,
     "=obten": 1.5, "pide ya": 2, "reserva ya": 2, "=promo": 2, "precio de lanzamiento": 2.5, "=suscribete": 1,
     "=cotiza": 1, "=llamanos": 1.5, "=escribenos": 1.5, "=visitanos": 1.5, "tienda virtual": 1.5,
     "compra en línea": 2, "pago contra entrega": 2.5, "envíos a todo el país": 2, "=dcto": 1.5,
@@ -71,7 +76,9 @@ INSTITUTIONAL: dict[str, float] = {  # procurement, payroll, campaigns, approved
     "promoción de la salud": 3, "oficina de comunicación social": 2, "con autorización": 1.5,
     "despacho del alcalde": 1.5, "bienestar": 1, "talento humano": 1, "propuesta económica": 2,
     "acta de liquidación": 2, "interventoría": 2, "disponibilidad presupuestal": 2.5, "registro presupuestal": 2.5,
-    "=cdp": 2, "factura electrónica": 1,
+    "=cdp": 2, "factura electrónica": 1, "=factura": 1, "=nit": 1, "orden de servicio": 2,
+    "=contrato": 1, "impuesto predial": 2, "=impuesto": 1, "contribuyente": 2, "predial": 2,
+    "secretaría de hacienda": 1.5, "estatuto tributario": 2, "beneficio tributario": 2, "pronto pago": 1,
 }
 
 
