@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from relay.dns import Resolver
-from relay.upstream import Reply, SmtpUpstream, Transaction
+from relay.upstream.base import Reply, Transaction
+from relay.upstream.smtp import SmtpUpstream
 
-UNREACHABLE = Reply(451, "4.4.1 No MX host of the domain could be reached; try again later")
+UNREACHABLE = Reply(451, "4.4.1 No MX host of the domain could be reached; try again later", unreachable=True)
 
 
 class MxUpstream:
@@ -73,8 +74,8 @@ class MxTransaction(Transaction):
             await txn.mail(*self.sender)
             reply = await txn.rcpt(recipient, options)
             self.tried.append(target.describe())
-            if reply.code == 451 and reply.text.startswith("4.4.1 Upstream mail server unavailable"):
-                continue  # not reachable: the next MX
+            if reply.unreachable:
+                continue  # not reachable (typed by the SMTP backend, whatever the text): the next MX
             self.inner = txn
             return reply
         return UNREACHABLE

@@ -1,60 +1,27 @@
-"""Async delivery to the next hop: SMTP or LMTP (with STARTTLS and AUTH, reused connections) or a Maildir.
+"""smtp:// smtps:// lmtp:// — delivery over SMTP or LMTP, with STARTTLS and AUTH, reused connections.
 
 A `Transaction` mirrors one client transaction: MAIL at the first RCPT, each RCPT relayed as it
 comes (so per-recipient refusals reach the client at RCPT time), then DATA or RSET. Failures to
-reach the next hop become 4xx replies: the client retries and nothing is lost.
+reach the next hop become 4xx replies marked `unreachable`: the client retries and nothing is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import os
 import socket
 import ssl
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from relay.config import UpstreamOptions
-
-UPSTREAM_DOWN = "451 4.4.1 Upstream mail server unavailable; try again later"
-
-
-@dataclass(frozen=True)
-class Reply:
-    code: int
-    text: str
-    lines: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def temporary(self) -> bool:
-        return 400 <= self.code < 500
-
-    def __str__(self) -> str:
-        return f"{self.code} {self.text}"
-
-
-class UpstreamError(Exception):
-    """The next hop could not be reached or broke the protocol (always temporary for our client)."""
-
-
-def dot_stuff(data: bytes) -> bytes:
-    """RFC 5321 §4.5.2 transparency; `data` has CRLF line ends only (the front-end normalised it)."""
-    return b"".join(dot_stuffed(data))
+from relay.upstream.base import Reply, Transaction, UpstreamError
 
 
 def dot_stuffed(data: bytes) -> list[bytes]:
-    """The pieces of `dot_stuff(data)`, written one after the other (no copy of a large message
-    is made unless it has lines to stuff)."""
+    """RFC 5321 §4.5.2 transparency, as pieces written one after the other (no copy of a large
+    message is made unless it has lines to stuff); `data` has CRLF line ends only."""
     pieces = [b"."] if data.startswith(b".") else []
     pieces.append(data.replace(b"\r\n.", b"\r\n..") if b"\r\n." in data else data)
     pieces.append(b".\r\n" if data.endswith(b"\r\n") else b"\r\n.\r\n")
@@ -225,23 +192,6 @@ class SmtpUpstream:
         return SmtpTransaction(self)
 
 
-class Transaction:
-    """One envelope on its way upstream."""
-
-    async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
-        raise NotImplementedError
-
-    async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
-        raise NotImplementedError
-
-    async def data(self, content: bytes) -> Reply:
-        """Send the message to every accepted recipient; the reply the client should see."""
-        raise NotImplementedError
-
-    async def abort(self) -> None:
-        raise NotImplementedError
-
-
 class SmtpTransaction(Transaction):
     def __init__(self, upstream: SmtpUpstream) -> None:
         self.upstream = upstream
@@ -274,7 +224,7 @@ class SmtpTransaction(Transaction):
             return refused.reply
         except (TimeoutError, OSError, UpstreamError):
             await self._drop()
-            return Reply(451, "4.4.1 Upstream mail server unavailable; try again later")
+            return Reply(451, "4.4.1 Upstream mail server unavailable; try again later", unreachable=True)
         if reply.ok:
             self.accepted.append(recipient)
         return reply
@@ -286,7 +236,7 @@ class SmtpTransaction(Transaction):
             replies = await self.conn.data(content, len(self.accepted))
         except (TimeoutError, OSError, UpstreamError):
             await self._drop()
-            return Reply(451, "4.4.1 Upstream did not confirm the message; try again later")
+            return Reply(451, "4.4.1 Upstream did not confirm the message; try again later", unreachable=True)
         conn, self.conn = self.conn, None
         await self.upstream.release(conn, reusable=True)
         bad = [r for r in replies if not r.ok]
@@ -315,105 +265,3 @@ class SmtpTransaction(Transaction):
 class _Refused(Exception):
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
-
-
-class MaildirUpstream:
-    """maildir:PATH — the embedded default: every message is written (fsynced) into one Maildir,
-    with the envelope in X-Relay-Envelope-* headers, for a first try without a mail server."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        for sub in ("tmp", "new", "cur"):
-            (path / sub).mkdir(parents=True, exist_ok=True)
-        self._count = 0
-
-    def describe(self) -> str:
-        return f"maildir:{self.path}"
-
-    def transaction(self) -> Transaction:
-        return MaildirTransaction(self)
-
-    async def close(self) -> None:
-        return None
-
-    def write(self, content: bytes) -> str:
-        self._count += 1
-        name = f"{time.time():.6f}.P{os.getpid()}Q{self._count}.{socket.gethostname()}"
-        tmp = self.path / "tmp" / name
-        try:
-            with open(tmp, "wb") as handle:
-                handle.write(content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.rename(tmp, self.path / "new" / name)
-        except BaseException:  # disk full, I/O error: no half-written file stays behind
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        dir_fd = os.open(self.path / "new", os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return name
-
-
-class MaildirTransaction(Transaction):
-    def __init__(self, upstream: MaildirUpstream) -> None:
-        self.upstream = upstream
-        self.sender = ""
-        self.recipients: list[str] = []
-
-    async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
-        self.sender = sender
-        return Reply(250, "2.1.0 Ok")
-
-    async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
-        self.recipients.append(recipient)
-        return Reply(250, "2.1.5 Ok")
-
-    async def data(self, content: bytes) -> Reply:
-        header = (f"X-Relay-Envelope-From: <{self.sender}>\r\n"
-                  f"X-Relay-Envelope-To: {', '.join(f'<{r}>' for r in self.recipients)}\r\n").encode()
-        try:
-            name = await asyncio.to_thread(self.upstream.write, header + content)
-        except OSError:
-            return Reply(451, "4.3.0 Local delivery failed; try again later")
-        return Reply(250, f"2.0.0 Ok: delivered as {name}")
-
-    async def abort(self) -> None:
-        self.recipients = []
-
-
-class Upstream(Protocol):
-    """The next hop: smtp://, lmtp://, maildir: (and wrappers that measure them)."""
-
-    def describe(self) -> str: ...
-    def transaction(self) -> Transaction: ...
-    async def close(self) -> None: ...
-
-
-def make_upstream(url: str, helo: str, base: Path, options: UpstreamOptions | None = None,
-                  resolver: Any = None) -> Upstream:
-    """Build the upstream a config names; paths are relative to `base` (the config's folder);
-    `resolver` (relay.dns.Resolver) finds the hosts of an mx: upstream."""
-    if url.startswith("mx:"):
-        from relay.dns import Resolver
-        from relay.upstream_mx import MxUpstream
-
-        target, _, query = url.removeprefix("mx:").partition("?")
-        domain, _, port = target.partition(":")
-        options = options or UpstreamOptions()
-        tls = dict(p.partition("=")[::2] for p in query.split("&") if p).get("tls", "may")
-        ca_file = base / options.tls_ca_file if options.tls_ca_file else None
-        return MxUpstream(domain, int(port or 25), helo, resolver or Resolver(), options.timeout, options.pool_size,
-                          tls, options.tls_verify, ca_file)
-    if url.startswith("maildir:"):
-        path = Path(url.removeprefix("maildir:"))
-        return MaildirUpstream(path if path.is_absolute() else base / path)
-    options = options or UpstreamOptions()
-    ca_file = base / options.tls_ca_file if options.tls_ca_file else None
-    password = None
-    if options.password_file:
-        password = (base / options.password_file).read_text(encoding="utf-8").strip()
-    return SmtpUpstream(url, helo, options.timeout, options.pool_size, options.tls_verify, ca_file, password)
