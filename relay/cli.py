@@ -88,20 +88,13 @@ def _human(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-TEXT_KINDS = ("sensitive_individual", "commercial", "social_signup", "mailbox_purpose")
-
-
 def _text_judgements(pack: Any, decision: Any, submission: Any) -> list[dict[str, Any]]:
     """How each text rule that ran and did not fire judged the text (why it did not), for tuning."""
-    from importlib import import_module
+    from relay.policy.explain import explain_rules
 
-    out = []
-    for rule in pack.rules:
-        if rule.kind in TEXT_KINDS and rule.id in decision.misses:
-            module = import_module(f"relay.policy.rules.{rule.kind}")
-            why = module.explain(rule, submission.message)
-            out.append({"id": rule.id, "kind": rule.kind, "explanation": why.as_dict()})
-    return out
+    kinds = {rule.id: rule.kind for rule in pack.rules}
+    return [{"id": rule_id, "kind": kinds[rule_id], "explanation": why.as_dict()}
+            for rule_id, why in explain_rules(pack, decision.misses, submission.message).items()]
 
 
 def _explained(explanation: dict[str, Any] | None) -> list[str]:
