@@ -147,7 +147,10 @@ def to_html(body: str, entry: dict[str, Any]) -> str:
             parts.append(f'<blockquote style="margin:0 0 0 .8ex;border-left:1px solid #ccc;padding-left:1ex">'
                          f"{inner}</blockquote>")
         else:
-            parts.append('<p style="margin:0 0 12px 0">' + "<br>\n".join(inline(ln) for ln in lines) + "</p>")
+            # wrapped prose is one flowing paragraph; short lines (addresses, signatures) keep <br>
+            sep = " " if max(len(ln) for ln in lines) > 60 and len(lines) > 1 else "<br>\n"
+            if block.strip():
+                parts.append('<p style="margin:0 0 12px 0">' + sep.join(inline(ln) for ln in lines) + "</p>")
     content = "\n".join(parts)
     button = entry.get("button")
     if button:
@@ -238,6 +241,10 @@ def render(entry: dict[str, Any], defaults: dict[str, Any], index: int,
     msgid_domain = e.get("msgid_domain") or sender.rpartition("@")[2]
     msgid = f"<{e.get('msgid_prefix', '')}{seed:08x}.{index:04d}.{e['name']}@{msgid_domain}>"
 
+    first = to[0] if to else (rcpt[0] if rcpt else "")
+    for key in ("body", "footer", "html"):
+        if isinstance(e.get(key), str):
+            e[key] = e[key].replace("{to}", first)
     body = e["body"]
     if e.get("quote"):
         body = body.rstrip("\n") + "\n" + quoted(e["quote"], inst)
@@ -349,7 +356,7 @@ def check_entry(label: dict[str, Any], data: bytes) -> list[str]:
     own = lambda a: a.rpartition("@")[2].lower() in d["domains"]  # noqa: E731
     known = set(d["people"]) | set(d["services"]) | set(d["lists"])
     for a in [label["mail_from"], *label["rcpt"]]:
-        if a and own(a) and a.lower() not in known and label["rule_kind"] != "social_signup":
+        if a and own(a) and a.lower() not in known:
             errors.append(f"{f}: {a} is not in the {label['institution']} directory")
     auth = label["auth"]
     if auth:
