@@ -39,6 +39,9 @@ NETWORKS: dict[str, tuple[str, ...]] = {
 }
 # What makes a message from a network about an account being created, confirmed or verified —
 # the moment a mailbox becomes tied to an account (numerals 1-2) ...
+# Account providers that create a network's accounts (a YouTube channel is a Google account): their
+# mail counts for the network when its text names the network.
+ACCOUNT_PROVIDERS: dict[str, tuple[str, ...]] = {"YouTube": ("accounts.google.com",)}
 SIGNUP: dict[str, float] = {
     "confirma cuenta": 3, "confirma correo": 3, "confirma email": 3, "confirma dirección": 3,
     "confirmación de cuenta": 3, "confirmación de correo": 3, "verifica cuenta": 3, "verifica correo": 3,
@@ -65,7 +68,9 @@ ROUTINE: dict[str, float] = {
     "=empleo": 2.5, "=empleos": 2.5, "vacante": 2.5, "alerta de empleo": 3, "ofertas de trabajo": 3, "mensaje nuevo": 2,
     "nuevo mensaje": 2, "te mencionó": 3, "publicac*": 1, "vieron tu perfil": 3, "visto tu perfil": 3,
     "inicio de sesión nuevo": 2, "nuevo inicio de sesión": 2, "te invitó": 2, "te ha invitado": 2,
-    "=invited you": 2,
+    "=invited you": 2, "alerta de seguridad": 2.5, "=security alert": 2.5, "actividad sospechosa": 2,
+    "prueba gratis": 3, "meses gratis": 3, "=premium": 2, "suscripción": 1.5, "=oferta": 2, "=free trial": 3,
+    "=precio": 1.5, r"re:\$\s?\d": 1.5,
     "=tagged you": 3, "=commented": 2.5, "=liked": 2.5, "=new followers": 3, "=mentioned you": 3,
     "=people you may know": 3, "=newsletter": 3, "=digest": 3, "=jobs": 3, "=job alert": 3,
     "=weekly": 1.5, "=trending": 2, "=new message": 2, "=viewed your profile": 3, "=connect with": 1.5,
@@ -77,6 +82,9 @@ class Config(RuleBase):
     kind: Literal["social_signup"]
     action: Action = Action.NOTIFY
     networks: dict[str, tuple[str, ...]] = Field(default_factory=lambda: dict(NETWORKS))
+    account_providers: dict[str, tuple[str, ...]] = Field(
+        default_factory=lambda: dict(ACCOUNT_PROVIDERS),
+        description="network -> sender domains that count for it when the text names the network")
     signup: dict[str, float] = Field(default_factory=lambda: dict(SIGNUP),
                                      description="account creation, confirmation, verification")
     routine: dict[str, float] = Field(default_factory=lambda: dict(ROUTINE),
@@ -139,6 +147,12 @@ def _network(rule: Config, ctx: Context) -> str | None:
             if domain in rule.domain_to_network:
                 return rule.domain_to_network[domain]
             domain = domain.partition(".")[2] if "." in domain else ""
+    message = ctx.submission.message
+    for network, domains in rule.account_providers.items():
+        name = network.split()[0].casefold()
+        if any(a.rpartition("@")[2] in domains for a in ctx.sender_addresses) and (
+                re.search(rf"\b{re.escape(name)}\b", message.folded_subject + "\n" + message.folded_body)):
+            return network
     return None
 
 
