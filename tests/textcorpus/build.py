@@ -227,6 +227,8 @@ def render(entry: dict[str, Any], defaults: dict[str, Any], index: int,
     seed = int(hashlib.sha256(e["name"].encode()).hexdigest()[:8], 16)
     if subj_enc == "auto":
         subj_enc = "none" if e["subject"].isascii() else ("b", "q", "q")[seed % 3]
+        if subj_enc != "none" and e.get("form") == "latin1":
+            subj_enc = "q1"
     form = e.get("form", "plain")
     if form not in FORMS:
         raise SystemExit(f"{e['name']}: unknown form {form!r}")
