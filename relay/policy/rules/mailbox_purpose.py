@@ -41,7 +41,9 @@ ACCEPTS: dict[str, float] = {
     "=subir": 1, "=suban": 1, "=montar": 1, "actualizar información": 1.5, "sección": 1,
     "micrositio": 2, "=publiquese": 2, "=colgar": 1.5, "=cargar": 1, "web institucional": 2,
     "página institucional": 2, "carrusel": 2, "slider": 2, "pieza gráfica": 2, "ventana emergente": 2,
-    "=url": 1, "=pestana": 1.5, "rendición de cuentas": 1.5, "datos abiertos": 1.5,
+    "=url": 1, "=pestana": 1.5, "rendición de cuentas": 1.5, "datos abiertos": 1.5, "=web": 1.5,
+    "página de inicio": 2, "=pagina": 1, "fotografía": 1, "=foto": 1, "=imagen": 1, "=actualizar": 1,
+    "=actualicen": 1, "=cambiar": 0.5, "=reemplazar": 1,
 }
 # Numerals 1, 2 and 5: technical support goes through the form, not this mailbox.
 SUPPORT: dict[str, float] = {
