@@ -47,7 +47,7 @@ OFFER: dict[str, float] = {
     "no te lo pierdas": 2, r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1.5,  # a price
     # a price pitched at the reader: "desde $15.900", "por solo $9.000", "inversión: $980.000"
     r"re:(?:desde|solo|apenas|antes|ahora|inversion|precio|tarifa)\W{0,3}(?:de\s+|es\s+)?\$\s?\d": 2,
-    "=pedido": 1, "por encargo": 2, "=encargos": 1.5, "preventa": 2.5, "=boletas": 1.5, "boletería": 1.5,
+    "=pedido": 1, "por encargo": 2, "=encargos": 1.5, "=preventa": 2.5, "=boletas": 1.5, "boletería": 1.5,
     "=adquierelo": 2, "=adquieralo": 2, "=compralo": 2, "=afiliese": 2, "=afiliate": 2, "planes desde": 2,
     "=poliza": 1, "=asesor": 0.5, "=matricula": 1.5, "valor de la inscripción": 2, "=inscribete": 1,
     "=obten": 1.5, "pide ya": 2, "reserva ya": 2, "=promo": 2, "precio de lanzamiento": 2.5, "=suscribete": 1,
