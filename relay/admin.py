@@ -147,13 +147,14 @@ def _show(args: argparse.Namespace, store: Store, hold: Hold) -> int:
 
 
 AUDIT_COLUMNS = ["at", "queue_id", "verdict", "reply", "mail_from", "recipients", "login", "client_ip", "rules",
-                 "circulars", "actions", "monitored"]
+                 "circulars", "actions", "monitored", "reasons"]
 
 
 def _audit_row(e: AuditEntry) -> list[str]:
     return [_iso(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, str(e.recipients), e.login or "",
             e.client_ip or "", " ".join(r[0] for r in e.rules), " | ".join(r[1] for r in e.rules),
-            " ".join(r[2] for r in e.rules), " ".join(e.monitored)]
+            " ".join(r[2] for r in e.rules), " ".join(e.monitored),
+            " | ".join(f"{r[0]}: {r[3]}" for r in e.rules if len(r) > 3)]  # text rules: terms and scores
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -54,8 +54,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"relay check: bad envelope address: {error}", file=sys.stderr)
         return EXIT_USAGE
     now = args.at or SystemClock().now()
-    decision = evaluate(Submission(envelope, parse_message(raw)), pack, directory, now)
+    submission = Submission(envelope, parse_message(raw))
+    decision = evaluate(submission, pack, directory, now)
     result = decision.to_json()
+    result["text_judgements"] = _text_judgements(pack, decision, submission)
     if args.json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
@@ -72,14 +74,38 @@ def _human(result: dict[str, Any]) -> str:
     for rule in result["rules"]:
         mode = " [monitor]" if rule["mode"] == "monitor" else ""
         lines.append(f"  {rule['id']:<34} {rule['action']:<9}{mode} {rule['cites']}")
+        lines.extend(_explained(rule.get("explanation")))
     if result["misses"]:
         lines.append("rules passed: " + ", ".join(result["misses"]))
+    for judged in result.get("text_judgements", []):
+        lines.append(f"  {judged['id']:<34} (did not fire)")
+        lines.extend(_explained(judged["explanation"]))
     for n in result["notices"]:
         lines.append(f"notice ({n['kind']}) to {n['to']}: {n['subject']}")
         lines.extend("    " + line for line in n["text"].splitlines())
     if result["defects"]:
         lines.append("defects: " + "; ".join(result["defects"]))
     return "\n".join(lines)
+
+
+def _text_judgements(pack: Any, decision: Any, submission: Any) -> list[dict[str, Any]]:
+    """How each text rule that ran and did not fire judged the text (why it did not), for tuning."""
+    from relay.policy.explain import explain_rules
+
+    kinds = {rule.id: rule.kind for rule in pack.rules}
+    return [{"id": rule_id, "kind": kinds[rule_id], "explanation": why.as_dict()}
+            for rule_id, why in explain_rules(pack, decision.misses, submission.message).items()]
+
+
+def _explained(explanation: dict[str, Any] | None) -> list[str]:
+    """A text rule's reasons: its conclusion, then each term or signal with its weight."""
+    if not explanation:
+        return []
+    lines = [f"      why: {explanation['conclusion']}"]
+    for e in explanation["evidence"]:
+        where = " (subject)" if e["where"] == "subject" else ""
+        lines.append(f"        {e['group']:<14} {e['weight']:>5g}  {e['term']}{where}  «{e['text']}»")
+    return lines
 
 
 def _kind_of(data: Any) -> str:

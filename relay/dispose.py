@@ -454,7 +454,8 @@ class Disposer:
                  hits=[f.rule_id for f in decision.findings], monitored=[f.rule_id for f in decision.monitored],
                  misses=list(decision.misses), recipients=len(envelope.rcpt_to), size=len(content),
                  login=envelope.auth, client_ip=envelope.client_ip, defects=len(decision.defects),
-                 audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings])
+                 audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings],
+                 why={f.rule_id: f.why.line() for f in decision.findings + decision.monitored if f.why})
         self.audit(queue_id, envelope, decision)
         await self.record(decision, log)
         return decision, subject
@@ -637,7 +638,8 @@ class Disposer:
         self.add_audit(AuditEntry(
             self.clock.now(), queue_id, decision.verdict.value, str(decision.reply), envelope.mail_from,
             len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
-            tuple((f.rule_id, f.cites, f.action.value) for f in decision.findings),
+            tuple((f.rule_id, f.cites, f.action.value, *((f.why.line(),) if f.why else ()))
+                  for f in decision.findings),
             tuple(f.rule_id for f in decision.monitored)))
 
     def add_audit(self, entry: AuditEntry) -> None:

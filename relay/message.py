@@ -6,7 +6,6 @@ policy engine still decides on what is left.
 
 from __future__ import annotations
 
-import html
 import re
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -14,6 +13,7 @@ from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
 from functools import cached_property
+from html.parser import HTMLParser
 
 from relay.addresses import Address, AddressError, lenient_addresses, parse_address_list, parse_path
 from relay.directory import address_key
@@ -27,8 +27,6 @@ MAX_MULTIPARTS = 250  # Content-Type: multipart/... fields anywhere (Postfix: mi
 MAX_DECODED_HEADER = 16 * 1024  # characters of one field value that are RFC 2047-decoded
 _MULTIPART = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)?\"?multipart/", re.I | re.M)
 _FIELD_START = re.compile(rb"^[^ \t\r\n]", re.M)
-_TAGS = re.compile(r"<[^>]*>")
-_SCRIPTS = re.compile(r"<(script|style)\b.*?</\1\s*>", re.I | re.S)
 COMBINING = re.compile("[\u0300-\u036f]")
 
 
@@ -177,8 +175,54 @@ def _text_of(part: Message) -> str:
         return payload.decode("utf-8", errors="replace")
 
 
+# Elements that end a line of text when rendered; inline ones (b, span, a, ...) do not split words.
+_BLOCKS = frozenset({
+    "address", "article", "aside", "blockquote", "br", "dd", "div", "dl", "dt", "fieldset", "figcaption",
+    "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav",
+    "ol", "p", "pre", "section", "table", "tbody", "td", "tfoot", "th", "thead", "tr", "ul",
+})
+_HIDDEN = frozenset({"script", "style", "head", "template", "noscript"})  # never shown as text
+
+
+class _HtmlText(HTMLParser):
+    """HTML to plain text the way a mail client shows it: entities decoded (convert_charrefs),
+    scripts, styles and the head dropped, block elements on lines of their own, inline markup
+    joined (so "sa<b>lud</b>" stays one word)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _HIDDEN:
+            self.hidden += 1
+        elif tag in _BLOCKS:
+            self.out.append("\n")
+        elif tag == "img":
+            alt = dict(attrs).get("alt")
+            if alt and not self.hidden:
+                self.out.append(f" {alt} ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _HIDDEN:
+            self.hidden = max(0, self.hidden - 1)
+        elif tag in _BLOCKS:
+            self.out.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self.hidden:
+            self.out.append(data)
+
+
 def _html_text(markup: str) -> str:
-    return html.unescape(_TAGS.sub(" ", _SCRIPTS.sub(" ", markup)))
+    parser = _HtmlText()
+    try:
+        parser.feed(markup)
+        parser.close()
+    except (AssertionError, ValueError):  # the odd markup html.parser gives up on: keep what was read
+        pass
+    return re.sub(r"[ \t\r\f\v]*\n\s*", "\n", "".join(parser.out)).strip()
 
 
 def _addresses(raw_values: list[str], defects: list[str], name: str) -> tuple[str, ...]:
@@ -213,7 +257,7 @@ def _walk_body(msg: Message, defects: list[str], max_chars: int) -> tuple[str, t
             continue
         text = _text_of(part)
         if ctype == "text/html":
-            text = _html_text(text)
+            text = _html_text(text[: (max_chars - total) * 8])  # markup beyond that cannot fit
         texts.append(text[: max_chars - total])
         total += len(texts[-1])
     return "\n".join(texts), tuple(attachments)

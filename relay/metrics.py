@@ -48,7 +48,7 @@ class Metrics:
 
     def decision(self, entry: AuditEntry) -> None:
         self.messages.labels(entry.verdict).inc()
-        for rule, _cites, action in entry.rules:
+        for rule, _cites, action, *_why in entry.rules:
             self.rule_hits.labels(rule, action).inc()
         for rule in entry.monitored:
             self.monitored.labels(rule).inc()

@@ -1,9 +1,18 @@
-"""Weighted term lists matched on accent- and case-folded text, compiled once per pack.
+"""Weighted terms in named groups, matched through Spanish stems on folded text, compiled once per pack.
 
-A term is a phrase ('estado de salud') whose words may end in '*' ('deuda*' matches 'deudas'),
-or a regular expression written 're:...'. Each distinct term counts once per text, so repeating a
-word does not inflate a score. Negative weights mark contexts that are not what the rule looks
-for (a vaccination campaign is not a personal health notice).
+A term is written as a person would say it, and matched in any inflection:
+- `cuota vencida`: words matched by their Snowball Spanish stem (relay/policy/spanish.py), so it
+  also matches "cuotas vencidas" or "CUOTAS VENCIDAS"; the words of a phrase come in that order,
+  with at most two other words between two of them ("confirma dirección correo" matches
+  "confirma tu dirección de correo");
+- `=mora`: that exact (folded) word, not its stem family ("mora" but not "morado", "moral");
+- `deud*`: any word starting so (kept for old packs; a stem is usually what is meant);
+- `re:REGEX`: a regular expression on the folded text (for numbers: amounts, IDs, case numbers);
+- `raw:REGEX`: a regular expression on the text as written, capitals and accents kept (a name
+  after "señora" or "servidor" is told by its capitals).
+Each term counts once per message, at its weight times the subject weight when it is in the
+subject, so repeating a word does not inflate a score. Every hit is kept as Evidence (group,
+term, weight, subject or body, the words matched) so a decision can say why it was taken.
 """
 
 from __future__ import annotations
@@ -12,99 +21,209 @@ import bisect
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 
-from relay.message import fold
+from relay.message import fold as _fold
+from relay.policy.spanish import stem
+from relay.policy.verdicts import Evidence
+
+GAP = 2  # words allowed between two consecutive words of a phrase
+_WORDS = re.compile(r"\w+")
+_SPLIT = re.compile(r"[^\w=*]+")
 
 
-def _pattern(term: str) -> str:
-    if term.startswith("re:"):
-        return term[3:]
-    words = fold(term.strip()).split()
-    parts = [re.escape(w[:-1]) + r"\w*" if w.endswith("*") else re.escape(w) for w in words]
-    end = "" if words[-1].endswith("*") else r"(?!\w)"
-    return r"(?<!\w)" + r"\s+".join(parts) + end
+@dataclass(frozen=True)
+class _Word:
+    key: str
+    how: str  # "stem" | "exact" | "prefix"
+
+
+def _compile(term: str) -> tuple[tuple[_Word, ...], re.Pattern[str] | None]:
+    """(words, None) for a word or phrase term, ((), regex) for a `re:` term; ValueError if unusable."""
+    stripped = term.strip()
+    if stripped.startswith(("re:", "raw:")):
+        try:
+            return (), re.compile(stripped.partition(":")[2])
+        except re.error as error:
+            raise ValueError(f"bad regular expression {term!r}: {error}") from None
+    out: list[_Word] = []
+    for raw in _SPLIT.split(_fold(stripped)):
+        if not raw:
+            continue
+        if raw.startswith("="):
+            word = _Word(raw[1:], "exact")
+        elif raw.endswith("*"):
+            word = _Word(raw.rstrip("*"), "prefix")
+        else:
+            word = _Word(stem(raw), "stem")
+        if not word.key or "*" in word.key or "=" in word.key:
+            raise ValueError(f"term {term!r}: '=' goes before a word and '*' after one")
+        out.append(word)
+    if not out:
+        raise ValueError("empty term")
+    return tuple(out), None
 
 
 def check_term(term: str) -> str:
     """Validate one term at load time; raises ValueError with the reason."""
-    if not term.strip() or term.strip() == "*":
-        raise ValueError("empty term")
-    try:
-        re.compile(_pattern(term))
-    except re.error as error:
-        raise ValueError(f"bad regular expression {term!r}: {error}") from None
+    _compile(term)
     return term
 
 
-@dataclass(frozen=True)
-class Match:
-    score: float
-    terms: tuple[str, ...]
-
-
-class _Term:
-    """One compiled term: the words it needs (stem, is_prefix) and, for phrases, a verifying regex."""
-
-    __slots__ = ("regex", "words")
-
-    def __init__(self, term: str) -> None:
-        if term.startswith("re:"):
-            self.words: tuple[tuple[str, bool], ...] = ()
-            self.regex: re.Pattern[str] | None = re.compile(term[3:])
-            return
-        raw = fold(term.strip()).split()
-        self.words = tuple((w.rstrip("*"), w.endswith("*")) for w in raw)
-        self.regex = re.compile(_pattern(term)) if len(raw) > 1 or not raw[0].rstrip("*").isalnum() else None
-
-
-_WORD = re.compile(r"\w+")
-
-
 class _Index:
-    """The distinct words of a text: exact lookups in a set, prefix lookups by bisection."""
+    """One folded text: its words, their stems, and where each occurs (and the text as written)."""
 
-    def __init__(self, folded: str) -> None:
-        self.words = set(_WORD.findall(folded))
-        self.sorted = sorted(self.words)
+    def __init__(self, folded: str, raw: str = "") -> None:
+        self.text = folded
+        self.raw = raw
+        self.by_word: dict[str, list[int]] = {}
+        self.words = _WORDS.findall(folded)
+        for i, word in enumerate(self.words):
+            self.by_word.setdefault(word, []).append(i)
+        self.by_stem: dict[str, list[int]] = {}
+        for word, at in self.by_word.items():
+            key = stem(word)
+            if key in self.by_stem:
+                self.by_stem[key] = sorted(self.by_stem[key] + at)
+            else:
+                self.by_stem[key] = at
+        self.sorted_words = sorted(self.by_word)
 
-    def has(self, stem: str, prefix: bool) -> bool:
-        if not prefix:
-            return stem in self.words
-        i = bisect.bisect_left(self.sorted, stem)
-        return i < len(self.sorted) and self.sorted[i].startswith(stem)
+    def positions(self, word: _Word) -> list[int]:
+        if word.how == "stem":
+            return self.by_stem.get(word.key, [])
+        if word.how == "exact":
+            return self.by_word.get(word.key, [])
+        found: list[int] = []
+        i = bisect.bisect_left(self.sorted_words, word.key)
+        while i < len(self.sorted_words) and self.sorted_words[i].startswith(word.key):
+            found.extend(self.by_word[self.sorted_words[i]])
+            i += 1
+        return sorted(found)
+
+    def has(self, word: _Word) -> bool:
+        if word.how == "stem":
+            return word.key in self.by_stem
+        if word.how == "exact":
+            return word.key in self.by_word
+        i = bisect.bisect_left(self.sorted_words, word.key)
+        return i < len(self.sorted_words) and self.sorted_words[i].startswith(word.key)
+
+    def find(self, phrase: tuple[_Word, ...]) -> str | None:
+        """The words of the first occurrence of a phrase, or None."""
+        if not all(self.has(w) for w in phrase):  # most terms stop here, on a dict lookup
+            return None
+        lists = [self.positions(w) for w in phrase]
+        if not all(lists):
+            return None
+        for start in lists[0]:
+            last = start
+            for later in lists[1:]:
+                i = bisect.bisect_right(later, last)
+                if i == len(later) or later[i] > last + GAP + 1:
+                    break
+                last = later[i]
+            else:
+                return " ".join(self.words[start:last + 1])
+        return None
+
+
+@lru_cache(maxsize=16)
+def _index(folded: str, raw: str) -> _Index:
+    # Several rules read the same subject and body; index each text once.
+    return _Index(folded, raw)
 
 
 class Lexicon:
-    """Terms with weights; `score(text)` sums the weights of the distinct terms found.
+    """Named groups of weighted terms; `hits(subject, body)` lists every term found, as Evidence."""
 
-    Matching indexes the text's words once; a single-word term is a set lookup, a phrase runs its
-    own regex only when every one of its words is present (a 5 KB body costs ~0.1 ms, not ~1 ms
-    for one big alternation)."""
+    def __init__(self, groups: Mapping[str, Mapping[str, float]]) -> None:
+        self.entries: list[tuple[str, str, float, tuple[_Word, ...], re.Pattern[str] | None, bool]] = []
+        # Terms by their first word, so a text is matched by looking up its distinct words (a few
+        # hundred) rather than by trying every term; prefix and regex terms are always tried.
+        self.by_first: dict[tuple[str, str], list[int]] = {}
+        self.always: list[int] = []
+        for group, terms in groups.items():
+            for term, weight in terms.items():
+                phrase, regex = _compile(term)
+                index = len(self.entries)
+                self.entries.append((group, term, float(weight), phrase, regex, term.strip().startswith("raw:")))
+                if phrase and phrase[0].how != "prefix":
+                    self.by_first.setdefault((phrase[0].how, phrase[0].key), []).append(index)
+                else:
+                    self.always.append(index)
 
-    def __init__(self, weights: Mapping[str, float]) -> None:
-        self.terms = tuple(weights)
-        self.weights = tuple(float(weights[t]) for t in self.terms)
-        self._compiled = tuple(_Term(t) for t in self.terms)
-
-    def find(self, folded: str) -> dict[int, float]:
-        """Indexes and weights of the terms present in an already folded text."""
-        found: dict[int, float] = {}
-        if not folded:
-            return found
-        index = _Index(folded)
-        for i, term in enumerate(self._compiled):
-            if term.words and not all(index.has(stem, prefix) for stem, prefix in term.words):
-                continue
-            if term.regex is None or term.regex.search(folded):
-                found[i] = self.weights[i]
+    def _candidates(self, index: _Index) -> set[int]:
+        found = set(self.always)
+        for key in index.by_stem:
+            found.update(self.by_first.get(("stem", key), ()))
+        for key in index.by_word:
+            found.update(self.by_first.get(("exact", key), ()))
         return found
 
-    def score(self, folded_subject: str, folded_body: str, subject_weight: float = 1.0) -> Match:
-        """Score of subject (weighted) and body; a term found in both counts at the higher weight."""
-        subject = {i: w * subject_weight for i, w in self.find(folded_subject).items()}
-        body = self.find(folded_body)
-        merged = {**body}
-        for i, w in subject.items():
-            merged[i] = max(w, merged.get(i, w), key=abs)
-        terms = tuple(self.terms[i] for i in sorted(merged))
-        return Match(round(sum(merged.values()), 3), terms)
+    @staticmethod
+    def _find(index: _Index, phrase: tuple[_Word, ...], regex: re.Pattern[str] | None, raw: bool) -> str | None:
+        if regex is not None:
+            text = index.raw if raw else index.text
+            m = regex.search(text)
+            if m is None:
+                return None
+            # show the whole words around the match ("30% de descuento", not "% de descuento")
+            start, end = m.start(), m.end()
+            while start > 0 and not text[start - 1].isspace() and m.start() - start < 40:
+                start -= 1
+            while end < len(text) and not text[end].isspace() and end - m.end() < 40:
+                end += 1
+            return text[start:end]
+        return index.find(phrase)
+
+    def hits(self, folded_subject: str, folded_body: str, subject_weight: float = 1.0,
+             raw_subject: str = "", raw_body: str = "") -> tuple[Evidence, ...]:
+        """Every term present, once: in the subject at weight x subject_weight, else in the body.
+        `raw_*` are the same texts as written, for `raw:` terms."""
+        subject, body = _index(folded_subject, raw_subject), _index(folded_body, raw_body)
+        in_subject, in_body = self._candidates(subject), self._candidates(body)
+        found: list[Evidence] = []
+        for i in sorted(in_subject | in_body):
+            group, term, weight, phrase, regex, raw = self.entries[i]
+            text = self._find(subject, phrase, regex, raw) if i in in_subject else None
+            if text is not None:
+                found.append(Evidence(group, term, round(weight * subject_weight, 3), "subject", text[:80]))
+                continue
+            text = self._find(body, phrase, regex, raw) if i in in_body else None
+            if text is not None:
+                found.append(Evidence(group, term, weight, "body", text[:80]))
+        return tuple(found)
+
+
+def group_scores(evidence: tuple[Evidence, ...]) -> dict[str, float]:
+    """Sum of the weights per group."""
+    scores: dict[str, float] = {}
+    for e in evidence:
+        scores[e.group] = round(scores.get(e.group, 0.0) + e.weight, 3)
+    return scores
+
+
+def merged(groups: Mapping[str, Mapping[str, float]],
+           extra: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """`groups` with a pack's `extra_terms` laid over them: new terms added, weights replaced, and a
+    weight of 0 removing a term (so an author can drop one default without copying the list)."""
+    out = {g: dict(terms) for g, terms in groups.items()}
+    for group, terms in extra.items():
+        target = out.setdefault(group, {})
+        for term, weight in terms.items():
+            if weight == 0:
+                target.pop(term, None)
+            else:
+                target[term] = weight
+    return out
+
+
+def check_groups(value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Field validator body for {group: {term: weight}} maps: every term compiles, weights >= 0."""
+    for group, terms in value.items():
+        for term, weight in terms.items():
+            check_term(term)
+            if weight < 0:
+                raise ValueError(f"{group}: {term!r} has a negative weight; put it in the opposing group instead")
+    return value

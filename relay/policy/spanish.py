@@ -1,8 +1,11 @@
-"""Spanish (and English) wording of instants for notices."""
+"""Spanish language helpers: wording of instants for notices; words and stems for the text rules."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
 DAYS_ES = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
 MONTHS_ES = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
@@ -21,3 +24,35 @@ def instant_en(at: datetime) -> str:
     offset = at.strftime("%z")
     zone = getattr(at.tzinfo, "key", None) or at.tzname() or ""
     return f"{at:%A %d %B %Y at %H:%M} ({zone}, UTC{offset[:3]}:{offset[3:]})"
+
+
+# --- Words for the text rules -------------------------------------------------------------------
+# The Snowball Spanish stemmer (snowballstemmer, the Snowball project's own pure-Python build):
+# an algorithm with no data files, so it is deterministic, fast (~2 µs a word, cached) and reduces
+# the inflections that matter here — plural, gender, verb forms, derived nouns (notificar,
+# notificó, notificación, notificaciones -> "notif"). A lemmatizer (simplemma) would need a
+# dictionary of several MB and still miss administrative and platform vocabulary; matching needs
+# only that the same word in any form gives the same key. Words are folded (accents, case) BEFORE
+# stemming, so "notificacion" written without its accent stems like "notificación".
+
+_WORD = re.compile(r"\w+")
+
+
+@lru_cache(maxsize=1)
+def _stemmer() -> Any:
+    import snowballstemmer  # type: ignore[import-untyped]
+
+    return snowballstemmer.stemmer("spanish")
+
+
+@lru_cache(maxsize=65536)
+def stem(folded_word: str) -> str:
+    """The stem of one folded (lower-case, accent-free) word; digits and short words stay as they are."""
+    if len(folded_word) <= 2 or not folded_word.isalpha():
+        return folded_word
+    return str(_stemmer().stemWord(folded_word))
+
+
+def words(folded: str) -> list[tuple[str, int, int]]:
+    """The words of a folded text, as (word, start, end) offsets."""
+    return [(m.group(), m.start(), m.end()) for m in _WORD.finditer(folded)]

@@ -116,6 +116,47 @@ class Rewrite:
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """One term or signal a text rule found: its group, weight (subject weight applied) and words."""
+
+    group: str  # e.g. topic "debt", "person", "general", "offer", "signup"
+    term: str  # as written in the pack (or the default in code)
+    weight: float
+    where: str  # "subject" | "body"
+    text: str  # the folded words that matched
+
+    @property
+    def label(self) -> str:
+        """The term, or for a regular expression the text it matched."""
+        return f"«{self.text}»" if self.term.startswith(("re:", "raw:")) else self.term
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"group": self.group, "term": self.term, "weight": self.weight, "where": self.where,
+                "text": self.text}
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a text rule judged a message as it did: the sub-scores it compared with their
+    thresholds, the conclusion in words, and every term and signal that counted."""
+
+    conclusion: str  # e.g. "personal notice: topic 7.5 >= 3 and person 4 - general 0 >= 1"
+    scores: tuple[tuple[str, float], ...]  # named sub-scores (topic, person, general, ...)
+    thresholds: tuple[tuple[str, float], ...]
+    evidence: tuple[Evidence, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"conclusion": self.conclusion, "scores": dict(self.scores), "thresholds": dict(self.thresholds),
+                "evidence": [e.as_dict() for e in self.evidence]}
+
+    def line(self) -> str:
+        """One line for logs and audit entries: conclusion, then group:term=weight."""
+        terms = " ".join(f"{e.group}:{e.label}={e.weight:g}{'(subject)' if e.where == 'subject' else ''}"
+                         for e in self.evidence)
+        return f"{self.conclusion} [{terms}]" if terms else self.conclusion
+
+
+@dataclass(frozen=True)
 class Finding:
     """One rule that fired. `recipients` None means the whole message."""
 
@@ -136,6 +177,7 @@ class Finding:
     reply_code: tuple[int, str] | None = None
     moderators: tuple[str, ...] = ()
     detail: tuple[tuple[str, Any], ...] = ()
+    why: Explanation | None = None  # text rules: the terms, signals and scores behind the finding
 
     def applies_to(self, recipient_key: str) -> bool:
         return self.recipients is None or recipient_key in self.recipients
@@ -183,7 +225,8 @@ class Decision:
             "rules": [
                 {"id": f.rule_id, "kind": f.kind, "cites": f.cites, "action": f.action.value,
                  "mode": f.mode.value, "reason": f.reason,
-                 "recipients": sorted(f.recipients) if f.recipients is not None else None}
+                 "recipients": sorted(f.recipients) if f.recipients is not None else None,
+                 **({"explanation": f.why.as_dict()} if f.why is not None else {})}
                 for f in self.findings + self.monitored
             ],
             "misses": list(self.misses),

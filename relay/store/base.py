@@ -167,7 +167,8 @@ class AuditEntry:
     recipients: int
     login: str | None
     client_ip: str | None
-    rules: tuple[tuple[str, str, str], ...] = ()  # (rule id, circular cited, action)
+    # (rule id, circular cited, action), and for text rules a fourth item: why (Explanation.line())
+    rules: tuple[tuple[str, ...], ...] = ()
     monitored: tuple[str, ...] = ()
 
 

@@ -249,7 +249,14 @@ class AdminSite:
         events = await self._store(self.relay.store.hold_events, hold.id)
         message = await asyncio.to_thread(parse_message, content)
         return self.page("hold.html", request, hold=hold, message=message, events=events,
-                         rules=list(zip(hold.rule_ids, hold.cites, strict=False)))
+                         rules=list(zip(hold.rule_ids, hold.cites, strict=False)),
+                         explanations=self._explanations(hold.rule_ids, message))
+
+    def _explanations(self, rule_ids: tuple[str, ...], message: Any) -> dict[str, Any]:
+        """Why the text rules among a hold's rules judged its text so (with the pack now loaded)."""
+        from relay.policy.explain import explain_rules
+
+        return explain_rules(self.relay.rules.pack, rule_ids, message)
 
     async def _act(self, request: web.Request, session: Session, hold_id: str, action: str, reason: str,
                    via: str = "") -> web.Response:
@@ -290,7 +297,7 @@ class AdminSite:
         hold = await self._hold_or_404(request, claim.hold_id)
         return self.page("confirm.html", request, hold=hold, claim=claim, token=request.match_info["token"],
                          expires=datetime.fromtimestamp(claim.expires, UTC),
-                         rules=list(zip(hold.rule_ids, hold.cites, strict=False)))
+                         rules=list(zip(hold.rule_ids, hold.cites, strict=False)), explanations={})
 
     async def link_act(self, request: web.Request) -> web.Response:
         form = await request.post()

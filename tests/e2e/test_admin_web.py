@@ -120,6 +120,22 @@ def test_a_signed_in_moderator_still_needs_the_forms_csrf_token(relay: RelayProc
     assert "comunicaciones (web)" in history[1]["detail"]
 
 
+def test_the_moderator_and_the_audit_trail_see_why_a_text_rule_fired(relay: RelayProcess, sink: Sink) -> None:
+    """Issue 18: the terms and scores behind a commercial judgement, on the hold page and in the audit."""
+    send_promo(relay)
+    hold = moderated(relay)
+    page = signed_in(relay).get(f"/holds/{hold['id']}")
+    assert page.status == 200 and "Por qué: commercial offer: offer" in page.text, page.text
+    assert "por tiempo limitado" in page.text and "asunto" in page.text
+    for _ in range(20):  # the audit buffer is flushed within half a second
+        rows = json.loads(relay_cli(relay, "audit", "--json", "--rule", "commercial-content-approval").stdout)
+        if rows:
+            break
+        time.sleep(0.25)
+    assert "commercial-content-approval: commercial offer: offer" in rows[0]["reasons"], rows
+    assert "offer:por tiempo limitado=" in rows[0]["reasons"]
+
+
 def test_refusal_through_the_notice_link_tells_the_sender_the_reason(relay: RelayProcess, sink: Sink) -> None:
     send_promo(relay)
     hold = moderated(relay)

@@ -1,49 +1,98 @@
 """commercial: advertising or commercial offers need approval before they go out.
 
-Circular 004 de 2021 (Pasto): institutional mail is not for "publicidad exterior o información
-comercial sin consentimiento del Despacho del Alcalde o la Oficina de Comunicación Social" — so the
-default is moderation by those offices, who may approve. Procurement language ('oferta' in a
-tender) is neutralised so public contracting mail is not caught.
+Circular 004 de 2021 (Pasto), lineamiento 4: institutional mail is not for "publicidad exterior o
+información comercial sin consentimiento del Despacho del Alcalde o la Oficina de Comunicación
+Social" — so the default is moderation by those offices, who may approve. Lineamientos 4-5 also
+route information from other public entities and partners (convenios) through that office, and the
+entity's own contracting is not advertising.
+
+The rule judges, as a reader would, whether the text is **an offer made to the reader** (products,
+prices, discounts, a call to buy or to get in touch, limited time, unsubscribe footers) rather
+than **procurement or institutional communication** (a tender, SECOP, requests for quotations,
+contracts, payroll deductions, a health-promotion campaign, an inter-entity agreement). It fires
+when offer >= threshold and offer - institutional >= margin; the finding lists every term.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cached_property
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from relay.directory import address_key
-from relay.policy.lexicon import Lexicon
-from relay.policy.rules.base import Context, RuleBase, check_terms
-from relay.policy.verdicts import Action, Finding
+from relay.message import ParsedMessage
+from relay.policy.lexicon import Lexicon, check_groups, group_scores, merged
+from relay.policy.rules.base import Context, RuleBase
+from relay.policy.verdicts import Action, Explanation, Finding
 
-TERMS: dict[str, float] = {
-    "promocion*": 2, "oferta*": 1.5, "descuento*": 1.5, r"re:\d+\s*%\s*(de\s+)?(dcto|descuento)": 1.5,
-    "por tiempo limitado": 2.5, "compre": 2, "compren": 2, "compra ya": 2, "aproveche*": 2, "precio*": 1,
-    "precios especiales": 1.5, "cotiza*": 1.5, "venta*": 1.5, "vendo": 2, "gratis": 1.5,
-    "envio gratis": 2, "catalogo": 1.5, "publicidad": 2, "patrocinad*": 1.5,
-    # whole Spanish words: the stems "compre*" and "exclusiv*" also caught English "comprehensive", "exclusive"
-    "exclusivo": 1, "exclusiva": 1, "exclusivos": 1, "exclusivas": 1,
-    "cupos limitados": 1.5, "financiacion": 1, "cuotas sin interes": 2.5, "llame ya": 2,
-    "escribame": 1, "whatsapp": 0.5, "rifa*": 1.5, "sorteo*": 1, "emprendimiento": 1,
-    "limited time": 2.5, "buy now": 2.5, "discount": 1.5, "free shipping": 2, "unsubscribe": 1.5,
-    "cancelar suscripcion": 1.5,
+OFFER: dict[str, float] = {
+    "promoción": 2, "oferta": 1.5, "ofertas especiales": 2, "descuento": 1.5,
+    r"re:%\s*(?:de\s+)?(?:dcto|descuento|off)": 2, "precio especial": 2, "precio": 1, "mejor precio": 2,
+    "precios bajos": 2, "por tiempo limitado": 2.5, "hasta agotar existencias": 2.5, "últimas unidades": 2.5,
+    "=aproveche": 2, "=aprovecha": 1.5, "=aprovechen": 2, "=adquiera": 2, "=adquiere": 1.5, "=compre": 2,
+    "=compra ya": 2, "=vendo": 2, "=vendemos": 2, "venta": 1.5, "gratis": 1.5, "envío gratis": 2,
+    "=catalogo": 1.5, "=catalogos": 1.5, "=cotice": 1, "cotización sin compromiso": 2.5, "cupos limitados": 1.5,
+    "financiación": 1, "cuotas sin interés": 2.5, "sin cuota de manejo": 2, "tasa preferencial": 2,
+    "llame ya": 2, "=escribanos": 1.5, "=escribame": 1.5, "=contactenos": 1, "whatsapp": 0.5, "rifa": 1.5,
+    "sorteo": 1, "emprendimiento": 1, "nuestros productos": 2, "nuestros servicios": 1, "portafolio": 1.5,
+    "=clientes": 1, "black friday": 2.5, "obsequio": 1.5, "código promocional": 2.5, "cupón": 2,
+    "compra mínima": 2, "darse de baja": 1.5, "cancelar suscripción": 1.5,
+    "=publicidad": 2, "=publicitario": 2, "=publicitaria": 2,
+    "patrocinado": 1.5, "=exclusivo": 1, "=exclusiva": 1, "=exclusivos": 1, "=exclusivas": 1,
+    "para usted": 1, "para ti": 1, "domicilio": 1, "=pedidos": 1, "visítenos": 1.5, "nuestra tienda": 2,
+    "=tienda": 1, "lanzamiento": 1, "nuevo producto": 2, "=ahorre": 2, "=ahorra": 1.5, "no se lo pierda": 2,
+    "no te lo pierdas": 2, r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1.5,  # a price
+    # a price pitched at the reader: "desde $15.900", "por solo $9.000", "inversión: $980.000"
+    r"re:(?:desde|solo|apenas|antes|ahora|inversion|precio|tarifa)\W{0,3}(?:de\s+|es\s+)?\$\s?\d": 2,
+    "=pedido": 1, "por encargo": 2, "=encargos": 1.5, "=preventa": 2.5, "=boletas": 1.5, "boletería": 1.5,
+    "=adquierelo": 2, "=adquieralo": 2, "=compralo": 2, "=afiliese": 2, "=afiliate": 2, "planes desde": 2,
+    "=poliza": 1, "=asesor": 0.5, "=matricula": 1.5, "valor de la inscripción": 2, "=inscribete": 1,
+    "=obten": 1.5, "pide ya": 2, "reserva ya": 2, "=promo": 2, "precio de lanzamiento": 2.5, "=suscribete": 1,
+    "=cotiza": 1, "=llamanos": 1.5, "=escribenos": 1.5, "=visitanos": 1.5, "tienda virtual": 1.5,
+    "compra en línea": 2, "pago contra entrega": 2.5, "envíos a todo el país": 2, "=dcto": 1.5,
+    r"re:2\s?x\s?1\b": 2, "hot sale": 2.5, "cyber lunes": 2.5, "precio normal": 2, "iva incluido": 1.5,
+    "bono de regalo": 2, "crédito preaprobado": 3, "preaprobado": 2.5, "sin codeudor": 2.5,
+    "aprobación inmediata": 2, "tasa desde": 2, "desembolso inmediato": 2.5, "oferta válida": 2,
+    "aplican condiciones": 2, "unidades disponibles": 2, "se vende": 2, "=arriendo": 1.5, "precio negociable": 2,
+    "=interesados": 1,
+    # English, as international vendors write
+    "=limited time": 2.5, "=buy now": 2.5, "=discount": 1.5, "=free shipping": 2, "=unsubscribe": 1.5,
+    "=special offer": 2, "=order now": 2,
 }
-NEUTRAL: dict[str, float] = {
-    "descuento por nomina": -3, "licitacion*": -3, "proceso de contratacion": -3, "secop": -3,
-    "presentacion de ofertas": -3, "oferta institucional": -2, "oferta de empleo": -2,
-    "oferta laboral": -2, "convocatoria": -1, "invitacion publica": -2, "estudios previos": -2,
+GROUPS = ("offer", "institutional")
+INSTITUTIONAL: dict[str, float] = {  # procurement, payroll, campaigns, approved inter-entity mail
+    "licitación": 3, "secop": 3, "proceso de contratación": 3, "presentación de ofertas": 3,
+    "evaluación de ofertas": 3, "invitación pública": 2.5, "invitación a cotizar": 2.5, "estudios previos": 2,
+    "pliego de condiciones": 3, "mínima cuantía": 3, "selección abreviada": 3, "concurso de méritos": 3,
+    "contratación directa": 2.5, "solicitud de cotización": 2.5, "estudio de mercado": 2.5,
+    "orden de compra": 2, "adenda": 2.5, "proponente": 2.5, "oferente": 2.5, "supervisor del contrato": 2,
+    "contrato interadministrativo": 2.5, "convenio interadministrativo": 2.5, "convenio": 1.5,
+    "plan anual de adquisiciones": 3, "colombia compra eficiente": 3, "acuerdo marco": 2.5,
+    "cuenta de cobro": 2, "descuento por nómina": 3, "oferta institucional": 2, "oferta de empleo": 2,
+    "oferta laboral": 2, "oferta académica": 1.5, "convocatoria": 1, "promoción y prevención": 3,
+    "promoción de la salud": 3, "oficina de comunicación social": 2, "con autorización": 1.5,
+    "despacho del alcalde": 1.5, "bienestar": 1, "talento humano": 1, "propuesta económica": 2,
+    "acta de liquidación": 2, "interventoría": 2, "disponibilidad presupuestal": 2.5, "registro presupuestal": 2.5,
+    "=cdp": 2, "factura electrónica": 1, "=factura": 1, "=nit": 1, "orden de servicio": 2,
+    "=contrato": 1, "impuesto predial": 2, "=impuesto": 1, "contribuyente": 2, "predial": 2,
+    "secretaría de hacienda": 1.5, "estatuto tributario": 2, "beneficio tributario": 2, "pronto pago": 1,
 }
 
 
 class Config(RuleBase):
     kind: Literal["commercial"]
     action: Action = Action.MODERATE
-    terms: dict[str, float] = Field(default_factory=lambda: dict(TERMS))
-    neutral: dict[str, float] = Field(default_factory=lambda: dict(NEUTRAL))
+    offer: dict[str, float] = Field(default_factory=lambda: dict(OFFER),
+                                    description="signals of an offer made to the reader")
+    institutional: dict[str, float] = Field(default_factory=lambda: dict(INSTITUTIONAL),
+                                            description="procurement and institutional communication")
+    extra_terms: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="{offer|institutional: {term: weight}}; weight 0 removes")
     threshold: float = Field(default=4.0, gt=0)
+    margin: float = Field(default=2.0, description="offer - institutional needed")
     subject_weight: float = Field(default=2.0, ge=1)
     exempt_senders: tuple[str, ...] = ()
     exempt_roles: tuple[str, ...] = ()
@@ -52,7 +101,19 @@ class Config(RuleBase):
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"moderators"})
     DEFAULT_REPLY: ClassVar[str] = "Contenido comercial o publicitario: requiere aprobacion previa"
 
-    _terms = field_validator("terms", "neutral")(check_terms)
+    @field_validator("offer", "institutional")
+    @classmethod
+    def _terms(cls, value: dict[str, float]) -> dict[str, float]:
+        check_groups({"terms": value})
+        return value
+
+    @field_validator("extra_terms")
+    @classmethod
+    def _extra(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        unknown = sorted(set(value) - set(GROUPS))
+        if unknown:
+            raise ValueError(f"unknown group {unknown[0]!r}; groups are {', '.join(GROUPS)}")
+        return check_groups(value)
 
     @field_validator("exempt_senders", "moderators")
     @classmethod
@@ -67,14 +128,37 @@ class Config(RuleBase):
 
     @cached_property
     def lexicon(self) -> Lexicon:
-        return Lexicon({**self.terms, **self.neutral})
+        return Lexicon(merged({"offer": self.offer, "institutional": self.institutional}, self.extra_terms))
+
+
+def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
+    """Whether the text is an offer made to the reader, and why."""
+    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
+                                  message.subject, message.body_text)
+    scores = group_scores(evidence)
+    offer, institutional = scores.get("offer", 0.0), scores.get("institutional", 0.0)
+    net = round(offer - institutional, 3)
+    if offer < rule.threshold:
+        hit, why = False, f"no offer: offer {offer:g} < {rule.threshold:g}"
+    elif net < rule.margin:
+        hit, why = False, f"institutional: offer {offer:g} - institutional {institutional:g} < {rule.margin:g}"
+    else:
+        hit, why = True, f"commercial offer: offer {offer:g} >= {rule.threshold:g} and offer - institutional " \
+                         f"{institutional:g} = {net:g} >= {rule.margin:g}"
+    return hit, Explanation(why, (("offer", offer), ("institutional", institutional)),
+                            (("offer", rule.threshold), ("margin", rule.margin)), evidence)
 
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:
     if any(a in rule.exempt_senders for a in ctx.sender_addresses) or ctx.sender_roles & set(rule.exempt_roles):
         return
-    message = ctx.submission.message
-    match = rule.lexicon.score(message.folded_subject, message.folded_body, rule.subject_weight)
-    if match.score >= rule.threshold:
-        yield rule.finding(ctx, {"moderators": ", ".join(rule.moderators)}, moderators=rule.moderators,
-                           detail={"score": match.score, "terms": list(match.terms)})
+    hit, why = judge(rule, ctx.submission.message)
+    if hit:
+        finding = rule.finding(ctx, {"moderators": ", ".join(rule.moderators)}, moderators=rule.moderators,
+                               detail={"score": dict(why.scores)["offer"], "terms": [e.term for e in why.evidence]})
+        yield replace(finding, why=why)
+
+
+def explain(rule: Config, message: ParsedMessage) -> Explanation:
+    """The judgement of the text alone, fired or not (for `relay check`: why a rule did not fire)."""
+    return judge(rule, message)[1]
