@@ -26,6 +26,11 @@ class Limits(_Strict):
     idle_timeout: float = Field(default=300, gt=0, description="seconds without a command")
     data_timeout: float = Field(default=600, gt=0, description="seconds for a whole DATA transfer")
     max_line_length: int = Field(default=998, ge=78)
+    max_connections_per_client: int | None = Field(
+        default=20, ge=1, description="open connections from one client address (trusted hops exempt); null: none")
+    memory_budget: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024,
+                               description="message bytes held in memory at once; beyond it DATA spools to disk")
+    max_junk_commands: int = Field(default=100, ge=1, description="NOOP, VRFY, EXPN or HELP per session")
 
 
 class Tls(_Strict):
@@ -37,6 +42,10 @@ class Tls(_Strict):
 class Auth(_Strict):
     credentials_file: str
     allow_plaintext_on_loopback: bool = False
+    max_failures_per_connection: int = Field(default=3, ge=1, description="failed AUTH, then 421 and close")
+    max_failures_per_client: int = Field(default=10, ge=1, description="failed AUTH per address per window")
+    failure_window: float = Field(default=600, gt=0, description="seconds a failed AUTH is counted")
+    failure_delay: float = Field(default=1.0, ge=0, description="seconds before the first 535 (doubles, max 16x)")
 
 
 class Trust(_Strict):
