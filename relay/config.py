@@ -119,6 +119,9 @@ class AdminAccount(_Strict):
     login: str = Field(min_length=1, max_length=200)
     password_hash: str = Field(description="pbkdf2_sha256$...; make one with: relay passwd LOGIN")
     name: str = ""
+    mailboxes: tuple[str, ...] = Field(default=(), description="moderator addresses whose notice links this "
+                                       "account may use (besides its login, when that is an address)")
+    any_link: bool = Field(default=False, description="may use the notice links sent to any moderator")
 
     @field_validator("password_hash")
     @classmethod
@@ -140,6 +143,9 @@ class Admin(_Strict):
     accounts: tuple[AdminAccount, ...] = ()
     link_ttl: float = Field(default=3 * 86400, gt=0, description="seconds a link in a notice stays valid")
     session_ttl: float = Field(default=8 * 3600, gt=0, description="seconds a sign-in lasts")
+    max_failures_per_account: int = Field(default=10, ge=1, description="failed sign-ins per login per window")
+    max_failures_per_client: int = Field(default=30, ge=1, description="failed sign-ins per address per window")
+    failure_window: float = Field(default=900, gt=0, description="seconds a failed sign-in is counted")
 
     @field_validator("listen")
     @classmethod

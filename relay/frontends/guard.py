@@ -47,6 +47,14 @@ class AuthFailures:
         times.append(now)
         return len(times)
 
+    def undo(self, client: str, stamp: float) -> None:
+        """Take back an attempt counted in advance (it succeeded)."""
+        times = self.seen.get(client)
+        if times is not None and stamp in times:
+            times.remove(stamp)
+            if not times:
+                del self.seen[client]
+
 
 class ByteBudget:
     """Message bytes the SMTP front-end may hold in memory at once, across all sessions.

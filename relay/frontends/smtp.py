@@ -301,9 +301,13 @@ class RelaySMTP(SMTP):
         if pair is None:
             return  # the client cancelled or sent something undecodable: already answered
         login, password = pair
+        # counted before the check, so parallel guesses from one address cannot all pass the limit
+        stamp = time.monotonic()
+        recent = failures.add(self.peer_ip, auth.failure_window, stamp)
         ok = await credentials.check_async(login.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
         shown = _printable(login.decode("utf-8", "replace"), 100)
         if ok:
+            failures.undo(self.peer_ip, stamp)
             self.session.authenticated = True
             self.session.auth_data = LoginPassword(login, password)  # type: ignore[assignment]
             self.session.login_data = login
@@ -311,7 +315,6 @@ class RelaySMTP(SMTP):
             await self.push("235 2.7.0 Authentication successful")
             return
         self.auth_failures += 1
-        recent = failures.add(self.peer_ip, auth.failure_window, time.monotonic())
         log.warning("auth_failed", login=shown, client=self.peer_ip, mechanism=mechanism,
                     connection_failures=self.auth_failures, client_failures=recent)
         await asyncio.sleep(auth.failure_delay * 2 ** min(max(self.auth_failures, recent) - 1, 4))
