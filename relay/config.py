@@ -31,6 +31,7 @@ class Limits(_Strict):
     memory_budget: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024,
                                description="message bytes held in memory at once; beyond it DATA spools to disk")
     max_junk_commands: int = Field(default=100, ge=1, description="NOOP, VRFY, EXPN or HELP per session")
+    max_errors: int = Field(default=20, ge=1, description="protocol errors (5xx syntax) before 421 and close")
 
 
 class Tls(_Strict):

@@ -38,6 +38,7 @@ CHUNK = 1 << 16
 MEMORY_FACTOR = 3
 _JUNK = ("NOOP", "VRFY", "EXPN", "HELP")  # RFC 5321 §4.1.1: they change nothing; a session may not live on them
 _MANY = 1 << 30
+_ERRORS = {"500", "501", "502", "503", "504"}  # the client's protocol mistakes (not policy refusals)
 _XFORWARD_ATTRS = {"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"}
 _MAIL_KEEP = {"RET", "ENVID"}  # forwarded upstream, case preserved
 _RCPT_KEEP = {"NOTIFY", "ORCPT"}
@@ -164,6 +165,8 @@ class RelaySMTP(SMTP):
         self.admitted = False  # counted in the per-client connection table
         self.in_data = False  # between 354 and the end of the message: bytes prove the client alive
         self.auth_failures = 0
+        self.errors = 0  # protocol errors answered in this session
+        self.busy = False  # a complete command line is being answered: the idle timer waits
         self.held = 0  # bytes of the memory budget this session's message holds
         self.transaction: Any = None
         self.refused = False  # an RCPT-time refusal in this transaction already notified the sender
@@ -175,8 +178,18 @@ class RelaySMTP(SMTP):
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _REPLIES.get(status, status)
+        if isinstance(status, str) and status[:3] in _ERRORS:
+            self.errors += 1
+            if self.errors > self.app.config.limits.max_errors:  # Postfix smtpd_hard_error_limit
+                logs.get("relay.smtp").warning("too_many_errors", client=self.peer_ip, errors=self.errors)
+                status = "421 4.7.0 Too many errors; closing connection"
+                if self.transport is not None:
+                    cast(asyncio.WriteTransport, self.transport).write(status.encode() + b"\r\n")
+                    self.transport.close()
+                return
         await super().push(status)
         if not self.in_data and self.transport is not None and not self.transport.is_closing():
+            self.busy = False
             self._reset_timeout()  # the client's next line is due within idle_timeout of this reply
 
     # -- connection life ------------------------------------------------------------------------
@@ -233,7 +246,20 @@ class RelaySMTP(SMTP):
         # trickles one byte a minute would hold its connection for ever (slowloris).
         if self.in_data:
             self._reset_timeout()
+        elif b"\n" in data:  # a command line is complete: from now on the client waits for us, and the
+            self.busy = True  # timer waits for our reply (a slow upstream or a busy loop is not its idling)
+            self._cancel_timeout()
         super().data_received(data)
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        if self.busy and not self.in_data:
+            self._cancel_timeout()  # aiosmtpd re-arms on each command; we do on each reply
+            return
+        super()._reset_timeout(duration)
 
     def _timeout_cb(self) -> None:
         """The idle timeout: say so (RFC 5321 §4.2.2 421, §3.8 the server may close), then close."""
@@ -449,6 +475,8 @@ class RelaySMTP(SMTP):
                     self._release()
                 start = max(0, len(buf) - 4)
                 buf += chunk
+            self.in_data, self.busy = False, True  # the client waits for us now: push() re-arms the timer
+            self._cancel_timeout()
             leftover = buf[end + len(_END):]
             if leftover:
                 reader._buffer[:0] = leftover  # type: ignore[attr-defined]  # the next commands, in order

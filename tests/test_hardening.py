@@ -1,0 +1,111 @@
+"""Unit tests of the pure pieces of the hardening (issue 20): same AUTH cost for unknown logins,
+the byte budget, the failure window, quoted-printable with CRLF only."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+
+from relay.auth import Credentials, hash_password
+from relay.frontends.guard import AuthFailures, ByteBudget, ClientGuard
+from relay.rewrite import add_banner, quoted_printable
+
+BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+
+
+def test_an_unknown_login_costs_what_a_known_one_does() -> None:
+    credentials = Credentials({"laura@x.gov.co": hash_password("secreta", iterations=60_000)})
+
+    def cost(login: str) -> float:
+        runs = []
+        for _ in range(5):
+            start = time.perf_counter()
+            assert not credentials.check(login, "incorrecta")
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs)
+
+    known, unknown = cost("laura@x.gov.co"), cost("nadie@x.gov.co")
+    assert 0.6 < unknown / known < 1.6, f"known {known * 1000:.1f} ms, unknown {unknown * 1000:.1f} ms"
+    assert credentials.check("LAURA@x.gov.co", "secreta")
+
+
+def test_password_checks_run_off_the_event_loop() -> None:
+    credentials = Credentials({"laura@x.gov.co": hash_password("secreta", iterations=200_000)})
+
+    async def main() -> float:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        start = time.perf_counter()
+        await asyncio.gather(*(credentials.check_async("laura@x.gov.co", "no") for _ in range(4)))
+        took = time.perf_counter() - start
+        task.cancel()
+        return ticks / (took / 0.01)
+
+    assert asyncio.run(main()) > 0.3, "the loop kept ticking while hashing"
+
+
+def test_failures_are_counted_within_the_window_only() -> None:
+    failures = AuthFailures()
+    for t in range(5):
+        failures.add("10.0.0.1", window=10, now=float(t))
+    assert failures.count("10.0.0.1", 10, 5.0) == 5
+    assert failures.count("10.0.0.1", 10, 12.5) == 2
+    assert failures.count("10.0.0.1", 10, 100.0) == 0 and "10.0.0.1" not in failures.seen
+    stamp = 200.0
+    failures.add("10.0.0.2", 10, stamp)
+    failures.undo("10.0.0.2", stamp)
+    assert failures.count("10.0.0.2", 10, stamp) == 0
+
+
+def test_the_connection_table_counts_per_address() -> None:
+    guard = ClientGuard()
+    assert guard.admit("a", 2) and guard.admit("a", 2) and not guard.admit("a", 2)
+    assert guard.admit("b", 2) and guard.admit("a", None)
+    for _ in range(3):
+        guard.leave("a")
+    assert "a" not in guard.connections and guard.admit("a", 2)
+
+
+def test_the_byte_budget_is_never_exceeded_and_waiters_go_in_order() -> None:
+    async def main() -> list[int]:
+        budget = ByteBudget(100)
+        assert budget.take(60) and not budget.take(50)
+        order: list[int] = []
+
+        async def decide(n: int, size: int) -> None:
+            await budget.wait_for(size)
+            order.append(n)
+            assert budget.used <= 100 or budget.used == size
+            await asyncio.sleep(0.01)
+            budget.give(size)
+
+        tasks = [asyncio.create_task(decide(n, 50)) for n in range(4)]
+        await asyncio.sleep(0.01)
+        assert not budget.take(1), "readers spool while someone waits"
+        budget.give(60)
+        await asyncio.gather(*tasks)
+        alone = asyncio.create_task(decide(9, 1000))  # larger than the budget: granted alone
+        await alone
+        assert budget.used == 0 and budget.peak <= 1000
+        return order
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 9]
+
+
+def test_quoted_printable_has_crlf_line_ends_only() -> None:
+    text = ("Advertencia: " + "á" * 200 + "\nsegunda línea\r\ntercera\rcuarta " + "x" * 300)
+    encoded = quoted_printable(text)
+    assert not BARE.search(encoded) and b"=\r\n" in encoded
+    assert max(len(line) for line in encoded.split(b"\r\n")) <= 76
+    fields, rest = add_banner([b"From: a@b.co", b"Subject: hola", b"Content-Type: text/plain"],
+                              b"\r\nhola\r\n", text, "[ALERTA]")
+    assert not BARE.search(b"\r\n".join(fields) + rest)
