@@ -169,7 +169,7 @@ class MilterSession:
         if self.mail_from is None:
             return mc.reply_code("503 5.5.1 Bad sequence of commands")
         try:
-            refusal = await self.app.rcpt_refusal(self.mail_from, [*self.rcpts, recipient], recipient,
+            refusal = await self.app.rcpt_refusal(self.mail_from, [recipient], recipient,  # O(1): see smtp.py
                                             self.macro("auth_authen"), self.client_ip,
                                             queue_id=self.macro("i") or "", notify=not self.refused)
         except Exception as error:  # a fault of ours: the MTA defers, nothing is lost

@@ -5,6 +5,7 @@ written upstream."""
 from __future__ import annotations
 
 import base64
+import re
 import smtplib
 import socket
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from relay.auth import hash_password
 from tests.e2e.harness import PASSWORD, RelayProcess, Sink
+from tests.helpers import ROOT
 
 B = "barrancabermeja.gov.co"
 LAURA = f"laura.pinto@{B}"
@@ -151,8 +153,19 @@ def test_auth_guessing_is_slowed_then_cut_per_connection_and_per_address(tmp_pat
         assert {e["client"] for e in failed} == {"127.0.0.1"}
         assert [e["login"] for e in failed][-2:] == ["nadie@example.org", LAURA]
         assert relay.events("auth_blocked")
+        banned = [m.group("host") for line in relay.log().splitlines() for rx in fail2ban_regexes()
+                  if (m := rx.search(line))]
+        assert banned.count("127.0.0.1") >= 6 and "127.0.0.2" not in banned, "docs/fail2ban.md's filter matches"
     finally:
         relay.stop()
+
+
+def fail2ban_regexes() -> list[re.Pattern[str]]:
+    """The failregex lines of the filter in docs/fail2ban.md, <HOST> as fail2ban reads it."""
+    text = (ROOT / "docs" / "fail2ban.md").read_text(encoding="utf-8")
+    block = text.split("failregex =", 1)[1].split("datepattern", 1)[0]
+    return [re.compile(line.strip().replace("<HOST>", r"(?P<host>[0-9A-Fa-f.:]+)")) for line in block.splitlines()
+            if line.strip()]
 
 
 def test_password_hashing_does_not_stall_other_sessions(tmp_path: Path, sink: Sink) -> None:
@@ -251,5 +264,38 @@ def test_many_big_messages_at_once_stay_within_the_memory_budget(tmp_path: Path,
         grew = rss_peak_mib(relay.proc.pid) - base
         # unbounded, each 8 MiB message in flight costs ~20 MiB: 8 at once would be ~170 MiB
         assert grew < 110, f"peak RSS grew {grew:.0f} MiB for {count} x 8 MiB messages at once"
+    finally:
+        relay.stop()
+
+
+# -- 5. many recipients ---------------------------------------------------------------------------------------
+
+def relay_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100
+
+
+def test_recipient_checks_cost_the_same_for_the_thousandth_rcpt(tmp_path: Path, sink: Sink) -> None:
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", limits={"max_recipients": 1000}).start()
+    assert relay.proc is not None
+    try:
+        cost = {}
+        with smtplib.SMTP("127.0.0.1", relay.port, timeout=120) as smtp:
+            smtp.login(LAURA, PASSWORD)
+            for count in (200, 1000):
+                before = relay_cpu(relay.proc.pid)
+                smtp.mail(LAURA)
+                for n in range(count):
+                    assert smtp.rcpt(f"persona{n}@example.org")[0] == 250
+                smtp.rset()
+                cost[count] = relay_cpu(relay.proc.pid) - before
+            # and an envelope-only refusal still happens at RCPT time among many recipients
+            smtp.mail(LAURA)
+            for n in range(300):
+                smtp.rcpt(f"persona{n}@example.org")
+            assert smtp.rcpt(f"funcionarios@{B}")[0] == 550, "a list among the recipients, from a non-broadcaster"
+            smtp.rset()
+        assert cost[1000] < 6 * max(cost[200], 0.05), f"quadratic: {cost}"
+        assert cost[1000] < 5, f"{cost[1000]:.1f} CPU s for 1,000 RCPTs"
     finally:
         relay.stop()
