@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from relay import notices
 from relay.policy.verdicts import Decision, Notice, Verdict
 from relay.store import NewHold
 
@@ -46,26 +47,17 @@ def deliver_now(decision: Decision) -> list[str]:
     return [r.address for r in decision.recipients if r.verdict is Verdict.DELIVER]
 
 
-def with_hold_ids(notices: tuple[Notice, ...], holds: list[NewHold], ids: list[str],
+def with_hold_ids(found: tuple[Notice, ...], holds: list[NewHold], ids: list[str],
                   link: Callable[[str, str, str], str] | None = None) -> tuple[Notice, ...]:
     """Moderation requests name the held copies and how to decide on them: signed links to the
     admin pages (`link(hold_id, action, moderator)`, when the admin listener is on) and the
     commands for the relay server."""
     moderated = [i for h, i in zip(holds, ids, strict=True) if h.reason == Verdict.MODERATE.value]
     if not moderated:
-        return notices
+        return found
 
     def how(moderator: str) -> str:
-        text = "\n\nIdentificador(es): " + ", ".join(moderated)
-        if link is not None:
-            for hold_id in moderated:
-                text += (f"\n\n{hold_id}\n  Aprobar:  {link(hold_id, 'approve', moderator)}"
-                         f"\n  Rechazar: {link(hold_id, 'reject', moderator)}")
-            text += ("\n\nCada enlace abre una página de confirmación (inicie sesión como moderador) y vence "
-                     "a los pocos días. (Each link opens a confirmation page; sign in as a moderator.)")
-        return (text + "\n\nEn el servidor del relay:\nPara aprobar:  relay queue approve ID"
-                + "\nPara rechazar: relay queue reject ID --reason \"motivo\""
-                + "\n(To approve or refuse, use the links or run the commands above on the relay server.)")
+        return notices.how_to_moderate(moderated, moderator, link)
 
     return tuple(Notice(n.to, n.kind, n.subject, n.text + how(n.to), n.rule_ids) if n.kind == "moderation-request"
-                 else n for n in notices)
+                 else n for n in found)

@@ -1,13 +1,16 @@
 """Moderators' actions on held mail — one path for `relay queue` and the web pages.
 
 Each action changes the hold in the store (durably, with its history) and tells our own sender
-the outcome: an approval, or a refusal with the moderator's reason (Spanish first).
+the outcome: an approval, or a refusal with the moderator's reason (Spanish first). In a running
+relay the admin pages call this through `Disposer.moderate`, which wakes the scheduler: an
+approved copy is then delivered through `Disposer.release` like any released hold.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
+from relay import notices
 from relay.store import Hold, Store
 
 ACTIONS = ("approve", "reject", "release", "delete")
@@ -37,17 +40,11 @@ def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason:
 
 
 def tell_sender(store: Store, hold: Hold, now: datetime, outcome: str, reason: str) -> None:
-    """The sender hears the moderator's decision (and the reason of a refusal), in Spanish first."""
+    """The sender hears the moderator's decision (and the reason of a refusal): relay.notices."""
     if not hold.sender_notice_to:
         return
-    subject = hold.subject or "(sin asunto)"
     if outcome == "approved":
-        text = (f"Su mensaje «{subject}» fue aprobado y se entregará ahora a: {', '.join(hold.recipients)}.\n\n"
-                f"--- English ---\nYour message \"{subject}\" was approved and is being delivered.")
-        store.add_notices([(hold.sender_notice_to, "moderation-approved", f"Mensaje aprobado: {subject}", text)], now)
-        return
-    cites = "\n".join(f"- {c}" for c in hold.cites)
-    text = (f"Su mensaje «{subject}» no fue aprobado y no se entregó.\n\nMotivo del moderador: {reason}\n\n"
-            f"Fundamento:\n{cites}\n\n--- English ---\nYour message \"{subject}\" was not approved and was not "
-            f"delivered.\nThe moderator's reason: {reason}")
-    store.add_notices([(hold.sender_notice_to, "moderation-rejected", f"Mensaje no aprobado: {subject}", text)], now)
+        notice = notices.approved(hold.sender_notice_to, hold.subject, hold.recipients)
+    else:
+        notice = notices.rejected(hold.sender_notice_to, hold.subject, reason, hold.cites)
+    store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], now)

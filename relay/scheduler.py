@@ -5,20 +5,24 @@ the next due instant, or until woken (a new hold or notice, SIGUSR1 from `relay 
 `max_sleep` seconds (so a wall clock that jumps is noticed). After a crash, holds claimed but not
 confirmed go back to waiting (`recover`) and are delivered again: the one window for a duplicate
 is between the upstream's 250 for DATA and the store's commit of "delivered" (a few milliseconds).
+
+The scheduler owns the hold's state in the store (claimed, delivered, retried, failed); what
+the next hop is told and what our sender hears goes through the disposer (`Disposer.release`,
+`Disposer.send_notice`), the same path as a message at DATA time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from relay.clock import Clock
-from relay.store import Hold, OutboxNotice, Store, StoreError
-from relay.upstream import Reply, Upstream
+from relay import notices
+from relay.dispose import Disposer
+from relay.store import Hold, OutboxNotice, StoreError
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,9 @@ class SchedulerSettings:
 
 
 class Scheduler:
-    def __init__(self, store: Store, upstream: Upstream, clock: Clock, log: Any, settings: SchedulerSettings,
-                 notice_bytes: Callable[[str, str, str, str, datetime], bytes]) -> None:
-        self.store, self.upstream, self.clock, self.log = store, upstream, clock, log
+    def __init__(self, disposer: Disposer, log: Any, settings: SchedulerSettings) -> None:
+        self.disposer, self.store, self.clock, self.log = disposer, disposer.store, disposer.clock, log
         self.settings = settings
-        self.notice_bytes = notice_bytes
         self._wake = asyncio.Event()
         self._stopping = False
         self.delivered = 0
@@ -86,26 +88,20 @@ class Scheduler:
         first (earliest due first), notices beside them, `concurrency` deliveries at a time."""
         now = self.clock.now()
         holds = await asyncio.to_thread(self.store.claim_due, now, self.settings.batch)
-        notices = await asyncio.to_thread(self.store.due_notices, now, self.settings.batch)
+        outbox = await asyncio.to_thread(self.store.due_notices, now, self.settings.batch)
         gate = asyncio.Semaphore(self.settings.concurrency)
 
         async def limited(job: Coroutine[Any, Any, None]) -> None:
             async with gate:
                 await job
 
-        jobs = [self.deliver(h) for h in holds] + [self.send_notice(n, now) for n in notices]
+        jobs = [self.deliver(h) for h in holds] + [self.send_notice(n, now) for n in outbox]
         if jobs:
             await asyncio.gather(*(limited(j) for j in jobs))
-        return len(holds) == self.settings.batch or len(notices) == self.settings.batch
+        return len(holds) == self.settings.batch or len(outbox) == self.settings.batch
 
     async def send_notice(self, notice: OutboxNotice, now: datetime) -> None:
-        txn = self.upstream.transaction()
-        await txn.mail("")  # null sender: a notice never bounces back (RFC 3834 §3.1.5)
-        reply = await txn.rcpt(notice.to)
-        if reply.ok:
-            reply = await txn.data(self.notice_bytes(notice.to, notice.kind, notice.subject, notice.text, now))
-        else:
-            await txn.abort()
+        reply = await self.disposer.send_notice(notice, now)
         self.log.info("notice", kind=notice.kind, to=notice.to, code=reply.code, attempts=notice.attempts)
         if reply.ok or not reply.temporary:
             await asyncio.to_thread(self.store.notice_done, notice.id)  # a refused notice is not retried
@@ -133,29 +129,9 @@ class Scheduler:
             await asyncio.to_thread(self.store.mark_failed, hold.id, now, "message bytes missing")
             log.error("hold_content_missing")
             return
-        txn = self.upstream.transaction()
-        await txn.mail(hold.mail_from)
-        accepted, later, refused = [], [], []
-        for rcpt in hold.recipients:
-            reply = await txn.rcpt(rcpt)
-            if reply.ok:
-                accepted.append(rcpt)
-            elif reply.temporary:
-                later.append((rcpt, reply))
-            else:
-                refused.append((rcpt, reply))
-        data: Reply | None = None
-        if accepted:
-            data = await txn.data(content)
-            if not data.ok:
-                target = later if data.temporary else refused
-                target.extend((r, data) for r in accepted)
-                accepted = []
-        else:
-            await txn.abort()
+        released = await self.disposer.release(hold, content, log)
+        accepted, later, refused, data = released.accepted, released.later, released.refused, released.data
         now = self.clock.now()
-        if refused:
-            self.bounce(hold, refused, log)
         if later:
             error = str(later[0][1])
             attempts = hold.attempts + 1
@@ -173,28 +149,8 @@ class Scheduler:
             await asyncio.to_thread(self.store.mark_failed, hold.id, now, str(refused[0][1]) if refused else "")
             log.error("hold_failed", error=str(refused[0][1])[:200] if refused else "")
 
-    def bounce(self, hold: Hold, refused: list[tuple[str, Reply]], log: Any) -> None:
-        """Tell our own sender which recipients the next hop refused (never an outsider)."""
-        if not hold.sender_notice_to:
-            return
-        lines = "\n".join(f"- {rcpt}: {reply}" for rcpt, reply in refused)
-        text = (f"Su mensaje «{hold.subject}» estaba retenido ({hold.reason}) y, al entregarlo, el servidor de "
-                f"correo rechazó estos destinatarios:\n{lines}\n\n--- English ---\nYour held message "
-                f"\"{hold.subject}\" was refused for these recipients:\n{lines}")
-        self._queue_notice(hold.sender_notice_to, "bounce", f"Mensaje retenido no entregado: {hold.subject}"[:200],
-                           text, log)
-
     def alert(self, hold: Hold, error: str, log: Any) -> None:
         log.error("hold_stuck", attempts=self.settings.alert_after_attempts, error=error[:200])
         if self.settings.alert_to:
-            text = (f"El mensaje retenido {hold.id} ({hold.mail_from} -> {', '.join(hold.recipients)}) no se ha "
-                    f"podido entregar tras {self.settings.alert_after_attempts} intentos: {error}\n"
-                    f"Revise con: relay queue show {hold.id}")
-            self._queue_notice(self.settings.alert_to, "alert", f"Retención sin entregar: {hold.id}", text, log)
-
-    def _queue_notice(self, to: str, kind: str, subject: str, text: str, log: Any) -> None:
-        try:
-            self.store.add_notices([(to, kind, subject, text)], self.clock.now())
-        except StoreError as error:
-            log.error("notice_not_stored", to=to, error=str(error)[:200])
-        self.wake()
+            self.disposer.queue_notice(notices.stuck(self.settings.alert_to, hold.id, hold.mail_from, hold.recipients,
+                                                     self.settings.alert_after_attempts, error), log)

@@ -13,9 +13,12 @@ import pytest
 
 from relay import logs
 from relay.clock import FixedClock
+from relay.config import RelayConfig
+from relay.dispose import Disposer, Rules
 from relay.scheduler import Scheduler, SchedulerSettings
 from relay.store import HoldState, NewHold, SqliteStore
 from relay.upstream import Reply, Transaction
+from tests.helpers import directory, pack
 
 T0 = datetime(2026, 11, 30, 13, 0, tzinfo=UTC)
 OK = Reply(250, "2.0.0 ok")
@@ -59,11 +62,9 @@ class FakeTxn(Transaction):
 
 def make(tmp_path: Path, up: FakeUpstream, **settings: Any) -> tuple[Scheduler, SqliteStore, FixedClock]:
     store, clock = SqliteStore(tmp_path / "s.sqlite3"), FixedClock(T0)
-    def notice(to: str, kind: str, subject: str, text: str, now: datetime) -> bytes:
-        return f"To: {to}\r\nX-Relay-Notice: {kind}\r\n\r\n{text}".encode()
-
-    scheduler = Scheduler(store, up, clock, logs.get("test"), SchedulerSettings(**settings),  # type: ignore[arg-type]
-                          notice)
+    rules = Rules(pack("barrancabermeja"), directory("barrancabermeja"), None, None)
+    disposer = Disposer(RelayConfig(policy="p", directory="d"), rules, clock, store, up)  # type: ignore[arg-type]
+    scheduler = Scheduler(disposer, logs.get("test"), SchedulerSettings(**settings))
     return scheduler, store, clock
 
 

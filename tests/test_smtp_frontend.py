@@ -16,7 +16,7 @@ def test_cached_class_scan_finds_what_aiosmtpd_would() -> None:
     app = RelayApp.from_config(ROOT / "config.example.yaml")
 
     async def build() -> tuple[RelaySMTP, RelaySMTP]:
-        return RelaySMTP(app), RelaySMTP(app)
+        return RelaySMTP(app.disposer), RelaySMTP(app.disposer)
 
     first, second = asyncio.run(build())
     try:

@@ -2,7 +2,8 @@
 
 Postfix opens a milter connection per SMTP session and may run several messages through it
 (SMFIC_ABORT between them, SMFIC_QUIT_NC to start afresh). Envelope refusals are answered at RCPT
-(SMFIR_REPLYCODE), the rest at end of message, where `RelayApp.process_milter` decides. Any fault
+(SMFIR_REPLYCODE), the rest at end of message, where the `Disposer` decides (the MTA delivers:
+`MtaDelivers`) and relay.frontends.replies says its `Disposition` in packets. Any fault
 of ours answers `451 4.3.0` (never a 5xx, never an accept); if the relay is down or silent, Postfix
 applies its `milter_default_action`, which must be `tempfail` (docs/postfix.md).
 """
@@ -13,13 +14,12 @@ import asyncio
 import contextlib
 import secrets
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from relay import logs
+from relay.dispose import Disposer, MtaDelivers, Submitted
 from relay.frontends import milter_codec as mc
-
-if TYPE_CHECKING:
-    from relay.app import MilterOutcome, RelayApp
+from relay.frontends import replies
 
 INTERNAL_ERROR = "451 4.3.0 Internal error; please try again later"
 # What we take from the MTA, and what we ask it to spare us (no DATA/unknown events; no reply per
@@ -38,11 +38,11 @@ _NO_REPLY = {mc.HEADER: mc.P_NR_HDR, mc.BODY: mc.P_NR_BODY, mc.EOH: mc.P_NR_EOH,
 
 
 class MilterSession:
-    def __init__(self, app: RelayApp, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.app, self.reader, self.writer = app, reader, writer
+    def __init__(self, disposer: Disposer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.disposer, self.reader, self.writer = disposer, reader, writer
         self.decoder = mc.Decoder()
         self.log = logs.get("relay.milter").bind(session_id=secrets.token_hex(4))
-        self.idle_timeout = app.config.milter.idle_timeout if app.config.milter else 900.0
+        self.idle_timeout = disposer.config.milter.idle_timeout if disposer.config.milter else 900.0
         self.protocol = 0  # negotiated SMFIP_* bits
         self.actions = 0
         self.macros: dict[bytes, dict[str, str]] = {}
@@ -71,7 +71,7 @@ class MilterSession:
         return None
 
     async def run(self) -> None:
-        self.app.active += 1
+        self.disposer.active += 1
         try:
             while True:
                 try:
@@ -99,7 +99,7 @@ class MilterSession:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
-            self.app.active -= 1
+            self.disposer.active -= 1
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
@@ -169,15 +169,15 @@ class MilterSession:
         if self.mail_from is None:
             return mc.reply_code("503 5.5.1 Bad sequence of commands")
         try:
-            refusal = await self.app.rcpt_refusal(self.mail_from, [recipient], recipient,  # O(1): see smtp.py
-                                            self.macro("auth_authen"), self.client_ip,
-                                            queue_id=self.macro("i") or "", notify=not self.refused)
+            refusal = await self.disposer.rcpt(self.mail_from, [recipient], recipient,  # O(1): see smtp.py
+                                               self.macro("auth_authen"), self.client_ip,
+                                               queue_id=self.macro("i") or "", notify=not self.refused)
         except Exception as error:  # a fault of ours: the MTA defers, nothing is lost
             self.log.error("milter_rcpt_fault", error=type(error).__name__)
             return mc.reply_code(INTERNAL_ERROR)
         if refusal is not None:
             self.refused = True
-            return mc.reply_code(refusal)
+            return replies.milter_refusal(refusal)
         self.rcpts.append(recipient)
         return mc.reply_continue()
 
@@ -188,11 +188,11 @@ class MilterSession:
         field = command.name + b":" + value
         self.headers.append(field)
         self.size += len(field) + 2
-        self.too_big |= self.size > self.app.config.limits.max_message_size
+        self.too_big |= self.size > self.disposer.config.limits.max_message_size
 
     def add_body(self, chunk: bytes) -> None:
         self.size += len(chunk)
-        if self.size > self.app.config.limits.max_message_size:
+        if self.size > self.disposer.config.limits.max_message_size:
             self.too_big = True
             self.body.clear()  # answered 552 at end of message; keep no more of it
         elif not self.too_big:
@@ -206,34 +206,14 @@ class MilterSession:
         content = b"".join(h + b"\r\n" for h in self.headers) + b"\r\n" + bytes(self.body)
         queue_id = self.macro("i") or secrets.token_hex(6).upper()
         try:
-            outcome = await self.app.process_milter(
-                queue_id, self.mail_from, list(self.rcpts), content,
-                login=self.macro("auth_authen"), client_ip=self.client_ip, helo=self.helo,
-                replace_body=bool(self.actions & mc.F_CHGBODY))
-            return self.encode(outcome)
+            outcome = await self.disposer.dispose(
+                Submitted(queue_id, self.mail_from, tuple(self.rcpts), content, self.macro("auth_authen"),
+                          self.client_ip, self.helo),
+                MtaDelivers(replace_body=bool(self.actions & mc.F_CHGBODY)))
+            return replies.milter(outcome, self.actions, self.protocol)
         except Exception as error:  # a fault of ours: the MTA defers, nothing is lost
             self.log.exception("milter_fault", queue_id=queue_id, error=type(error).__name__)
             return [mc.reply_code(INTERNAL_ERROR)]
-
-    def encode(self, outcome: MilterOutcome) -> list[bytes]:
-        if outcome.reply is not None:
-            return [mc.reply_code(outcome.reply)]
-        if outcome.discard:
-            return [mc.reply_discard()]
-        if outcome.delete_rcpts and not self.actions & mc.F_DELRCPT:
-            return [mc.reply_code("451 4.3.5 Milter may not delete recipients; enable it in the MTA")]
-        out = [mc.mod_delete_rcpt(r) for r in outcome.delete_rcpts]
-        for name, index, value in outcome.header_edits:
-            if value is not None and not self.protocol & mc.P_HDR_LEADSPC:
-                value = value[1:] if value.startswith((b" ", b"\t")) else value
-            value = (value or b"").replace(b"\r\n", b"\n")
-            if index == 0 and self.actions & mc.F_ADDHDRS:
-                out.append(mc.mod_add_header(name, value.decode("utf-8", "surrogateescape")))
-            elif index and self.actions & mc.F_CHGHDRS:
-                out.append(mc.mod_change_header(index, name, value))
-        if outcome.body is not None:
-            out += mc.mod_replace_body(outcome.body)
-        return [*out, mc.reply_accept()]
 
 
 def _quickack_socket(writer: asyncio.StreamWriter) -> Any:
@@ -242,8 +222,3 @@ def _quickack_socket(writer: asyncio.StreamWriter) -> Any:
     if sock is None or not hasattr(socket, "TCP_QUICKACK") or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
     return sock
-
-
-async def serve_session(app: RelayApp, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await MilterSession(app, reader, writer).run()
-

@@ -7,6 +7,10 @@ upstream instead of being refused or upper-cased; handler exceptions answer `451
 aiosmtpd's `500 Error: (exception text)`; bare LF / lone CR inside DATA are normalised to CRLF
 (Postfix 3.9 `smtpd_forbid_bare_newline = normalize`): end of data is only CRLF.CRLF, so a smuggled
 `\\n.\\n` never splits a message, and nothing ambiguous is sent on.
+
+What to answer is the `Disposer`'s (relay.dispose): RCPT asks `Disposer.rcpt`, DATA hands the
+message over with the upstream transaction opened at MAIL (`WeDeliver`), and
+relay.frontends.replies says the `Disposition` as a reply line.
 """
 
 from __future__ import annotations
@@ -16,19 +20,19 @@ import binascii
 import inspect
 import ipaddress
 import re
+import secrets
 import tempfile
 import time
 from base64 import b64decode
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, Any, cast
 
 import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from relay import logs
+from relay.dispose import NO_TRANSACTION, Disposer, Submitted, WeDeliver, clean_token
+from relay.frontends import replies
 from relay.frontends.guard import guard_for
-
-if TYPE_CHECKING:
-    from relay.app import RelayApp
 
 _NEWLINES = re.compile(rb"\r\n|\r|\n")
 _END = b"\r\n.\r\n"  # end of DATA: a dot alone on a line, CRLF on both sides, nothing else
@@ -102,9 +106,23 @@ def split_params(arg: str, keep: set[str]) -> tuple[str, list[str]]:
     return " ".join([head, *passed]), kept
 
 
-def _clean(value: str, limit: int = 255) -> str:
-    """A client-supplied token safe to write into a header (CVE-2026-1299: no header injection)."""
-    return re.sub(r"[^A-Za-z0-9.:\[\]_-]", "", value)[:limit] or "unknown"
+_clean = clean_token
+
+
+def authenticator(disposer: Disposer) -> Any:
+    """aiosmtpd's AUTH callback: LOGIN/PLAIN against the credentials in force (they reload)."""
+    log = logs.get("relay")
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+        credentials = disposer.rules.credentials
+        if not isinstance(data, LoginPassword) or credentials is None:
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode("utf-8", "replace")
+        ok = credentials.check(login, data.password.decode("utf-8", "replace"))
+        log.info("auth", login=login if ok else None, success=ok, mechanism=mechanism)
+        return AuthResult(success=ok, handled=False, auth_data=data)
+
+    return authenticate
 
 
 class _ClassScan:
@@ -147,20 +165,21 @@ aiosmtpd.smtp.dir = _SCAN.dir  # type: ignore[attr-defined]  # a module global s
 class RelaySMTP(SMTP):
     """aiosmtpd's SMTP with an idle timeout, a DATA deadline, DSN parameters and XFORWARD."""
 
-    def __init__(self, app: RelayApp, **kwargs: Any) -> None:
-        self.app = app
-        limits = app.config.limits
+    def __init__(self, disposer: Disposer, **kwargs: Any) -> None:
+        self.disposer = disposer
+        limits = disposer.config.limits
+        credentials = disposer.rules.credentials
         self.line_length_limit = limits.max_line_length + 3  # CRLF and a transparency dot
         super().__init__(
-            PolicyHandler(app), hostname=app.config.hostname, ident="policy-relay",
+            PolicyHandler(disposer), hostname=disposer.config.hostname, ident="policy-relay",
             data_size_limit=limits.max_message_size, enable_SMTPUTF8=True, decode_data=False,
-            timeout=limits.idle_timeout, tls_context=app.tls_context,
-            auth_require_tls=True, authenticator=app.authenticate if app.credentials else None,
-            auth_exclude_mechanism=[] if app.credentials else ["LOGIN", "PLAIN"],
+            timeout=limits.idle_timeout, tls_context=disposer.rules.tls_context,
+            auth_require_tls=True, authenticator=authenticator(disposer) if credentials else None,
+            auth_exclude_mechanism=[] if credentials else ["LOGIN", "PLAIN"],
             command_call_limit={"*": _MANY, **dict.fromkeys(_JUNK, limits.max_junk_commands)},
             **kwargs,
         )
-        self.guard = guard_for(app)
+        self.guard = guard_for(disposer)
         self.peer_ip = ""
         self.admitted = False  # counted in the per-client connection table
         self.in_data = False  # between 354 and the end of the message: bytes prove the client alive
@@ -180,7 +199,7 @@ class RelaySMTP(SMTP):
             status = _REPLIES.get(status, status)
         if isinstance(status, str) and status[:3] in _ERRORS:
             self.errors += 1
-            if self.errors > self.app.config.limits.max_errors:  # Postfix smtpd_hard_error_limit
+            if self.errors > self.disposer.config.limits.max_errors:  # Postfix smtpd_hard_error_limit
                 logs.get("relay.smtp").warning("too_many_errors", client=self.peer_ip, errors=self.errors)
                 status = "421 4.7.0 Too many errors; closing connection"
                 if self.transport is not None:
@@ -200,15 +219,15 @@ class RelaySMTP(SMTP):
             return  # STARTTLS re-entry
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
-        auth = self.app.config.auth
+        auth = self.disposer.config.auth
         if auth and auth.allow_plaintext_on_loopback and _is_loopback(self.peer_ip):
             self._auth_require_tls = False
-        if self.app.active >= self.app.config.limits.max_connections:
+        if self.disposer.active >= self.disposer.config.limits.max_connections:
             # (uvloop's transports are not asyncio.WriteTransport subclasses, but they write)
             cast(asyncio.WriteTransport, transport).write(b"421 4.7.0 Too many connections; try again later\r\n")
             transport.close()
             return
-        limit = None if self.trusted_hop else self.app.config.limits.max_connections_per_client
+        limit = None if self.trusted_hop else self.disposer.config.limits.max_connections_per_client
         if not self.guard.admit(self.peer_ip, limit):
             logs.get("relay.smtp").warning("client_connection_limit", client=self.peer_ip, limit=limit)
             cast(asyncio.WriteTransport, transport).write(
@@ -216,19 +235,19 @@ class RelaySMTP(SMTP):
             transport.close()
             return
         self.admitted = True
-        self.app.active += 1
+        self.disposer.active += 1
         self.counted = True
 
     def connection_lost(self, error: Exception | None) -> None:
         if self.counted:
-            self.app.active -= 1
+            self.disposer.active -= 1
             self.counted = False
         if self.admitted:
             self.guard.leave(self.peer_ip)
             self.admitted = False
         if self.transaction is not None:
             txn, self.transaction = self.transaction, None
-            self.app.spawn(txn.abort())
+            self.disposer.spawn(txn.abort())
         super().connection_lost(error)
 
     def eof_received(self) -> bool:
@@ -273,7 +292,7 @@ class RelaySMTP(SMTP):
 
     @property
     def trusted_hop(self) -> bool:
-        return self.peer_ip in self.app.config.trust.xforward_hosts
+        return self.peer_ip in self.disposer.config.trust.xforward_hosts
 
     # -- commands ---------------------------------------------------------------------------------
     async def smtp_MAIL(self, arg: str) -> None:
@@ -293,7 +312,7 @@ class RelaySMTP(SMTP):
         is answered 421 before any password is looked at. The password is checked off the event
         loop, at the same cost whether the login exists or not; failures are logged with login and
         client address (`auth_failed`, for fail2ban: docs/fail2ban.md)."""
-        credentials, auth = self.app.credentials, self.app.config.auth
+        credentials, auth = self.disposer.rules.credentials, self.disposer.config.auth
         if credentials is None or auth is None:
             await super().smtp_AUTH(arg)
             return
@@ -385,7 +404,7 @@ class RelaySMTP(SMTP):
 
     async def smtp_DATA(self, arg: str) -> None:
         try:
-            await asyncio.wait_for(self._data(arg), self.app.config.limits.data_timeout)
+            await asyncio.wait_for(self._data(arg), self.disposer.config.limits.data_timeout)
         except TimeoutError:
             self.in_data = False
             await self.push("421 4.4.2 DATA took too long; closing connection")
@@ -397,7 +416,7 @@ class RelaySMTP(SMTP):
 
     def _release(self) -> None:
         if self.held:
-            self.guard.bytes_budget(self.app.config.limits.memory_budget).give(self.held)
+            self.guard.bytes_budget(self.disposer.config.limits.memory_budget).give(self.held)
             self.held = 0
 
     async def _data(self, arg: str) -> None:
@@ -449,7 +468,7 @@ class RelaySMTP(SMTP):
         of large messages in flight; the reply still waits for delivery or the fsynced hold."""
         reader = self._reader
         limit = self.data_size_limit or 0
-        budget = self.guard.bytes_budget(self.app.config.limits.memory_budget)
+        budget = self.guard.bytes_budget(self.disposer.config.limits.memory_budget)
         buf = bytearray(b"\r\n")
         spool: IO[bytes] | None = None
         spooled = 0  # bytes already in the spool file (buf holds what follows)
@@ -539,8 +558,8 @@ def _is_loopback(ip: str) -> bool:
 class PolicyHandler:
     """aiosmtpd hooks: each returns the reply line for its step."""
 
-    def __init__(self, app: RelayApp) -> None:
-        self.app = app
+    def __init__(self, disposer: Disposer) -> None:
+        self.disposer = disposer
         self.log = logs.get("relay.smtp")
 
     async def handle_EHLO(self, server: RelaySMTP, session: Session, envelope: Envelope, hostname: str,
@@ -550,14 +569,14 @@ class PolicyHandler:
         extra = ["250-DSN"]
         if server.trusted_hop:
             extra.append("250-XFORWARD NAME ADDR PROTO HELO SOURCE IDENT")
-        lines = [r for r in responses[:-1] if self.app.credentials or not r.startswith("250-AUTH")]
+        lines = [r for r in responses[:-1] if self.disposer.rules.credentials or not r.startswith("250-AUTH")]
         return [*lines, "250-PIPELINING", *extra, responses[-1]]
 
     async def handle_MAIL(self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
                           mail_options: list[str]) -> str:
         if server.transaction is not None:
             await server.transaction.abort()
-        server.transaction = self.app.upstream.transaction()
+        server.transaction = self.disposer.upstream.transaction()
         server.refused = False
         # aiosmtpd hands the null sender (RFC 5321 §4.5.5) over as the text "<>" and needs it kept
         # non-empty in its envelope; upstream it is the empty path.
@@ -568,18 +587,18 @@ class PolicyHandler:
 
     async def handle_RCPT(self, server: RelaySMTP, session: Session, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
-        if len(envelope.rcpt_tos) >= self.app.config.limits.max_recipients:
+        if len(envelope.rcpt_tos) >= self.disposer.config.limits.max_recipients:
             return "452 4.5.3 Too many recipients"
         # Only the new recipient is looked at (O(1) per RCPT, not the whole list again: 1,000 RCPTs
         # were quadratic). Equivalent: an envelope-only refusal of a recipient depends on the sender,
         # login, client and that recipient (lists, foreign domains, send-as); what depends on the
         # whole list (counts) waits for DATA, where the full envelope is decided.
-        refusal = await self.app.rcpt_refusal(envelope.mail_from or "", [address], address,
-                                        self.login(server, session), self.client_ip(server),
-                                        trusted_hop=server.trusted_hop, notify=not server.refused)
+        refusal = await self.disposer.rcpt(envelope.mail_from or "", [address], address,
+                                           self.login(server, session), self.client_ip(server),
+                                           trusted_hop=server.trusted_hop, notify=not server.refused)
         if refusal is not None:
             server.refused = True
-            return refusal
+            return replies.smtp(refusal)
         reply = await server.transaction.rcpt(address, server.rcpt_params)
         if not reply.ok:
             return str(reply)
@@ -596,12 +615,14 @@ class PolicyHandler:
     async def handle_DATA(self, server: RelaySMTP, session: Session, envelope: Envelope) -> str:
         txn, server.transaction = server.transaction, None
         content = bytes(envelope.original_content or b"")  # read_data normalised it
-        return await self.app.process(
-            txn, envelope.mail_from or "", list(envelope.rcpt_tos), content,
-            login=self.login(server, session), client_ip=self.client_ip(server),
-            helo=server.xforward.get("HELO") or session.host_name or "",
-            tls=server._tls_protocol is not None, trusted_hop=server.trusted_hop,
-        )
+        if txn is None:
+            return replies.smtp(NO_TRANSACTION)
+        submitted = Submitted(
+            secrets.token_hex(6).upper(), envelope.mail_from or "", tuple(envelope.rcpt_tos), content,
+            self.login(server, session), self.client_ip(server),
+            server.xforward.get("HELO") or session.host_name or "", tls=server._tls_protocol is not None,
+            trusted_hop=server.trusted_hop)
+        return replies.smtp(await self.disposer.dispose(submitted, WeDeliver(txn)))
 
     async def handle_exception(self, error: Exception) -> str:
         self.log.error("session_error", error=type(error).__name__, detail=str(error)[:200])
@@ -611,7 +632,7 @@ class PolicyHandler:
         if session.authenticated and session.login_data:
             data = session.login_data
             return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-        return None  # a trusted hop's login comes from its Received header, read in app.process
+        return None  # a trusted hop's login comes from its Received header, read by the disposer
 
     def client_ip(self, server: RelaySMTP) -> str:
         if server.trusted_hop and server.xforward.get("ADDR"):

@@ -11,6 +11,7 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 
+from relay import notices
 from relay.addresses import lenient_addresses
 from relay.directory import Directory, address_key
 from relay.identity import identify
@@ -104,59 +105,44 @@ def _reply(verdict: Verdict, findings: list[Finding]) -> SmtpReply:
 
 
 def _letter(ctx: Context, opening_es: str, opening_en: str, findings: list[Finding]) -> str:
-    """A notice body: what happened, why (with the circular), whom to ask; Spanish first."""
-    subject = ctx.submission.message.subject or "(sin asunto)"
-    parts = [opening_es.format(subject=subject), "", "Motivo:"]
-    for f in findings:
-        parts.append(f"- {f.explanation}")
-        parts.append(f"  Fundamento: {f.cites}")
-    parts += ["", f"Si tiene dudas, consulte a {ctx.pack.help}.", f"— policy-relay, {ctx.pack.institution}"]
-    if "en" in ctx.pack.languages:
-        parts += ["", "--- English ---", opening_en.format(subject=subject)]
-        parts += [f"- {f.explanation_en or f.reason} (rule {f.rule_id}; {f.cites})" for f in findings]
-    return "\n".join(parts)
+    """A notice body (relay.notices.letter) with the pack's help contact, institution and languages."""
+    return notices.letter(opening_es, opening_en, findings, subject=ctx.submission.message.subject,
+                          help_contact=ctx.pack.help, institution=ctx.pack.institution,
+                          english="en" in ctx.pack.languages)
 
 
 def _notices(ctx: Context, verdict: Verdict, findings: list[Finding],
              recipients: list[RecipientVerdict]) -> list[Notice]:
-    notices: list[Notice] = []
+    """The decision's notices; their texts are relay.notices'."""
+    out: list[Notice] = []
     sender = ctx.notice_to  # None unless the sender is our own staff: no backscatter
-    subject = ctx.submission.message.subject[:120] or "(sin asunto)"
+    subject = ctx.submission.message.subject[:120] or notices.NO_SUBJECT
     if verdict is Verdict.REJECT:
         rejects = [f for f in findings if f.action is Action.REJECT]
         if sender:
-            text = _letter(ctx, "Su mensaje «{subject}» no fue enviado.",
-                           'Your message "{subject}" was not sent.', rejects)
-            notices.append(Notice(sender, "bounce", f"Mensaje no enviado: {subject}", text,
-                                  tuple(f.rule_id for f in rejects)))
-        return notices
+            text = _letter(ctx, notices.NOT_SENT_ES, notices.NOT_SENT_EN, rejects)
+            out.append(notices.not_sent(sender, subject, text, tuple(f.rule_id for f in rejects)))
+        return out
     for f in findings:
-        notices.extend(f.notices)
+        out.extend(f.notices)
     moderated = [f for f in findings if f.action is Action.MODERATE]
     if moderated:
         moderators = sorted({m for f in moderated for m in f.moderators})
+        ids = tuple(f.rule_id for f in moderated)
         if sender:
-            text = _letter(ctx, "Su mensaje «{subject}» quedó en espera de aprobación por "
-                           + (", ".join(moderators) or "la oficina responsable") + ".",
-                           'Your message "{subject}" awaits approval.', moderated)
-            notices.append(Notice(sender, "moderation", f"Mensaje en espera de aprobación: {subject}", text,
-                                  tuple(f.rule_id for f in moderated)))
+            out.append(notices.awaiting(sender, subject, _letter(ctx, *notices.awaiting_opening(moderators),
+                                                                 moderated), ids))
         for moderator in moderators:
-            text = _letter(ctx, f"Un mensaje de {ctx.sender_display} («{{subject}}») espera su aprobación.",
-                           f'A message from {ctx.sender_display} ("{{subject}}") awaits your approval.',
-                           moderated)
-            notices.append(Notice(moderator, "moderation-request", f"Aprobación requerida: {subject}", text,
-                                  tuple(f.rule_id for f in moderated)))
+            text = _letter(ctx, *notices.request_opening(ctx.sender_display), moderated)
+            out.append(notices.moderation_request(moderator, subject, text, ids))
     held = [r for r in recipients if r.verdict is Verdict.HOLD and r.deliver_at]
     if held and sender:
         holds = [f for f in findings if f.action is Action.HOLD]
         when_es = "; ".join(f"{r.address}: {instant_es(r.deliver_at)}" for r in held if r.deliver_at)
         when_en = "; ".join(f"{r.address}: {instant_en(r.deliver_at)}" for r in held if r.deliver_at)
-        text = _letter(ctx, "Su mensaje «{subject}» será entregado en la jornada laboral de cada destinatario: "
-                       + when_es + ".", 'Your message "{subject}" will be delivered at: ' + when_en + ".", holds)
-        notices.append(Notice(sender, "hold", f"Mensaje retenido hasta la jornada laboral: {subject}", text,
-                              tuple(f.rule_id for f in holds)))
-    return notices
+        text = _letter(ctx, *notices.held_opening(when_es, when_en), holds)
+        out.append(notices.held_until(sender, subject, text, tuple(f.rule_id for f in holds)))
+    return out
 
 
 def _rewrite(findings: list[Finding]) -> Rewrite | None:
@@ -271,7 +257,5 @@ def envelope_notices(envelope: Envelope, finding: Finding, recipient: str, pack:
     ctx = Context(Submission(envelope, EMPTY_MESSAGE), identity, directory, now, pack.settings)
     if not ctx.notice_to:
         return ()
-    who = recipient.replace("{", "{{").replace("}", "}}")
-    text = _letter(ctx, f"Su mensaje para {who} no fue aceptado.", f"Your message to {who} was not accepted.",
-                   [finding])
-    return (Notice(ctx.notice_to, "bounce", f"Mensaje no enviado a {recipient}"[:160], text, (finding.rule_id,)),)
+    text = _letter(ctx, *notices.not_accepted_opening(recipient), [finding])
+    return (notices.not_accepted(ctx.notice_to, recipient, text, finding.rule_id),)

@@ -26,7 +26,6 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
-from relay import moderation
 from relay.addresses import AddressError
 from relay.auth import hash_password, verify_password
 from relay.frontends.guard import AuthFailures
@@ -36,7 +35,7 @@ from relay.store import Hold, HoldFilter, HoldState, StoreError
 from relay.web import links
 
 if TYPE_CHECKING:
-    from relay.app import RelayApp
+    from relay.dispose import Disposer
 
 SESSION_COOKIE = "relay_session"
 MAX_SESSIONS = 10_000
@@ -68,7 +67,7 @@ class Session:
 class AdminSite:
     """The admin web application bound to one running relay."""
 
-    def __init__(self, relay: RelayApp, key: bytes) -> None:
+    def __init__(self, relay: Disposer, key: bytes) -> None:
         self.relay = relay
         self.key = key
         self.sessions: dict[str, Session] = {}
@@ -273,15 +272,14 @@ class AdminSite:
                    via: str = "") -> web.Response:
         by = f"{session.login} (web{via})"
         try:
-            hold = await self._store(moderation.act, self.relay.store, hold_id, action, by,
-                                     self.relay.clock.now(), reason)
+            hold = await self.relay.moderate(hold_id, action, by, reason)  # logs it, wakes the scheduler
+        except StoreError as error:
+            self.relay.log.error("admin_store_failed", error=str(error)[:200])
+            raise web.HTTPServiceUnavailable(text="El almacén de mensajes no responde; intente de nuevo.") from None
         except KeyError:
             raise web.HTTPNotFound(text=f"No hay un mensaje retenido {hold_id}.") from None
         except ValueError as error:
             return self.notice(request, "No se pudo", _spanish_state_error(str(error)), 409, f"/holds/{hold_id}")
-        self.relay.log.info("moderated", hold=hold.id, queue_id=hold.queue_id, action=action, by=by,
-                            state=hold.state.value)
-        self.relay.scheduler.wake()
         done = {"approve": "Aprobado: se entregará en unos segundos.",
                 "reject": "Rechazado: el remitente recibirá su motivo.",
                 "release": "Liberado: se entregará en unos segundos.",

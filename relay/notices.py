@@ -1,0 +1,167 @@
+"""Every notice the relay writes to people, and the MIME bytes a notice goes out as.
+
+Spanish first, English after (the pack's `languages`). Pure text: no store, no clock, no sockets
+(`notice_bytes` is given the instant). The policy engine builds its decision notices (bounce,
+moderation, moderation request, hold) with the letters here; the disposer adds the ones that only
+exist after the decision (the next hop refused recipients, at DATA time or when a held copy is
+released), the moderators' outcomes (approved, rejected), the moderation links and the operator
+alert. Pack-written texts (auto-replies, social-signup alerts) are rendered by their rules from
+the pack; only their envelope (kind, To, Subject) is decided here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import Protocol
+
+from relay.policy.verdicts import Finding, Notice
+
+NO_SUBJECT = "(sin asunto)"
+
+
+class _Refusal(Protocol):
+    """A next hop's reply (relay.upstream.Reply): printed as `code text`."""
+
+    def __str__(self) -> str: ...
+
+
+# -- the engine's letters -------------------------------------------------------------------------
+
+
+def letter(opening_es: str, opening_en: str, findings: Iterable[Finding], *, subject: str, help_contact: str,
+           institution: str, english: bool) -> str:
+    """A decision notice: what happened, why (with the circular), whom to ask; Spanish first."""
+    findings = list(findings)
+    subject = subject or NO_SUBJECT
+    parts = [opening_es.format(subject=subject), "", "Motivo:"]
+    for f in findings:
+        parts.append(f"- {f.explanation}")
+        parts.append(f"  Fundamento: {f.cites}")
+    parts += ["", f"Si tiene dudas, consulte a {help_contact}.", f"— policy-relay, {institution}"]
+    if english:
+        parts += ["", "--- English ---", opening_en.format(subject=subject)]
+        parts += [f"- {f.explanation_en or f.reason} (rule {f.rule_id}; {f.cites})" for f in findings]
+    return "\n".join(parts)
+
+
+def not_sent(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
+    """A refused message (at DATA): to our own sender."""
+    return Notice(to, "bounce", f"Mensaje no enviado: {subject}", text, rule_ids)
+
+
+NOT_SENT_ES = "Su mensaje «{subject}» no fue enviado."
+NOT_SENT_EN = 'Your message "{subject}" was not sent.'
+
+
+def not_accepted_opening(recipient: str) -> tuple[str, str]:
+    """The opening of an RCPT-time refusal notice (the recipient is named; there is no subject yet)."""
+    who = recipient.replace("{", "{{").replace("}", "}}")  # the opening is a format string
+    return f"Su mensaje para {who} no fue aceptado.", f"Your message to {who} was not accepted."
+
+
+def not_accepted(to: str, recipient: str, text: str, rule_id: str) -> Notice:
+    return Notice(to, "bounce", f"Mensaje no enviado a {recipient}"[:160], text, (rule_id,))
+
+
+def awaiting_opening(moderators: Sequence[str]) -> tuple[str, str]:
+    return ("Su mensaje «{subject}» quedó en espera de aprobación por "
+            + (", ".join(moderators) or "la oficina responsable") + ".", 'Your message "{subject}" awaits approval.')
+
+
+def awaiting(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
+    """To the sender: a moderator has to approve the message first."""
+    return Notice(to, "moderation", f"Mensaje en espera de aprobación: {subject}", text, rule_ids)
+
+
+def request_opening(sender_display: str) -> tuple[str, str]:
+    return (f"Un mensaje de {sender_display} («{{subject}}») espera su aprobación.",
+            f'A message from {sender_display} ("{{subject}}") awaits your approval.')
+
+
+def moderation_request(moderator: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
+    """To a moderator: a message waits for a decision (the hold ids and links are added later)."""
+    return Notice(moderator, "moderation-request", f"Aprobación requerida: {subject}", text, rule_ids)
+
+
+def held_opening(when_es: str, when_en: str) -> tuple[str, str]:
+    return ("Su mensaje «{subject}» será entregado en la jornada laboral de cada destinatario: " + when_es + ".",
+            'Your message "{subject}" will be delivered at: ' + when_en + ".")
+
+
+def held_until(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
+    """To the sender: the message waits for the recipients' working hours (Ley 2088 de 2021)."""
+    return Notice(to, "hold", f"Mensaje retenido hasta la jornada laboral: {subject}", text, rule_ids)
+
+
+# -- after the decision -----------------------------------------------------------------------------
+
+
+def undelivered(to: str, subject: str, refused: Sequence[tuple[str, _Refusal]]) -> Notice:
+    """The next hop refused some recipients after we had accepted the message (a split copy at
+    DATA time, or a held copy when it was released): one text for both, to our own sender."""
+    subject = " ".join((subject or NO_SUBJECT).split())
+    lines = "\n".join(f"- {rcpt}: {reply}" for rcpt, reply in refused)
+    text = (f"Su mensaje «{subject}» no se entregó a estos destinatarios: el servidor de correo los "
+            f"rechazó.\n{lines}\n\n--- English ---\nYour message \"{subject}\" was not delivered to these "
+            f"recipients: the mail server refused them.\n{lines}")
+    return Notice(to, "bounce", f"Mensaje no entregado: {subject}"[:200], text)
+
+
+def approved(to: str, subject: str, recipients: Sequence[str]) -> Notice:
+    subject = subject or NO_SUBJECT
+    text = (f"Su mensaje «{subject}» fue aprobado y se entregará ahora a: {', '.join(recipients)}.\n\n"
+            f"--- English ---\nYour message \"{subject}\" was approved and is being delivered.")
+    return Notice(to, "moderation-approved", f"Mensaje aprobado: {subject}", text)
+
+
+def rejected(to: str, subject: str, reason: str, cites: Sequence[str]) -> Notice:
+    subject = subject or NO_SUBJECT
+    lines = "\n".join(f"- {c}" for c in cites)
+    text = (f"Su mensaje «{subject}» no fue aprobado y no se entregó.\n\nMotivo del moderador: {reason}\n\n"
+            f"Fundamento:\n{lines}\n\n--- English ---\nYour message \"{subject}\" was not approved and was not "
+            f"delivered.\nThe moderator's reason: {reason}")
+    return Notice(to, "moderation-rejected", f"Mensaje no aprobado: {subject}", text)
+
+
+def stuck(to: str, hold_id: str, mail_from: str, recipients: Sequence[str], attempts: int, error: str) -> Notice:
+    """To the operator: a held copy still cannot be delivered after many attempts."""
+    text = (f"El mensaje retenido {hold_id} ({mail_from} -> {', '.join(recipients)}) no se ha "
+            f"podido entregar tras {attempts} intentos: {error}\n"
+            f"Revise con: relay queue show {hold_id}")
+    return Notice(to, "alert", f"Retención sin entregar: {hold_id}", text)
+
+
+def how_to_moderate(moderated: Sequence[str], moderator: str, link: Callable[[str, str, str], str] | None) -> str:
+    """What a moderation request ends with: the held copies' ids, the signed links to the admin
+    pages (when the admin listener is on) and the commands for the relay server."""
+    text = "\n\nIdentificador(es): " + ", ".join(moderated)
+    if link is not None:
+        for hold_id in moderated:
+            text += (f"\n\n{hold_id}\n  Aprobar:  {link(hold_id, 'approve', moderator)}"
+                     f"\n  Rechazar: {link(hold_id, 'reject', moderator)}")
+        text += ("\n\nCada enlace abre una página de confirmación (inicie sesión como moderador) y vence "
+                 "a los pocos días. (Each link opens a confirmation page; sign in as a moderator.)")
+    return (text + "\n\nEn el servidor del relay:\nPara aprobar:  relay queue approve ID"
+            + "\nPara rechazar: relay queue reject ID --reason \"motivo\""
+            + "\n(To approve or refuse, use the links or run the commands above on the relay server.)")
+
+
+# -- the bytes --------------------------------------------------------------------------------------
+
+
+def notice_bytes(sender: str, domain: str, to: str, kind: str, subject: str, text: str, now: datetime) -> bytes:
+    """A notice as a message from `sender` (postmaster of our first domain), marked as automatic
+    (RFC 3834 `Auto-Submitted: auto-generated`: no replies, no loops) and with its kind."""
+    message = EmailMessage()
+    message["From"] = f"policy-relay <{sender}>"
+    message["To"] = to
+    message["Subject"] = " ".join(subject.split())[:200]
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = make_msgid(domain=domain)
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no replies, no loops
+    message["X-Relay-Notice"] = kind
+    message.set_content(text)
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
