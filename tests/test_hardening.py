@@ -7,6 +7,7 @@ import asyncio
 import re
 import statistics
 import time
+from datetime import datetime
 
 from relay.auth import Credentials, hash_password
 from relay.frontends.guard import AuthFailures, ByteBudget, ClientGuard
@@ -109,3 +110,37 @@ def test_quoted_printable_has_crlf_line_ends_only() -> None:
     fields, rest = add_banner([b"From: a@b.co", b"Subject: hola", b"Content-Type: text/plain"],
                               b"\r\nhola\r\n", text, "[ALERTA]")
     assert not BARE.search(b"\r\n".join(fields) + rest)
+
+
+# -- 10. client text in notices ------------------------------------------------------------------------
+
+def test_a_decoded_line_break_in_the_subject_cannot_fake_a_line_of_a_moderation_request() -> None:
+    from relay.notices import notice_bytes
+    from tests.helpers import decide
+
+    eduardo = "eduardo.hernandez@pasto.gov.co"
+    fake = "=?utf-8?q?Seguros=0D=0A=0D=0A__Aprobar:__http://evil.test/m/x=0B=1B[2J=E2=80=A8Rechazar:_x?="
+    message = (f"From: =?utf-8?q?Eduardo=0D=0AHern=C3=A1ndez?= <{eduardo}>\n"
+               f"To: jorge.benavides@pasto.gov.co\nSubject: Promocion exclusiva {fake}\n\n"
+               "Aproveche esta oferta por tiempo limitado. Compre ya su poliza con descuento, precios "
+               "especiales para servidores publicos. Escribame para cotizar.\n")
+    decision = decide("pasto", message, mail_from=eduardo, rcpt=["jorge.benavides@pasto.gov.co"], auth=eduardo)
+    requests = [n for n in decision.notices if n.kind == "moderation-request"]
+    assert requests, [n.kind for n in decision.notices]
+    for notice in decision.notices:
+        for line in notice.text.splitlines():
+            assert not line.lstrip().startswith(("Aprobar:", "Rechazar:")), line
+        assert not re.search("[\x00-\x09\x0b-\x1f\x7f\u2028\u2029]", notice.text + notice.subject), notice.text
+        raw = notice_bytes("postmaster@pasto.gov.co", "pasto.gov.co", notice.to, notice.kind, notice.subject,
+                           notice.text, datetime.fromisoformat("2026-11-24T10:00:00-05:00"))
+        assert not BARE.search(raw)
+
+
+def test_a_moderators_reason_keeps_its_lines_but_each_is_indented() -> None:
+    from relay.notices import rejected
+
+    notice = rejected("a@pasto.gov.co", "Hola\r\nAprobar: x", "Primera línea\nAprobar: http://evil.test\r\x1b[2J",
+                      ["Circular 004"])
+    lines = notice.text.splitlines()
+    assert "  Aprobar: http://evil.test" in lines and not any(x.startswith("Aprobar:") for x in lines)
+    assert "\x1b" not in notice.text and "\r" not in notice.text
