@@ -238,6 +238,7 @@ class Disposer:
         self.active = 0  # sessions open, all front-ends
         self.tasks: set[asyncio.Task[Any]] = set()
         self.audit_buffer: list[AuditEntry] = []
+        self.unrecorded_holds: dict[str, Any] = {}  # the scheduler's: outcomes the store refused (/readyz)
         self.audit_added = 0  # entries ever buffered
         self.audit_stored = 0  # of those, how many are committed (in order)
         self.audit_lock = asyncio.Lock()  # one commit at a time; the others wait and share the next

@@ -156,6 +156,17 @@ def stuck(to: str, hold_id: str, mail_from: str, recipients: Sequence[str], atte
     return Notice(to, "alert", f"Retención sin entregar: {hold_id}", text)
 
 
+def store_failing(to: str, error: str, pending: int) -> Notice:
+    """To the operator: the store refuses writes, so released holds cannot be recorded."""
+    text = (f"El almacén del relay no puede escribir ({one_line(error)[:300]}). {pending} mensaje(s) retenido(s) "
+            "ya intentados esperan que se registre su resultado; el relay lo reintenta cada pocos segundos. "
+            "Revise el espacio en disco o la base de datos; /readyz responde 503 mientras tanto.\n\n"
+            f"--- English ---\nThe relay's store cannot write ({one_line(error)[:300]}); {pending} released "
+            "hold(s) wait for their outcome to be recorded (retried every few seconds). Check disk space "
+            "or the database; /readyz answers 503 meanwhile.")
+    return Notice(to, "alert", "El almacén del relay no puede escribir", text)
+
+
 def how_to_moderate(moderated: Sequence[str], moderator: str, link: Callable[[str, str, str], str] | None) -> str:
     """What a moderation request ends with: the held copies' ids, the signed links to the admin
     pages (when the admin listener is on) and the commands for the relay server."""

@@ -8,6 +8,7 @@ import re
 import statistics
 import time
 from datetime import datetime
+from pathlib import Path
 
 from relay.auth import Credentials, hash_password
 from relay.frontends.guard import AuthFailures, ByteBudget, ClientGuard
@@ -144,3 +145,33 @@ def test_a_moderators_reason_keeps_its_lines_but_each_is_indented() -> None:
     lines = notice.text.splitlines()
     assert "  Aprobar: http://evil.test" in lines and not any(x.startswith("Aprobar:") for x in lines)
     assert "\x1b" not in notice.text and "\r" not in notice.text
+
+
+# -- 3. a claimed hold is never left `delivering` -------------------------------------------------------
+
+def test_a_released_hold_whose_outcome_cannot_be_recorded_is_recorded_once_the_store_writes(tmp_path: Path) -> None:
+    from relay.store import HoldState, StoreError
+    from tests.test_scheduler import T0, FakeUpstream, hold, make
+
+    up = FakeUpstream()
+    scheduler, store, _clock = make(tmp_path, up, alert_to="ops@barrancabermeja.gov.co")
+    [hold_id] = store.add_holds([hold(("a@barrancabermeja.gov.co",))], T0)
+    real = store.mark_delivered
+    full = [True]
+
+    def mark_delivered(*args: object) -> None:
+        if full[0]:
+            raise StoreError("database or disk is full")
+        real(*args)  # type: ignore[arg-type]
+
+    store.mark_delivered = mark_delivered  # type: ignore[method-assign]  # the disk fills up mid-release
+    asyncio.run(scheduler.tick())
+    assert len(up.delivered) == 2, "the hold went out, and the operator was alerted directly"
+    assert up.delivered[1][1] == ("ops@barrancabermeja.gov.co",)
+    assert hold_id in scheduler.unrecorded and scheduler.alerted
+    asyncio.run(scheduler.tick())  # still full: kept, not delivered again
+    assert len(up.delivered) == 2
+    full[0] = False
+    asyncio.run(scheduler.tick())
+    got = store.get_hold(hold_id)
+    assert got is not None and got.state is HoldState.DELIVERED and not scheduler.unrecorded

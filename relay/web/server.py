@@ -12,13 +12,16 @@ session's CSRF token; responses forbid scripts, framing and referrers (links car
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import os
 import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
@@ -166,13 +169,25 @@ class AdminSite:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready: listening, and the store answers."""
+        """Ready: listening, the store can write (a transaction, and for SQLite 64 KiB written and
+        fsynced beside the database: a full disk shows), no released hold waits to be recorded,
+        and the upstream answers (connect, greeting, MAIL, then RSET)."""
         if not self.ready:
             return web.Response(status=503, text="starting\n")
+        store = self.relay.store
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.relay.store.count_holds), 5)
-        except (StoreError, TimeoutError) as error:
-            return web.Response(status=503, text=f"store unavailable: {type(error).__name__}\n")
+            await asyncio.wait_for(asyncio.to_thread(_probe_store, store, self.relay.clock.now()), 5)
+        except (StoreError, OSError, TimeoutError) as error:
+            return web.Response(status=503, text=f"store cannot write: {type(error).__name__}\n")
+        pending = self.relay.unrecorded_holds
+        if pending:
+            return web.Response(status=503, text=f"store cannot write: {len(pending)} hold outcome(s) unrecorded\n")
+        try:
+            reply = await asyncio.wait_for(_probe_upstream(self.relay.upstream), 10)
+        except (OSError, TimeoutError) as error:
+            return web.Response(status=503, text=f"upstream unreachable: {type(error).__name__}\n")
+        if not reply.ok:
+            return web.Response(status=503, text=f"upstream unreachable: {reply.code}\n")
         return web.Response(text="ready\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -374,6 +389,44 @@ class AdminSite:
 # or spaces (browsers drop tabs and newlines from a URL, so "/\t/evil.test" is "//evil.test").
 _NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_.=-]{1,4096})")
 _NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.-]{0,200}")
+
+
+def _probe_store(store: Any, now: datetime) -> None:
+    """A write the store must commit (a rate counter nobody reads), and for a file store the disk
+    space a hold needs (64 KiB written and fsynced next to the database, then removed)."""
+    store.rate_take("readyz-probe", now.replace(minute=0, second=0, microsecond=0), 0, 1)
+    path = getattr(store, "path", None)
+    if path is not None:
+        probe = Path(path).parent / ".readyz-probe"
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+
+async def _probe_upstream(upstream: Any) -> Any:
+    """An SMTP/LMTP upstream: a pooled connection (or a new one: connect, greeting, EHLO) answers
+    NOOP. Other kinds (Maildir, MX by DNS) have no one next hop to ask: ready."""
+    from relay.upstream import Reply, UpstreamError
+
+    upstream = getattr(upstream, "inner", upstream)  # MeteredUpstream wraps the real one
+    if not hasattr(upstream, "acquire"):
+        return Reply(250, "2.0.0 no single next hop to probe")
+    try:
+        conn = await upstream.acquire()
+    except UpstreamError as error:
+        raise OSError(str(error)) from None
+    try:
+        reply = await conn.command("NOOP")
+    except (UpstreamError, OSError, TimeoutError):
+        await upstream.release(conn, reusable=False)
+        raise OSError("the upstream dropped the connection") from None
+    await upstream.release(conn, reusable=reply.ok)
+    return reply
 
 
 def _local(path: str) -> str:

@@ -93,3 +93,39 @@ def test_parallel_password_guessing_is_cut_per_account_and_per_address(relay: Re
     assert blocked.status == 429, "the account is locked for the window, even with its password"
     assert client(relay).sign_in(OTHER, OTHER_PASSWORD).status == 303, "other accounts still sign in"
     assert relay.events("admin_sign_in_blocked")
+
+
+def test_readyz_says_not_ready_when_the_upstream_is_unreachable(tmp_path: Path, sink: Sink) -> None:
+    from tests.e2e.harness import free_port
+
+    relay = admin_relay(tmp_path, sink)
+    wait_port(relay.admin_port)  # type: ignore[attr-defined]
+    try:
+        assert client(relay).get("/readyz").status == 200
+    finally:
+        relay.stop()
+    relay.set_upstream(f"smtp://127.0.0.1:{free_port()}")  # nothing listens there
+    relay.start()
+    wait_port(relay.admin_port)  # type: ignore[attr-defined]
+    try:
+        page = client(relay).get("/readyz")
+        assert page.status == 503 and "upstream unreachable" in page.text, page.text
+    finally:
+        relay.stop()
+
+
+def test_readyz_probe_fails_when_the_store_cannot_write(tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    from relay.store import SqliteStore, StoreError
+    from relay.web.server import _probe_store
+
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    _probe_store(store, datetime.now(UTC))
+
+    def full(*args: object) -> None:
+        raise StoreError("database or disk is full")
+
+    store.rate_take = full  # type: ignore[method-assign,assignment]
+    with pytest.raises(StoreError):
+        _probe_store(store, datetime.now(UTC))
