@@ -125,7 +125,8 @@ def start_relay(folder: Path, pack: str, upstream_port: int,
     config = {"hostname": "relay.bench", "listen": {"host": "127.0.0.1", "port": port},
               "policy": str(ROOT / "policies" / f"{pack}.yaml"), "directory": str(folder / "directory.yaml"),
               "upstream": f"smtp://127.0.0.1:{upstream_port}", "store": f"sqlite:{folder / 'relay.sqlite3'}",
-              "limits": {"max_connections": 200}, "log": {"level": "info"}, **(extra or {})}
+              "limits": {"max_connections": 200, "max_connections_per_client": None},  # smtp-source: one address
+              "log": {"level": "info"}, **(extra or {})}
     (folder / "relay.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     log = folder / "relay.log"
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import hmac
 import os
@@ -29,11 +31,22 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(got, expected)
 
 
+def _iterations(encoded: str) -> int:
+    try:
+        return int(encoded.split("$")[1])
+    except (IndexError, ValueError):
+        return ITERATIONS
+
+
 class Credentials:
-    """Logins and password hashes, read once; `check` is constant-time per known login."""
+    """Logins and password hashes, read once. `check` costs the same for a login that does not
+    exist (one pbkdf2 against a dummy hash with the file's own iteration count), so which logins
+    exist cannot be timed; `check_async` runs it off the event loop, at most two at a time."""
 
     def __init__(self, entries: dict[str, str]) -> None:
         self.entries = entries
+        counts = sorted(_iterations(e) for e in entries.values())
+        self.dummy = hash_password(os.urandom(16).hex(), iterations=counts[len(counts) // 2] if counts else ITERATIONS)
 
     @classmethod
     def load(cls, path: Path) -> Credentials:
@@ -50,7 +63,14 @@ class Credentials:
 
     def check(self, login: str, password: str) -> bool:
         encoded = self.entries.get(login.strip().casefold())
-        if encoded is None:
-            verify_password(password, hash_password("x", iterations=ITERATIONS, salt=b"0" * 16))
-            return False
-        return verify_password(password, encoded)
+        ok = verify_password(password, encoded or self.dummy)
+        return ok and encoded is not None
+
+    async def check_async(self, login: str, password: str) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(_HASHING, self.check, login, password)
+
+
+# pbkdf2 releases the GIL; two threads of its own so guessers cannot take the default pool the
+# store's writes use, nor more than the two cores this kind of host has.
+_HASHING = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="pbkdf2")

@@ -27,6 +27,12 @@ class Limits(_Strict):
     idle_timeout: float = Field(default=300, gt=0, description="seconds without a command")
     data_timeout: float = Field(default=600, gt=0, description="seconds for a whole DATA transfer")
     max_line_length: int = Field(default=998, ge=78)
+    max_connections_per_client: int | None = Field(
+        default=20, ge=1, description="open connections from one client address (trusted hops exempt); null: none")
+    memory_budget: int = Field(default=128 * 1024 * 1024, ge=1024 * 1024,
+                               description="message bytes held in memory at once; beyond it DATA spools to disk")
+    max_junk_commands: int = Field(default=100, ge=1, description="NOOP, VRFY, EXPN or HELP per session")
+    max_errors: int = Field(default=20, ge=1, description="protocol errors (5xx syntax) before 421 and close")
 
 
 class Tls(_Strict):
@@ -38,6 +44,10 @@ class Tls(_Strict):
 class Auth(_Strict):
     credentials_file: str
     allow_plaintext_on_loopback: bool = False
+    max_failures_per_connection: int = Field(default=3, ge=1, description="failed AUTH, then 421 and close")
+    max_failures_per_client: int = Field(default=10, ge=1, description="failed AUTH per address per window")
+    failure_window: float = Field(default=600, gt=0, description="seconds a failed AUTH is counted")
+    failure_delay: float = Field(default=1.0, ge=0, description="seconds before the first 535 (doubles, max 16x)")
 
 
 class Trust(_Strict):
@@ -141,6 +151,9 @@ class AdminAccount(_Strict):
     login: str = Field(min_length=1, max_length=200)
     password_hash: str = Field(description="pbkdf2_sha256$...; make one with: relay passwd LOGIN")
     name: str = ""
+    mailboxes: tuple[str, ...] = Field(default=(), description="moderator addresses whose notice links this "
+                                       "account may use (besides its login, when that is an address)")
+    any_link: bool = Field(default=False, description="may use the notice links sent to any moderator")
 
     @field_validator("password_hash")
     @classmethod
@@ -162,6 +175,9 @@ class Admin(_Strict):
     accounts: tuple[AdminAccount, ...] = ()
     link_ttl: float = Field(default=3 * 86400, gt=0, description="seconds a link in a notice stays valid")
     session_ttl: float = Field(default=8 * 3600, gt=0, description="seconds a sign-in lasts")
+    max_failures_per_account: int = Field(default=10, ge=1, description="failed sign-ins per login per window")
+    max_failures_per_client: int = Field(default=30, ge=1, description="failed sign-ins per address per window")
+    failure_window: float = Field(default=900, gt=0, description="seconds a failed sign-in is counted")
 
     @field_validator("listen")
     @classmethod

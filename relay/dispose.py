@@ -239,6 +239,10 @@ class Disposer:
         self.active = 0  # sessions open, all front-ends
         self.tasks: set[asyncio.Task[Any]] = set()
         self.audit_buffer: list[AuditEntry] = []
+        self.unrecorded_holds: dict[str, Any] = {}  # the scheduler's: outcomes the store refused (/readyz)
+        self.audit_added = 0  # entries ever buffered
+        self.audit_stored = 0  # of those, how many are committed (in order)
+        self.audit_lock = asyncio.Lock()  # one commit at a time; the others wait and share the next
 
     @property
     def pack(self) -> Pack:
@@ -295,11 +299,19 @@ class Disposer:
             found = envelope_notices(envelope, finding, rcpt, rules.pack, rules.directory, self.clock.now())
             if found:
                 self.spawn(self.notify(found, self.log.bind(queue_id=queue_id)))
+        await self.commit_audit()
         return reply
 
     # -- end of data ----------------------------------------------------------------------------
 
     async def dispose(self, m: Submitted, via: WeDeliver | MtaDelivers) -> Disposition:
+        """What to answer for a message, once its decision is in the audit trail (committed and
+        fsynced before the front-end says anything: the trail is the institution's evidence)."""
+        disposition = await self._dispose(m, via)
+        await self.commit_audit()
+        return disposition
+
+    async def _dispose(self, m: Submitted, via: WeDeliver | MtaDelivers) -> Disposition:
         """The one path from a submitted message to its disposition."""
         ours = via.txn if isinstance(via, WeDeliver) else None
         log = self.log.bind(queue_id=m.queue_id) if ours else self.log.bind(queue_id=m.queue_id, frontend="milter")
@@ -457,6 +469,7 @@ class Disposer:
                  audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings],
                  why={f.rule_id: f.why.line() for f in decision.findings + decision.monitored if f.why})
         self.audit(queue_id, envelope, decision)
+        await self.commit_audit()  # durable before the message goes anywhere (upstream, hold store)
         await self.record(decision, log)
         return decision, subject
 
@@ -646,22 +659,44 @@ class Disposer:
         """One decision: counted in the metrics and buffered for the audit trail, together."""
         self.metrics.decision(entry)
         self.audit_buffer.append(entry)
+        self.audit_added += 1
 
-    async def flush_audit(self) -> None:
+    async def commit_audit(self) -> bool:
+        """Group commit: return once every entry buffered so far is stored (one transaction, one
+        fsync for all the sessions that wait together: while one commit runs, the entries of the
+        others gather for the next). False when the store cannot write: the entries stay buffered
+        (retried by `audit_loop`) and `audit_not_stored` is logged; the message's own outcome
+        stands (it may already be delivered: answering 4xx now would only duplicate it)."""
+        target = self.audit_added
+        while self.audit_stored < target:
+            async with self.audit_lock:
+                if self.audit_stored >= target:
+                    break
+                if not await self.flush_audit():
+                    return False
+        return True
+
+    async def flush_audit(self) -> bool:
         batch, self.audit_buffer = self.audit_buffer, []
+        upto = self.audit_added
         if not batch:
-            return
+            self.audit_stored = upto
+            return True
         try:
             await asyncio.to_thread(self.store.add_audit, batch)
         except StoreError as error:
             self.log.error("audit_not_stored", error=str(error)[:200], count=len(batch))
             self.audit_buffer[:0] = batch[-10000:]  # try again later, bounded
+            return False
+        self.audit_stored = upto
+        return True
 
     async def audit_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
-            await self.flush_audit()
+            async with self.audit_lock:
+                await self.flush_audit()
 
     async def record(self, decision: Decision, log: Any) -> None:
         """Social-network accounts seen (Bogotá Circular 004 de 2024, num. 4) go to the inventory."""

@@ -11,6 +11,7 @@ the pack; only their envelope (kind, To, Subject) is decided here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from email.message import EmailMessage
@@ -20,6 +21,24 @@ from typing import Protocol
 from relay.policy.verdicts import Finding, Notice
 
 NO_SUBJECT = "(sin asunto)"
+
+# What client text (a decoded Subject, a display name, an address, a next hop's reply) may not
+# bring into a notice: control characters (a decoded CR/LF would start a line of the sender's
+# own, say a fake "Aprobar:" link in a moderation request), Unicode line and paragraph
+# separators, and bidirectional overrides (text that reads differently from what it is).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def one_line(value: object) -> str:
+    """Client text made one printable line: control characters and line breaks become a space."""
+    return " ".join(_CONTROL.sub(" ", _BIDI.sub("", str(value))).split())
+
+
+def lines_of(value: str) -> str:
+    """Text whose line breaks are meant (a moderator's reason): each line cleaned, indented under
+    its label so no line of it can pass for one of ours."""
+    return "\n  ".join(one_line(line) for line in re.split("\r\n|\r|\n|\u2028|\u2029", value))
 
 
 class _Refusal(Protocol):
@@ -35,21 +54,22 @@ def letter(opening_es: str, opening_en: str, findings: Iterable[Finding], *, sub
            institution: str, english: bool) -> str:
     """A decision notice: what happened, why (with the circular), whom to ask; Spanish first."""
     findings = list(findings)
-    subject = subject or NO_SUBJECT
+    subject = one_line(subject) or NO_SUBJECT
     parts = [opening_es.format(subject=subject), "", "Motivo:"]
     for f in findings:
-        parts.append(f"- {f.explanation}")
-        parts.append(f"  Fundamento: {f.cites}")
+        parts.append(f"- {one_line(f.explanation)}")
+        parts.append(f"  Fundamento: {one_line(f.cites)}")
     parts += ["", f"Si tiene dudas, consulte a {help_contact}.", f"— policy-relay, {institution}"]
     if english:
         parts += ["", "--- English ---", opening_en.format(subject=subject)]
-        parts += [f"- {f.explanation_en or f.reason} (rule {f.rule_id}; {f.cites})" for f in findings]
+        parts += [f"- {one_line(f.explanation_en or f.reason)} (rule {f.rule_id}; {one_line(f.cites)})"
+                  for f in findings]
     return "\n".join(parts)
 
 
 def not_sent(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
     """A refused message (at DATA): to our own sender."""
-    return Notice(to, "bounce", f"Mensaje no enviado: {subject}", text, rule_ids)
+    return Notice(to, "bounce", f"Mensaje no enviado: {one_line(subject)}", text, rule_ids)
 
 
 NOT_SENT_ES = "Su mensaje «{subject}» no fue enviado."
@@ -58,32 +78,34 @@ NOT_SENT_EN = 'Your message "{subject}" was not sent.'
 
 def not_accepted_opening(recipient: str) -> tuple[str, str]:
     """The opening of an RCPT-time refusal notice (the recipient is named; there is no subject yet)."""
-    who = recipient.replace("{", "{{").replace("}", "}}")  # the opening is a format string
+    who = one_line(recipient).replace("{", "{{").replace("}", "}}")  # the opening is a format string
     return f"Su mensaje para {who} no fue aceptado.", f"Your message to {who} was not accepted."
 
 
 def not_accepted(to: str, recipient: str, text: str, rule_id: str) -> Notice:
-    return Notice(to, "bounce", f"Mensaje no enviado a {recipient}"[:160], text, (rule_id,))
+    return Notice(to, "bounce", f"Mensaje no enviado a {one_line(recipient)}"[:160], text, (rule_id,))
 
 
 def awaiting_opening(moderators: Sequence[str]) -> tuple[str, str]:
     return ("Su mensaje «{subject}» quedó en espera de aprobación por "
-            + (", ".join(moderators) or "la oficina responsable") + ".", 'Your message "{subject}" awaits approval.')
+            + (", ".join(one_line(m) for m in moderators) or "la oficina responsable") + ".",
+            'Your message "{subject}" awaits approval.')
 
 
 def awaiting(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
     """To the sender: a moderator has to approve the message first."""
-    return Notice(to, "moderation", f"Mensaje en espera de aprobación: {subject}", text, rule_ids)
+    return Notice(to, "moderation", f"Mensaje en espera de aprobación: {one_line(subject)}", text, rule_ids)
 
 
 def request_opening(sender_display: str) -> tuple[str, str]:
+    sender_display = one_line(sender_display).replace("{", "{{").replace("}", "}}")
     return (f"Un mensaje de {sender_display} («{{subject}}») espera su aprobación.",
             f'A message from {sender_display} ("{{subject}}") awaits your approval.')
 
 
 def moderation_request(moderator: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
     """To a moderator: a message waits for a decision (the hold ids and links are added later)."""
-    return Notice(moderator, "moderation-request", f"Aprobación requerida: {subject}", text, rule_ids)
+    return Notice(moderator, "moderation-request", f"Aprobación requerida: {one_line(subject)}", text, rule_ids)
 
 
 def held_opening(when_es: str, when_en: str) -> tuple[str, str]:
@@ -93,7 +115,7 @@ def held_opening(when_es: str, when_en: str) -> tuple[str, str]:
 
 def held_until(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
     """To the sender: the message waits for the recipients' working hours (Ley 2088 de 2021)."""
-    return Notice(to, "hold", f"Mensaje retenido hasta la jornada laboral: {subject}", text, rule_ids)
+    return Notice(to, "hold", f"Mensaje retenido hasta la jornada laboral: {one_line(subject)}", text, rule_ids)
 
 
 # -- after the decision -----------------------------------------------------------------------------
@@ -102,8 +124,8 @@ def held_until(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> N
 def undelivered(to: str, subject: str, refused: Sequence[tuple[str, _Refusal]]) -> Notice:
     """The next hop refused some recipients after we had accepted the message (a split copy at
     DATA time, or a held copy when it was released): one text for both, to our own sender."""
-    subject = " ".join((subject or NO_SUBJECT).split())
-    lines = "\n".join(f"- {rcpt}: {reply}" for rcpt, reply in refused)
+    subject = one_line(subject) or NO_SUBJECT
+    lines = "\n".join(f"- {one_line(rcpt)}: {one_line(reply)}" for rcpt, reply in refused)
     text = (f"Su mensaje «{subject}» no se entregó a estos destinatarios: el servidor de correo los "
             f"rechazó.\n{lines}\n\n--- English ---\nYour message \"{subject}\" was not delivered to these "
             f"recipients: the mail server refused them.\n{lines}")
@@ -111,15 +133,15 @@ def undelivered(to: str, subject: str, refused: Sequence[tuple[str, _Refusal]]) 
 
 
 def approved(to: str, subject: str, recipients: Sequence[str]) -> Notice:
-    subject = subject or NO_SUBJECT
-    text = (f"Su mensaje «{subject}» fue aprobado y se entregará ahora a: {', '.join(recipients)}.\n\n"
+    subject = one_line(subject) or NO_SUBJECT
+    text = (f"Su mensaje «{subject}» fue aprobado y se entregará ahora a: {', '.join(map(one_line, recipients))}.\n\n"
             f"--- English ---\nYour message \"{subject}\" was approved and is being delivered.")
     return Notice(to, "moderation-approved", f"Mensaje aprobado: {subject}", text)
 
 
 def rejected(to: str, subject: str, reason: str, cites: Sequence[str]) -> Notice:
-    subject = subject or NO_SUBJECT
-    lines = "\n".join(f"- {c}" for c in cites)
+    subject, reason = one_line(subject) or NO_SUBJECT, lines_of(reason)
+    lines = "\n".join(f"- {one_line(c)}" for c in cites)
     text = (f"Su mensaje «{subject}» no fue aprobado y no se entregó.\n\nMotivo del moderador: {reason}\n\n"
             f"Fundamento:\n{lines}\n\n--- English ---\nYour message \"{subject}\" was not approved and was not "
             f"delivered.\nThe moderator's reason: {reason}")
@@ -128,10 +150,21 @@ def rejected(to: str, subject: str, reason: str, cites: Sequence[str]) -> Notice
 
 def stuck(to: str, hold_id: str, mail_from: str, recipients: Sequence[str], attempts: int, error: str) -> Notice:
     """To the operator: a held copy still cannot be delivered after many attempts."""
-    text = (f"El mensaje retenido {hold_id} ({mail_from} -> {', '.join(recipients)}) no se ha "
-            f"podido entregar tras {attempts} intentos: {error}\n"
+    text = (f"El mensaje retenido {hold_id} ({one_line(mail_from)} -> {', '.join(map(one_line, recipients))}) no "
+            f"se ha podido entregar tras {attempts} intentos: {one_line(error)}\n"
             f"Revise con: relay queue show {hold_id}")
     return Notice(to, "alert", f"Retención sin entregar: {hold_id}", text)
+
+
+def store_failing(to: str, error: str, pending: int) -> Notice:
+    """To the operator: the store refuses writes, so released holds cannot be recorded."""
+    text = (f"El almacén del relay no puede escribir ({one_line(error)[:300]}). {pending} mensaje(s) retenido(s) "
+            "ya intentados esperan que se registre su resultado; el relay lo reintenta cada pocos segundos. "
+            "Revise el espacio en disco o la base de datos; /readyz responde 503 mientras tanto.\n\n"
+            f"--- English ---\nThe relay's store cannot write ({one_line(error)[:300]}); {pending} released "
+            "hold(s) wait for their outcome to be recorded (retried every few seconds). Check disk space "
+            "or the database; /readyz answers 503 meanwhile.")
+    return Notice(to, "alert", "El almacén del relay no puede escribir", text)
 
 
 def how_to_moderate(moderated: Sequence[str], moderator: str, link: Callable[[str, str, str], str] | None) -> str:
@@ -158,10 +191,10 @@ def notice_bytes(sender: str, domain: str, to: str, kind: str, subject: str, tex
     message = EmailMessage()
     message["From"] = f"policy-relay <{sender}>"
     message["To"] = to
-    message["Subject"] = " ".join(subject.split())[:200]
+    message["Subject"] = one_line(subject)[:200]
     message["Date"] = format_datetime(now)
     message["Message-ID"] = make_msgid(domain=domain)
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no replies, no loops
     message["X-Relay-Notice"] = kind
-    message.set_content(text)
+    message.set_content(re.sub("\r\n|\r", "\n", text))  # every line break CRLF on the wire, none bare
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))

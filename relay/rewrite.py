@@ -136,6 +136,16 @@ def tag_subject(fields: list[bytes], subject_tag: str) -> list[bytes]:
     return out if done else [*out, b"Subject: " + tag]
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def quoted_printable(text: str) -> bytes:
+    """`text` as quoted-printable UTF-8 with CRLF line ends only, soft breaks included (quopri
+    writes bare LF, and leaves a lone CR as it is: both become line breaks first, then CRLF)."""
+    encoded = quopri.encodestring(_LINE_BREAK.sub("\n", text).encode("utf-8"))
+    return encoded.replace(b"\n", b"\r\n")
+
+
 def add_banner(fields: list[bytes], rest: bytes, banner: str, subject_tag: str) -> tuple[list[bytes], bytes]:
     """Put a visible warning in front of a message: `subject_tag` before the Subject (ASCII, ours)
     and a first part with `banner` (quoted-printable UTF-8) in a new multipart/mixed around the
@@ -152,7 +162,7 @@ def add_banner(fields: list[bytes], rest: bytes, banner: str, subject_tag: str) 
     boundary = f"=_policy-relay-warning-{secrets.token_hex(8)}"
     out += [b"MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{boundary}"'.encode()]
     inner = [f for f in content if f.split(b":", 1)[0].strip().lower() != b"mime-version"]
-    body = quopri.encodestring(banner.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8"))
+    body = quoted_printable(banner)
     new_rest = (b"\r\n--" + boundary.encode() + b"\r\nContent-Type: text/plain; charset=utf-8\r\n"
                 b"Content-Transfer-Encoding: quoted-printable\r\n\r\n" + body.rstrip(b"\r\n") + b"\r\n"
                 b"--" + boundary.encode() + b"\r\n" + join(inner, rest) + b"\r\n--" + boundary.encode() + b"--\r\n")

@@ -36,6 +36,9 @@ class SchedulerSettings:
     max_sleep: float = 60.0
 
 
+RECORD_RETRY = 2.0  # seconds between attempts to record what the store refused
+
+
 class Scheduler:
     def __init__(self, disposer: Disposer, log: Any, settings: SchedulerSettings) -> None:
         self.disposer, self.store, self.clock, self.log = disposer, disposer.store, disposer.clock, log
@@ -43,6 +46,12 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._stopping = False
         self.delivered = 0
+        # Outcomes of claimed holds the store could not record (disk full, database down): kept
+        # here and written again every round until they are, so a claimed hold is never left
+        # `delivering` (and `relay queue release` never refuses it) while the relay runs; after
+        # a crash `recover` puts it back to waiting. hold id -> (what to write, its arguments).
+        self.unrecorded: dict[str, tuple[str, tuple[Any, ...]]] = disposer.unrecorded_holds
+        self.alerted = False
 
     def wake(self) -> None:
         self._wake.set()
@@ -71,6 +80,8 @@ class Scheduler:
             if busy:
                 continue  # more may be due right away
             timeout = await self._sleep_for(poll)
+            if self.unrecorded:
+                timeout = min(timeout, RECORD_RETRY)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
@@ -86,6 +97,7 @@ class Scheduler:
     async def tick(self) -> bool:
         """One round; True when a full batch was handled (look again at once). Due holds start
         first (earliest due first), notices beside them, `concurrency` deliveries at a time."""
+        await self.record_pending()
         now = self.clock.now()
         holds = await asyncio.to_thread(self.store.claim_due, now, self.settings.batch)
         outbox = await asyncio.to_thread(self.store.due_notices, now, self.settings.batch)
@@ -109,16 +121,66 @@ class Scheduler:
             await asyncio.to_thread(self.store.notice_retry, notice.id, now + self._backoff(notice.attempts + 1))
 
     async def deliver(self, hold: Hold) -> None:
-        """Deliver one claimed hold; an unexpected fault puts it back for a later attempt."""
+        """Deliver one claimed hold; an unexpected fault (the store's too) puts it back for a later
+        attempt, recorded now or as soon as the store can write."""
         try:
             await self._deliver(hold)
-        except StoreError:
-            raise
         except Exception as error:
-            self.log.exception("hold_delivery_error", hold_id=hold.id, error=type(error).__name__)
-            now = self.clock.now()
-            await asyncio.to_thread(self.store.mark_retry, hold.id, now, now + self._backoff(hold.attempts + 1),
-                                    f"internal error: {type(error).__name__}")
+            if isinstance(error, StoreError):
+                self.log.error("hold_store_error", hold_id=hold.id, error=str(error)[:200])
+            else:
+                self.log.exception("hold_delivery_error", hold_id=hold.id, error=type(error).__name__)
+            if hold.id not in self.unrecorded:
+                now = self.clock.now()
+                await self._mark(hold, "mark_retry", now, now + self._backoff(hold.attempts + 1),
+                                 f"internal error: {type(error).__name__}")
+
+    async def _mark(self, hold: Hold, what: str, *args: Any) -> bool:
+        """Record a claimed hold's outcome; if the store cannot, keep it for `record_pending`."""
+        try:
+            await asyncio.to_thread(getattr(self.store, what), hold.id, *args)
+        except StoreError as error:
+            self.unrecorded[hold.id] = (what, args)
+            self.log.error("hold_state_not_recorded", hold_id=hold.id, queue_id=hold.queue_id, write=what,
+                           error=str(error)[:200], pending=len(self.unrecorded))
+            await self._alert_store(str(error))
+            return False
+        return True
+
+    async def record_pending(self) -> None:
+        """Write again the outcomes the store refused; said once when they are all in."""
+        for hold_id, (what, args) in list(self.unrecorded.items()):
+            try:
+                await asyncio.to_thread(getattr(self.store, what), hold_id, *args)
+            except KeyError:
+                self.unrecorded.pop(hold_id, None)  # removed meanwhile (relay queue remove)
+            except StoreError:
+                return  # still cannot write: next round
+            except ValueError as error:  # its state changed meanwhile (an operator acted): nothing to undo
+                self.log.warning("hold_state_changed", hold_id=hold_id, error=str(error)[:200])
+                self.unrecorded.pop(hold_id, None)
+            else:
+                self.unrecorded.pop(hold_id, None)
+        if self.alerted and not self.unrecorded:
+            self.alerted = False
+            self.log.warning("hold_states_recorded")
+
+    async def _alert_store(self, error: str) -> None:
+        """The operator hears that the store refuses writes: straight through the upstream (the
+        outbox is in the store that cannot write), once until the backlog is recorded."""
+        if self.alerted:
+            return
+        self.alerted = True
+        self.log.error("store_cannot_write", error=error[:200], pending=len(self.unrecorded))
+        if not self.settings.alert_to:
+            return
+        notice = notices.store_failing(self.settings.alert_to, error, len(self.unrecorded))
+        try:
+            body = self.disposer.notice_bytes(notice.to, notice.kind, notice.subject, notice.text, self.clock.now())
+            reply = await self.disposer.deliver_to("", [notice.to], body)
+            self.log.info("notice", kind=notice.kind, to=notice.to, code=reply.code, attempts=0)
+        except Exception as failure:  # the alert is best effort; the log line above is the record
+            self.log.error("alert_not_sent", error=type(failure).__name__)
 
     async def _deliver(self, hold: Hold) -> None:
         """Deliver one claimed hold; record the outcome per recipient."""
@@ -126,7 +188,7 @@ class Scheduler:
         content = await asyncio.to_thread(self.store.hold_content, hold.id)
         now = self.clock.now()
         if content is None:
-            await asyncio.to_thread(self.store.mark_failed, hold.id, now, "message bytes missing")
+            await self._mark(hold, "mark_failed", now, "message bytes missing")
             log.error("hold_content_missing")
             return
         released = await self.disposer.release(hold, content, log)
@@ -135,18 +197,17 @@ class Scheduler:
         if later:
             error = str(later[0][1])
             attempts = hold.attempts + 1
-            await asyncio.to_thread(self.store.mark_retry, hold.id, now, now + self._backoff(attempts), error,
-                                    tuple(r for r, _ in later))
+            await self._mark(hold, "mark_retry", now, now + self._backoff(attempts), error, tuple(r for r, _ in later))
             log.warning("hold_deferred", attempts=attempts, error=error[:200], delivered=len(accepted))
             if attempts == self.settings.alert_after_attempts:
                 self.alert(hold, error, log)
         elif accepted:
             detail = f"{len(accepted)} recipient(s): {data}" if data else ""
-            await asyncio.to_thread(self.store.mark_delivered, hold.id, now, detail[:300])
+            await self._mark(hold, "mark_delivered", now, detail[:300])
             self.delivered += 1
             log.info("hold_delivered", recipients=len(accepted), refused=len(refused))
         else:
-            await asyncio.to_thread(self.store.mark_failed, hold.id, now, str(refused[0][1]) if refused else "")
+            await self._mark(hold, "mark_failed", now, str(refused[0][1]) if refused else "")
             log.error("hold_failed", error=str(refused[0][1])[:200] if refused else "")
 
     def alert(self, hold: Hold, error: str, log: Any) -> None:

@@ -16,11 +16,15 @@ relay.frontends.replies says the `Disposition` as a reply line.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import inspect
 import ipaddress
 import re
 import secrets
-from typing import Any, cast
+import tempfile
+import time
+from base64 import b64decode
+from typing import IO, Any, cast
 
 import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -28,10 +32,17 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from relay import logs
 from relay.dispose import NO_TRANSACTION, Disposer, Submitted, WeDeliver, clean_token
 from relay.frontends import replies
+from relay.frontends.guard import guard_for
 
 _NEWLINES = re.compile(rb"\r\n|\r|\n")
 _END = b"\r\n.\r\n"  # end of DATA: a dot alone on a line, CRLF on both sides, nothing else
 CHUNK = 1 << 16
+# Memory a message takes while it is decided and sent on, as a multiple of its size (measured:
+# ~2.7x for a 24 MB message); what a DATA reader asks the byte budget for before it decides.
+MEMORY_FACTOR = 3
+_JUNK = ("NOOP", "VRFY", "EXPN", "HELP")  # RFC 5321 §4.1.1: they change nothing; a session may not live on them
+_MANY = 1 << 30
+_ERRORS = {"500", "501", "502", "503", "504"}  # the client's protocol mistakes (not policy refusals)
 _XFORWARD_ATTRS = {"NAME", "ADDR", "PORT", "PROTO", "HELO", "IDENT", "SOURCE"}
 _MAIL_KEEP = {"RET", "ENVID"}  # forwarded upstream, case preserved
 _RCPT_KEEP = {"NOTIFY", "ORCPT"}
@@ -165,8 +176,17 @@ class RelaySMTP(SMTP):
             timeout=limits.idle_timeout, tls_context=disposer.rules.tls_context,
             auth_require_tls=True, authenticator=authenticator(disposer) if credentials else None,
             auth_exclude_mechanism=[] if credentials else ["LOGIN", "PLAIN"],
+            command_call_limit={"*": _MANY, **dict.fromkeys(_JUNK, limits.max_junk_commands)},
             **kwargs,
         )
+        self.guard = guard_for(disposer)
+        self.peer_ip = ""
+        self.admitted = False  # counted in the per-client connection table
+        self.in_data = False  # between 354 and the end of the message: bytes prove the client alive
+        self.auth_failures = 0
+        self.errors = 0  # protocol errors answered in this session
+        self.busy = False  # a complete command line is being answered: the idle timer waits
+        self.held = 0  # bytes of the memory budget this session's message holds
         self.transaction: Any = None
         self.refused = False  # an RCPT-time refusal in this transaction already notified the sender
         self.mail_params: list[str] = []
@@ -177,7 +197,19 @@ class RelaySMTP(SMTP):
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
             status = _REPLIES.get(status, status)
+        if isinstance(status, str) and status[:3] in _ERRORS:
+            self.errors += 1
+            if self.errors > self.disposer.config.limits.max_errors:  # Postfix smtpd_hard_error_limit
+                logs.get("relay.smtp").warning("too_many_errors", client=self.peer_ip, errors=self.errors)
+                status = "421 4.7.0 Too many errors; closing connection"
+                if self.transport is not None:
+                    cast(asyncio.WriteTransport, self.transport).write(status.encode() + b"\r\n")
+                    self.transport.close()
+                return
         await super().push(status)
+        if not self.in_data and self.transport is not None and not self.transport.is_closing():
+            self.busy = False
+            self._reset_timeout()  # the client's next line is due within idle_timeout of this reply
 
     # -- connection life ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -195,6 +227,14 @@ class RelaySMTP(SMTP):
             cast(asyncio.WriteTransport, transport).write(b"421 4.7.0 Too many connections; try again later\r\n")
             transport.close()
             return
+        limit = None if self.trusted_hop else self.disposer.config.limits.max_connections_per_client
+        if not self.guard.admit(self.peer_ip, limit):
+            logs.get("relay.smtp").warning("client_connection_limit", client=self.peer_ip, limit=limit)
+            cast(asyncio.WriteTransport, transport).write(
+                b"421 4.7.0 Too many connections from your address; try again later\r\n")
+            transport.close()
+            return
+        self.admitted = True
         self.disposer.active += 1
         self.counted = True
 
@@ -202,6 +242,9 @@ class RelaySMTP(SMTP):
         if self.counted:
             self.disposer.active -= 1
             self.counted = False
+        if self.admitted:
+            self.guard.leave(self.peer_ip)
+            self.admitted = False
         if self.transaction is not None:
             txn, self.transaction = self.transaction, None
             self.disposer.spawn(txn.abort())
@@ -216,9 +259,36 @@ class RelaySMTP(SMTP):
 
     def data_received(self, data: bytes) -> None:
         # aiosmtpd only resets its timer between commands: a client still sending DATA would be
-        # cut off after `timeout` seconds. Every byte received proves the client is alive.
-        self._reset_timeout()
+        # cut off after `timeout` seconds. Inside DATA every byte proves the client alive (the
+        # whole transfer has its own deadline, data_timeout). Outside DATA bytes prove nothing: a
+        # command line must be complete within idle_timeout of our last reply, or a client that
+        # trickles one byte a minute would hold its connection for ever (slowloris).
+        if self.in_data:
+            self._reset_timeout()
+        elif b"\n" in data:  # a command line is complete: from now on the client waits for us, and the
+            self.busy = True  # timer waits for our reply (a slow upstream or a busy loop is not its idling)
+            self._cancel_timeout()
         super().data_received(data)
+
+    def _cancel_timeout(self) -> None:
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        if self.busy and not self.in_data:
+            self._cancel_timeout()  # aiosmtpd re-arms on each command; we do on each reply
+            return
+        super()._reset_timeout(duration)
+
+    def _timeout_cb(self) -> None:
+        """The idle timeout: say so (RFC 5321 §4.2.2 421, §3.8 the server may close), then close."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        logs.get("relay.smtp").info("timeout", client=self.peer_ip, in_data=self.in_data)
+        cast(asyncio.WriteTransport, transport).write(
+            f"421 4.4.2 {self.hostname} Error: timeout exceeded; closing connection\r\n".encode())
+        transport.close()
 
     @property
     def trusted_hop(self) -> bool:
@@ -235,13 +305,119 @@ class RelaySMTP(SMTP):
             arg, self.rcpt_params = split_params(arg, _RCPT_KEEP)
         await super().smtp_RCPT(arg)
 
+    async def smtp_AUTH(self, arg: str) -> None:
+        """RFC 4954 AUTH PLAIN/LOGIN with failure limits: each failure waits longer before its 535
+        (failure_delay, doubling, at most 16x); after max_failures_per_connection the connection
+        is closed with 421, and an address with max_failures_per_client failures in failure_window
+        is answered 421 before any password is looked at. The password is checked off the event
+        loop, at the same cost whether the login exists or not; failures are logged with login and
+        client address (`auth_failed`, for fail2ban: docs/fail2ban.md)."""
+        credentials, auth = self.disposer.rules.credentials, self.disposer.config.auth
+        if credentials is None or auth is None:
+            await super().smtp_AUTH(arg)
+            return
+        if await self.check_helo_needed("EHLO"):
+            return
+        assert self.session is not None
+        if not self.session.extended_smtp:
+            await self.push("500 5.5.1 Error: command 'AUTH' not recognized")
+            return
+        if self._auth_require_tls and not self._tls_protocol:
+            await self.push("538 5.7.11 Encryption required for requested authentication mechanism")
+            return
+        if self.session.authenticated:
+            await self.push("503 5.5.1 Already authenticated")
+            return
+        args = (arg or "").split()
+        if not args or len(args) > 2:
+            await self.push("501 5.5.4 Syntax: AUTH mechanism [initial-response]")
+            return
+        mechanism = args[0].upper()
+        if mechanism not in ("PLAIN", "LOGIN"):
+            await self.push("504 5.5.4 Unrecognized authentication type")
+            return
+        log = logs.get("relay.smtp")
+        failures = self.guard.auth_failures
+        if failures.count(self.peer_ip, auth.failure_window, time.monotonic()) >= auth.max_failures_per_client:
+            log.warning("auth_blocked", client=self.peer_ip, mechanism=mechanism)
+            await self._close_with("421 4.7.0 Too many failed logins from your address; try again later")
+            return
+        pair = await self._auth_pair(mechanism, args[1] if len(args) == 2 else None)
+        if pair is None:
+            return  # the client cancelled or sent something undecodable: already answered
+        login, password = pair
+        # counted before the check, so parallel guesses from one address cannot all pass the limit
+        stamp = time.monotonic()
+        recent = failures.add(self.peer_ip, auth.failure_window, stamp)
+        ok = await credentials.check_async(login.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
+        shown = _printable(login.decode("utf-8", "replace"), 100)
+        if ok:
+            failures.undo(self.peer_ip, stamp)
+            self.session.authenticated = True
+            self.session.auth_data = LoginPassword(login, password)  # type: ignore[assignment]
+            self.session.login_data = login
+            log.info("auth", login=shown, client=self.peer_ip, mechanism=mechanism, success=True)
+            await self.push("235 2.7.0 Authentication successful")
+            return
+        self.auth_failures += 1
+        log.warning("auth_failed", login=shown, client=self.peer_ip, mechanism=mechanism,
+                    connection_failures=self.auth_failures, client_failures=recent)
+        await asyncio.sleep(auth.failure_delay * 2 ** min(max(self.auth_failures, recent) - 1, 4))
+        if self.auth_failures >= auth.max_failures_per_connection or recent >= auth.max_failures_per_client:
+            await self._close_with("421 4.7.0 Too many failed logins; closing connection")
+            return
+        await self.push("535 5.7.8 Authentication credentials invalid")
+
+    async def _auth_pair(self, mechanism: str, initial: str | None) -> tuple[bytes, bytes] | None:
+        """Login and password from AUTH PLAIN (RFC 4616) or LOGIN, or None once answered."""
+        if mechanism == "PLAIN":
+            blob = await self._auth_blob(initial, "")
+            if blob is None:
+                return None
+            parts = blob.split(b"\0")
+            if len(parts) != 3:
+                await self.push("501 5.5.2 Can't split auth value")
+                return None
+            return parts[1], parts[2]
+        login = await self._auth_blob(initial, "User Name\0")
+        if login is None:
+            return None
+        password = await self._auth_blob(None, "Password\0")
+        return None if password is None else (login, password)
+
+    async def _auth_blob(self, initial: str | None, challenge: str) -> bytes | None:
+        if initial is None:
+            got = await self.challenge_auth(challenge)
+            return None if got is MISSING else got
+        if initial == "=":
+            return b""  # RFC 4954 §4: an empty initial response
+        try:
+            return b64decode(initial.encode(), validate=True)
+        except (binascii.Error, ValueError):
+            await self.push("501 5.5.2 Can't decode base64")
+            return None
+
+    async def _close_with(self, reply: str) -> None:
+        await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
+
     async def smtp_DATA(self, arg: str) -> None:
         try:
             await asyncio.wait_for(self._data(arg), self.disposer.config.limits.data_timeout)
         except TimeoutError:
+            self.in_data = False
             await self.push("421 4.4.2 DATA took too long; closing connection")
             if self.transport is not None:
                 self.transport.close()
+        finally:
+            self.in_data = False
+            self._release()
+
+    def _release(self) -> None:
+        if self.held:
+            self.guard.bytes_budget(self.disposer.config.limits.memory_budget).give(self.held)
+            self.held = 0
 
     async def _data(self, arg: str) -> None:
         """aiosmtpd's DATA with the message read in large chunks instead of line by line."""
@@ -255,11 +431,15 @@ class RelaySMTP(SMTP):
             await self.push("501 5.5.4 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self.in_data = True
+        self._reset_timeout()
         try:
             content = await self.read_data()
         except asyncio.CancelledError:  # the connection went away during DATA
             self._writer.close()
             raise
+        finally:
+            self.in_data = False
         if content is None:
             return  # the client closed the connection without ending DATA
         if isinstance(content, str):
@@ -267,8 +447,10 @@ class RelaySMTP(SMTP):
             await self.push(content)
             return
         self.envelope.content = self.envelope.original_content = content
+        del content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
+        self._release()
         await self.push("250 OK" if status is MISSING else status)
 
     async def read_data(self) -> bytes | str | None:
@@ -277,29 +459,65 @@ class RelaySMTP(SMTP):
 
         The end is `CRLF.CRLF` only (a virtual CRLF before the first byte lets `.CRLF` at once
         be an empty message), so no bare-LF or lone-CR dot can end DATA early (SMTP smuggling).
-        Bytes after the end (a pipelined QUIT, or the next commands) go back to the reader."""
+        Bytes after the end (a pipelined QUIT, or the next commands) go back to the reader.
+
+        Memory: every chunk kept in memory is taken from the relay's byte budget (limits.
+        memory_budget, shared by all sessions); when the budget is spent the message goes on to a
+        temporary file instead, and is read back only when the budget has room for it to be
+        decided (MEMORY_FACTOR times its size), in turn. So RSS stays bounded whatever the number
+        of large messages in flight; the reply still waits for delivery or the fsynced hold."""
         reader = self._reader
         limit = self.data_size_limit or 0
+        budget = self.guard.bytes_budget(self.disposer.config.limits.memory_budget)
         buf = bytearray(b"\r\n")
+        spool: IO[bytes] | None = None
+        spooled = 0  # bytes already in the spool file (buf holds what follows)
         start = 0  # where the end may begin: the terminator can straddle two chunks
         received = 0  # bytes read in this DATA (the message, its end, maybe pipelined commands)
         too_big = False
-        while (end := buf.find(_END, start)) < 0:
-            chunk = await reader.read(CHUNK)
-            if not chunk:
-                return None
-            received += len(chunk)
-            if limit and received > limit + CHUNK:
-                too_big = True  # keep reading to the end, holding no more than the tail
-                del buf[:-4]
-            start = max(0, len(buf) - 4)
-            buf += chunk
-        leftover = buf[end + len(_END):]
-        if leftover:
-            reader._buffer[:0] = leftover  # type: ignore[attr-defined]  # the next commands, in order, for aiosmtpd's loop
-        if too_big or (limit and end > limit):  # raw size: every line with its CRLF, dots included
-            return "552 5.3.4 Message too big for this server"
-        del buf[end + 2:]  # keep the CRLF that ends the last line
+        try:
+            while (end := buf.find(_END, start)) < 0:
+                chunk = await reader.read(CHUNK)
+                if not chunk:
+                    return None
+                received += len(chunk)
+                if limit and received > limit + CHUNK:
+                    too_big = True  # keep reading to the end, holding no more than the tail
+                    del buf[:-4]
+                elif spool is None and budget.take(len(chunk)):
+                    self.held += len(chunk)
+                elif len(buf) > CHUNK:
+                    spool = spool or tempfile.TemporaryFile(prefix="relay-data-")  # noqa: SIM115
+                    spool.write(buf[:-4])  # page cache: a temporary copy, not the durable one
+                    spooled += len(buf) - 4
+                    del buf[:-4]
+                    self._release()
+                start = max(0, len(buf) - 4)
+                buf += chunk
+            self.in_data, self.busy = False, True  # the client waits for us now: push() re-arms the timer
+            self._cancel_timeout()
+            leftover = buf[end + len(_END):]
+            if leftover:
+                reader._buffer[:0] = leftover  # type: ignore[attr-defined]  # the next commands, in order
+            if too_big or (limit and spooled + end > limit):  # raw size: every line with its CRLF, dots included
+                return "552 5.3.4 Message too big for this server"
+            del buf[end + 2:]  # keep the CRLF that ends the last line
+            need = MEMORY_FACTOR * (spooled + len(buf))
+            if spool is None and not budget.take(max(0, need - self.held)):
+                spool = tempfile.TemporaryFile(prefix="relay-data-")  # noqa: SIM115  # wait on disk, not in memory
+            if spool is not None:
+                spool.write(buf)
+                del buf
+                self._release()
+                await budget.wait_for(need)
+                self.held = need
+                spool.seek(0)
+                buf = bytearray(await asyncio.to_thread(spool.read))
+            else:
+                self.held = max(self.held, need)
+        finally:
+            if spool is not None:
+                spool.close()
         if has_long_line(buf, self.line_length_limit - 1):
             return "500 5.5.2 Line too long (RFC 5321 4.5.3.1.6)"
         if b"\0" in buf:  # never forwarded (RFC 5321 2.3.8: no BINARYMIME here)
@@ -328,6 +546,9 @@ class RelaySMTP(SMTP):
 async def listen(disposer: Disposer, host: str, port: int) -> asyncio.Server:
     """The SMTP listener: one RelaySMTP per connection; OSError when the port cannot be opened."""
     return await asyncio.get_running_loop().create_server(lambda: RelaySMTP(disposer), host, port)
+def _printable(text: str, limit: int) -> str:
+    """Client text fit for a log line: control characters out, bounded."""
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text)[:limit]
 
 
 def _is_loopback(ip: str) -> bool:
@@ -371,7 +592,11 @@ class PolicyHandler:
                           rcpt_options: list[str]) -> str:
         if len(envelope.rcpt_tos) >= self.disposer.config.limits.max_recipients:
             return "452 4.5.3 Too many recipients"
-        refusal = await self.disposer.rcpt(envelope.mail_from or "", [*envelope.rcpt_tos, address], address,
+        # Only the new recipient is looked at (O(1) per RCPT, not the whole list again: 1,000 RCPTs
+        # were quadratic). Equivalent: an envelope-only refusal of a recipient depends on the sender,
+        # login, client and that recipient (lists, foreign domains, send-as); what depends on the
+        # whole list (counts) waits for DATA, where the full envelope is decided.
+        refusal = await self.disposer.rcpt(envelope.mail_from or "", [address], address,
                                            self.login(server, session), self.client_ip(server),
                                            trusted_hop=server.trusted_hop, notify=not server.refused)
         if refusal is not None:

@@ -12,12 +12,16 @@ session's CSRF token; responses forbid scripts, framing and referrers (links car
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import os
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
@@ -27,6 +31,7 @@ from aiohttp import web
 
 from relay.addresses import AddressError
 from relay.auth import hash_password, verify_password
+from relay.frontends.guard import AuthFailures
 from relay.message import Envelope, Submission, parse_message
 from relay.policy.engine import evaluate
 from relay.store import Hold, HoldFilter, HoldState, StoreError
@@ -69,6 +74,7 @@ class AdminSite:
         self.relay = relay
         self.key = key
         self.sessions: dict[str, Session] = {}
+        self.failures = AuthFailures()  # failed sign-ins, keyed "login:…" and "client:…"
         self.templates = jinja2.Environment(loader=jinja2.PackageLoader("relay.web", "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.templates.filters["when"] = self._when
@@ -163,13 +169,25 @@ class AdminSite:
         return web.Response(text="ok\n")
 
     async def readyz(self, request: web.Request) -> web.Response:
-        """Ready: listening, and the store answers."""
+        """Ready: listening, the store can write (a transaction, and for SQLite 64 KiB written and
+        fsynced beside the database: a full disk shows), no released hold waits to be recorded,
+        and the upstream answers (connect, greeting, MAIL, then RSET)."""
         if not self.ready:
             return web.Response(status=503, text="starting\n")
+        store = self.relay.store
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.relay.store.count_holds), 5)
-        except (StoreError, TimeoutError) as error:
-            return web.Response(status=503, text=f"store unavailable: {type(error).__name__}\n")
+            await asyncio.wait_for(asyncio.to_thread(_probe_store, store, self.relay.clock.now()), 5)
+        except (StoreError, OSError, TimeoutError) as error:
+            return web.Response(status=503, text=f"store cannot write: {type(error).__name__}\n")
+        pending = self.relay.unrecorded_holds
+        if pending:
+            return web.Response(status=503, text=f"store cannot write: {len(pending)} hold outcome(s) unrecorded\n")
+        try:
+            reply = await asyncio.wait_for(_probe_upstream(self.relay.upstream), 10)
+        except (OSError, TimeoutError) as error:
+            return web.Response(status=503, text=f"upstream unreachable: {type(error).__name__}\n")
+        if not reply.ok:
+            return web.Response(status=503, text=f"upstream unreachable: {reply.code}\n")
         return web.Response(text="ready\n")
 
     async def metrics(self, request: web.Request) -> web.Response:
@@ -193,15 +211,29 @@ class AdminSite:
         login = str(form.get("login", "")).strip()
         password = str(form.get("password", ""))
         next_path = _local(str(form.get("next", "/holds")))
-        account = next((a for a in self.relay.config.admin.accounts if a.login == login), None) \
-            if self.relay.config.admin else None
+        admin = self.relay.config.admin
+        account = next((a for a in admin.accounts if a.login == login), None) if admin else None
+        # Throttled per account and per client address, counted before the password is checked
+        # (so parallel guesses cannot all slip under the limit); a success takes its count back.
+        window = admin.failure_window if admin else 900
+        keys = {f"login:{login.casefold()[:200]}": admin.max_failures_per_account if admin else 10,
+                f"client:{request.remote or ''}": admin.max_failures_per_client if admin else 30}
+        now = time.monotonic()
+        if any(self.failures.count(key, window, now) >= limit for key, limit in keys.items()):
+            self.relay.log.warning("admin_sign_in_blocked", login=_printable(login), client_ip=request.remote)
+            return self.page("login.html", request, 429, next=next_path,
+                             error="Demasiados intentos fallidos; espere unos minutos e intente de nuevo.")
+        for key in keys:
+            self.failures.add(key, window, now)
         ok = await asyncio.to_thread(verify_password, password, account.password_hash if account else _DUMMY_HASH)
         ok = ok and account is not None
-        self.relay.log.info("admin_sign_in", login=login[:200], success=ok, client_ip=request.remote)
+        self.relay.log.info("admin_sign_in", login=_printable(login), success=ok, client_ip=request.remote)
         if not ok:
             await asyncio.sleep(1)  # slows password guessing
             return self.page("login.html", request, 401, next=next_path,
                              error="Usuario o contraseña incorrectos.")
+        for key in keys:
+            self.failures.undo(key, now)
         self._purge()
         sid = secrets.token_urlsafe(32)
         ttl = self.relay.config.admin.session_ttl if self.relay.config.admin else 3600
@@ -291,9 +323,26 @@ class AdminSite:
             self.relay.log.warning("admin_link_refused", reason=str(error))
             raise web.HTTPForbidden(text=f"Enlace rechazado: {error}.") from None
 
+    def _bound(self, session: Session, claim: links.LinkClaim) -> None:
+        """A notice link works only for the account of the moderator it was sent to: its login is
+        that address, or lists it in `mailboxes`, or is an operator's with `any_link: true`. (Any
+        signed-in account can still decide from the list of held messages: the link alone, which
+        travels by mail and may be forwarded, is what is bound.)"""
+        admin = self.relay.config.admin
+        account = next((a for a in admin.accounts if a.login == session.login), None) if admin else None
+        moderator = claim.moderator.casefold()
+        if account is not None and (account.any_link or account.login.casefold() == moderator
+                                    or moderator in {m.casefold() for m in account.mailboxes}):
+            return
+        self.relay.log.warning("admin_link_wrong_moderator", login=session.login, moderator=claim.moderator,
+                               hold=claim.hold_id)
+        raise web.HTTPForbidden(text=f"Este enlace se envió a {claim.moderator}; inicie sesión con esa cuenta "
+                                     "o decida desde la lista de mensajes retenidos. (This link was sent to "
+                                     "another moderator.)")
+
     async def link_form(self, request: web.Request) -> web.Response:
         claim = self._claim(request.match_info["token"])  # a bad link is refused before any sign-in
-        self.require(request)
+        self._bound(self.require(request), claim)
         hold = await self._hold_or_404(request, claim.hold_id)
         return self.page("confirm.html", request, hold=hold, claim=claim, token=request.match_info["token"],
                          expires=datetime.fromtimestamp(claim.expires, UTC),
@@ -303,6 +352,7 @@ class AdminSite:
         form = await request.post()
         claim = self._claim(request.match_info["token"])
         session = self.require_post(request, form)
+        self._bound(session, claim)
         return await self._act(request, session, claim.hold_id, claim.action, str(form.get("reason", "")),
                                f", enlace de {claim.moderator}")
 
@@ -342,9 +392,60 @@ class AdminSite:
         return self.page("check.html", request, 400 if error else 200, result=result, error=error, form=fields)
 
 
+# The pages a sign-in may go back to, and nothing else: no scheme, no host, no control characters
+# or spaces (browsers drop tabs and newlines from a URL, so "/\t/evil.test" is "//evil.test").
+_NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_.=-]{1,4096})")
+_NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.-]{0,200}")
+
+
+def _probe_store(store: Any, now: datetime) -> None:
+    """A write the store must commit (a rate counter nobody reads), and for a file store the disk
+    space a hold needs (64 KiB written and fsynced next to the database, then removed)."""
+    store.rate_take("readyz-probe", now.replace(minute=0, second=0, microsecond=0), 0, 1)
+    path = getattr(store, "path", None)
+    if path is not None:
+        probe = Path(path).parent / ".readyz-probe"
+        try:
+            with open(probe, "wb") as handle:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+
+
+async def _probe_upstream(upstream: Any) -> Any:
+    """An SMTP/LMTP upstream: a pooled connection (or a new one: connect, greeting, EHLO) answers
+    NOOP. Other kinds (Maildir, MX by DNS) have no one next hop to ask: ready."""
+    from relay.upstream import Reply, UpstreamError
+
+    upstream = getattr(upstream, "inner", upstream)  # MeteredUpstream wraps the real one
+    if not hasattr(upstream, "acquire"):
+        return Reply(250, "2.0.0 no single next hop to probe")
+    try:
+        conn = await upstream.acquire()
+    except UpstreamError as error:
+        raise OSError(str(error)) from None
+    try:
+        reply = await conn.command("NOOP")
+    except (UpstreamError, OSError, TimeoutError):
+        await upstream.release(conn, reusable=False)
+        raise OSError("the upstream dropped the connection") from None
+    await upstream.release(conn, reusable=reply.ok)
+    return reply
+
+
 def _local(path: str) -> str:
-    """Only a path on this site may follow a sign-in (no open redirect)."""
-    return path if path.startswith("/") and not path.startswith("//") and "\\" not in path else "/holds"
+    """Only a page of this admin site may follow a sign-in (no open redirect)."""
+    where, _, query = path.partition("?")
+    if _NEXT_PATH.fullmatch(where) and _NEXT_QUERY.fullmatch(query):
+        return path
+    return "/holds"
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    return re.sub(r"[\x00-\x1f\x7f]", "?", text)[:limit]
 
 
 def _spanish_state_error(text: str) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from relay.auth import hash_password
 from relay.clock import TEST_CLOCK_ENV, FileClock
@@ -86,16 +88,69 @@ class SinkHandler:
         return "250 2.0.0 sink accepted"
 
 
-class Sink:
-    """A real SMTP server (aiosmtpd in a thread) that records what it receives."""
+_BARE = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 
-    def __init__(self, port: int | None = None) -> None:
+
+class LineEndings:
+    """Every byte a sink receives, scanned for a CR or LF that is not part of a CRLF pair
+    (RFC 5321 §2.3.8, RFC 5322 §2.3): what the relay writes upstream must never have one."""
+
+    def __init__(self) -> None:
+        self.bare: list[bytes] = []  # the surroundings of each one seen
+        self.lock = threading.Lock()
+        self.carry: dict[int, bytes] = {}  # per connection: a CR that ended the previous read
+
+    def feed(self, connection: int, data: bytes) -> None:
+        with self.lock:
+            data = self.carry.pop(connection, b"") + data
+            if data.endswith(b"\r"):
+                self.carry[connection], data = b"\r", data[:-1]
+            for found in _BARE.finditer(data):
+                self.bare.append(data[max(0, found.start() - 40):found.end() + 40])
+
+    def close(self, connection: int) -> None:
+        with self.lock:
+            if self.carry.pop(connection, b""):
+                self.bare.append(b"\r<connection closed>")
+
+
+class _ScanningSMTP(SMTP):
+    line_endings: LineEndings
+
+    def data_received(self, data: bytes) -> None:
+        self.line_endings.feed(id(self), data)
+        super().data_received(data)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.line_endings.close(id(self))
+        super().connection_lost(error)
+
+
+class _ScanningController(Controller):
+    def __init__(self, line_endings: LineEndings, *args: Any, **kwargs: Any) -> None:
+        self.line_endings = line_endings
+        super().__init__(*args, **kwargs)
+
+    def factory(self) -> SMTP:
+        server = _ScanningSMTP(self.handler, **self.SMTP_kwargs)
+        server.line_endings = self.line_endings
+        return server
+
+
+class Sink:
+    """A real SMTP server (aiosmtpd in a thread) that records what it receives, and checks that
+    every byte of it has CRLF line ends only: `stop()` fails the test otherwise (strict=False for
+    a test that sends the sink bare newlines on purpose)."""
+
+    def __init__(self, port: int | None = None, strict: bool = True) -> None:
         self.port = port or free_port()
         self.handler = SinkHandler()
         self.controller: Controller | None = None
+        self.line_endings = LineEndings()
+        self.strict = strict
 
     def start(self) -> Sink:
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=self.port)
+        self.controller = _ScanningController(self.line_endings, self.handler, hostname="127.0.0.1", port=self.port)
         self.controller.start()
         return self
 
@@ -103,6 +158,12 @@ class Sink:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+        if self.strict:
+            self.assert_crlf_only()
+
+    def assert_crlf_only(self) -> None:
+        bare = self.line_endings.bare
+        assert not bare, f"the upstream received {len(bare)} bare CR/LF, first: {bare[0]!r}"
 
     @property
     def messages(self) -> list[Received]:

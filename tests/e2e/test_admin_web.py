@@ -32,11 +32,13 @@ MODERATOR, MOD_PASSWORD = "comunicaciones", "otra-clave-larga"
 START = datetime.fromisoformat("2026-11-24T11:30:00-05:00")
 
 
-def admin_relay(tmp: Path, sink: Sink, pack: str = "pasto", logins: tuple[str, ...] = (EDUARDO,)) -> RelayProcess:
+def admin_relay(tmp: Path, sink: Sink, pack: str = "pasto", logins: tuple[str, ...] = (EDUARDO,),
+                extra_accounts: tuple[dict[str, Any], ...] = ()) -> RelayProcess:
     port = free_port()
     relay = RelayProcess(tmp, f"smtp://127.0.0.1:{sink.port}", pack=pack, extra_logins=logins, admin={
         "listen": f"127.0.0.1:{port}", "link_ttl": 3600,
-        "accounts": [{"login": MODERATOR, "password_hash": hash_password(MOD_PASSWORD, iterations=1000)}]})
+        "accounts": [{"login": MODERATOR, "password_hash": hash_password(MOD_PASSWORD, iterations=1000),
+                      "mailboxes": ["intranet@pasto.gov.co"]}, *extra_accounts]})
     relay.admin_port = port  # type: ignore[attr-defined]
     relay.use_test_clock(START)
     return relay.start()
