@@ -278,7 +278,7 @@ def test_running_relay_refreshes_swaps_and_reports_stale(own_tree: Tree, tmp_pat
             assert app.rules.directory.entries is before.directory.entries  # the old data stays
             assert app.rules.pack is before.pack and app.rules.generation == before.generation
             assert b"relay_directory_stale 1.0" in app.metrics.render()
-            decision, _ = app.decide(*_staff_to_list())
+            decision, _ = app.disposer.decide(*_staff_to_list())
             assert decision.verdict.value == "reject"  # still knows the list and who may use it
             own_tree.slapd.start()
             add_person(own_tree, "barrancabermeja", "otra.persona@barrancabermeja.gov.co", "Otra Persona")
@@ -296,7 +296,7 @@ def test_running_relay_refreshes_swaps_and_reports_stale(own_tree: Tree, tmp_pat
             assert result.ok and app.rules.directory.stale
             assert app.rules.directory.find("tercera.persona@barrancabermeja.gov.co") is not None
         finally:
-            await app.close()
+            await app.disposer.close()
 
     asyncio.run(scenario())
 
@@ -314,10 +314,10 @@ def test_relay_starts_with_the_snapshot_when_ldap_is_down(own_tree: Tree, tmp_pa
         app = RelayApp.from_config(config)
         try:
             assert isinstance(app.rules.directory, ldapdir.LdapDirectory) and app.rules.directory.stale
-            decision, _ = app.decide(*_staff_to_list())
+            decision, _ = app.disposer.decide(*_staff_to_list())
             assert decision.verdict.value == "reject"
         finally:
-            await app.close()
+            await app.disposer.close()
 
     asyncio.run(scenario())
 
