@@ -222,6 +222,20 @@ def _weekly(hours: WeeklyHours) -> tuple[tuple[Interval, ...], ...]:
     return tuple(tuple(sorted(parse_span(s) for s in hours.get(day, []))) for day in DAYS)
 
 
+def ip_in(ip: str | None, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """Whether a client address (as an MTA writes it: bracketed, `IPv6:`, IPv4-mapped) is in one of
+    `networks`; an unreadable address is in none."""
+    if not ip:
+        return False
+    try:
+        parsed = ipaddress.ip_address(ip.strip().strip("[]").removeprefix("IPv6:"))
+    except ValueError:
+        return False
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
+        parsed = parsed.ipv4_mapped
+    return any(parsed in net for net in networks)
+
+
 class ClientMatcher(Protocol):
     def matches(self, ip: str | None) -> bool: ...
 
@@ -254,13 +268,7 @@ class FileDirectory:
             return False
         if self.local_submission is not None and self.local_submission.matches(ip):
             return True
-        try:
-            parsed = ipaddress.ip_address(ip.strip().strip("[]").removeprefix("IPv6:"))
-        except ValueError:
-            return False
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
-            parsed = parsed.ipv4_mapped
-        return any(parsed in net for net in self.networks)
+        return ip_in(ip, self.networks)
 
     @classmethod
     def from_model(cls, model: InstitutionModel) -> FileDirectory:

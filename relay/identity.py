@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from relay.directory import Directory, FileDirectory, Person, address_key
+from relay.directory import Directory, FileDirectory, Person, address_key, ip_in
 from relay.message import Envelope
 
 
@@ -36,15 +36,7 @@ class LocalSubmission:
                    address_key(login) if login else None)
 
     def matches(self, ip: str | None) -> bool:
-        if not ip:
-            return False
-        try:
-            parsed = ipaddress.ip_address(ip.strip().strip("[]").removeprefix("IPv6:"))
-        except ValueError:
-            return False
-        if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped:
-            parsed = parsed.ipv4_mapped
-        return any(parsed in net for net in self.clients)
+        return ip_in(ip, self.clients)
 
 
 def server_directory(directory: FileDirectory, config: Any) -> FileDirectory:

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from relay.message import ParsedMessage
 from relay.message import fold as _fold
 from relay.policy.spanish import stem
-from relay.policy.verdicts import Evidence
+from relay.policy.verdicts import Evidence, Explanation
 
 GAP = 2  # words allowed between two consecutive words of a phrase
 _WORDS = re.compile(r"\w+")
@@ -227,3 +228,42 @@ def check_groups(value: dict[str, dict[str, float]]) -> dict[str, dict[str, floa
             if weight < 0:
                 raise ValueError(f"{group}: {term!r} has a negative weight; put it in the opposing group instead")
     return value
+
+
+def check_extra(value: dict[str, dict[str, float]], known: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Field validator body for a pack's `extra_terms`: only the rule's own groups, valid terms."""
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ValueError(f"unknown group {unknown[0]!r}; groups are {', '.join(known)}")
+    return check_groups(value)
+
+
+@dataclass(frozen=True)
+class Balance:
+    """A two-sided judgement: the `pro` group must reach `threshold` and beat the `con` group by
+    `margin`; the three texts name the outcomes (below threshold, outweighed, found)."""
+
+    pro: str
+    con: str
+    absent: str
+    outweighed: str
+    found: str
+
+
+def weigh(lexicon: Lexicon, message: ParsedMessage, subject_weight: float, balance: Balance,
+          threshold: float, margin: float) -> tuple[bool, Explanation]:
+    """Judge the message's subject and body on `balance`; the verdict and its explanation."""
+    evidence = lexicon.hits(message.folded_subject, message.folded_body, subject_weight,
+                            message.subject, message.body_text)
+    scores = group_scores(evidence)
+    b = balance
+    pro, con = scores.get(b.pro, 0.0), scores.get(b.con, 0.0)
+    net = round(pro - con, 3)
+    if pro < threshold:
+        hit, why = False, f"{b.absent}: {b.pro} {pro:g} < {threshold:g}"
+    elif net < margin:
+        hit, why = False, f"{b.outweighed}: {b.pro} {pro:g} - {b.con} {con:g} < {margin:g}"
+    else:
+        hit, why = True, (f"{b.found}: {b.pro} {pro:g} >= {threshold:g} and {b.pro} - {b.con} "
+                          f"{con:g} = {net:g} >= {margin:g}")
+    return hit, Explanation(why, ((b.pro, pro), (b.con, con)), ((b.pro, threshold), ("margin", margin)), evidence)

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from relay.directory import address_key
 from relay.message import ParsedMessage
-from relay.policy.lexicon import Lexicon, check_groups, group_scores, merged
+from relay.policy.lexicon import Balance, Lexicon, check_extra, check_groups, merged, weigh
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Explanation, Finding
 
@@ -110,10 +110,7 @@ class Config(RuleBase):
     @field_validator("extra_terms")
     @classmethod
     def _extra(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        unknown = sorted(set(value) - set(GROUPS))
-        if unknown:
-            raise ValueError(f"unknown group {unknown[0]!r}; groups are {', '.join(GROUPS)}")
-        return check_groups(value)
+        return check_extra(value, GROUPS)
 
     @field_validator("exempt_senders", "moderators")
     @classmethod
@@ -131,22 +128,12 @@ class Config(RuleBase):
         return Lexicon(merged({"offer": self.offer, "institutional": self.institutional}, self.extra_terms))
 
 
+JUDGEMENT = Balance("offer", "institutional", "no offer", "institutional", "commercial offer")
+
+
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether the text is an offer made to the reader, and why."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
-                                  message.subject, message.body_text)
-    scores = group_scores(evidence)
-    offer, institutional = scores.get("offer", 0.0), scores.get("institutional", 0.0)
-    net = round(offer - institutional, 3)
-    if offer < rule.threshold:
-        hit, why = False, f"no offer: offer {offer:g} < {rule.threshold:g}"
-    elif net < rule.margin:
-        hit, why = False, f"institutional: offer {offer:g} - institutional {institutional:g} < {rule.margin:g}"
-    else:
-        hit, why = True, f"commercial offer: offer {offer:g} >= {rule.threshold:g} and offer - institutional " \
-                         f"{institutional:g} = {net:g} >= {rule.margin:g}"
-    return hit, Explanation(why, (("offer", offer), ("institutional", institutional)),
-                            (("offer", rule.threshold), ("margin", rule.margin)), evidence)
+    return weigh(rule.lexicon, message, rule.subject_weight, JUDGEMENT, rule.threshold, rule.margin)
 
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:

@@ -24,7 +24,7 @@ from pydantic import Field, field_validator
 
 from relay.directory import address_key
 from relay.message import ParsedMessage
-from relay.policy.lexicon import Lexicon, check_groups, group_scores, merged
+from relay.policy.lexicon import Balance, Lexicon, check_extra, check_groups, merged, weigh
 from relay.policy.rules.base import Context, RuleBase, Texts, render
 from relay.policy.verdicts import Action, Explanation, Finding, Notice
 
@@ -93,10 +93,7 @@ class Config(RuleBase):
     @field_validator("extra_terms")
     @classmethod
     def _extra(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        unknown = sorted(set(value) - set(GROUPS))
-        if unknown:
-            raise ValueError(f"unknown group {unknown[0]!r}; groups are {', '.join(GROUPS)}")
-        return check_groups(value)
+        return check_extra(value, GROUPS)
 
     @field_validator("mailbox")
     @classmethod
@@ -110,22 +107,13 @@ class Config(RuleBase):
         return Lexicon(merged({"accepts": self.accepts, "support": self.support}, self.extra_terms))
 
 
+JUDGEMENT = Balance("accepts", "support", "not a publication request", "support request",
+                    "publication request")
+
+
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether the text is a request the mailbox takes (True), and why."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
-                                  message.subject, message.body_text)
-    scores = group_scores(evidence)
-    accepts, support = scores.get("accepts", 0.0), scores.get("support", 0.0)
-    net = round(accepts - support, 3)
-    if accepts < rule.threshold:
-        ok, why = False, f"not a publication request: accepts {accepts:g} < {rule.threshold:g}"
-    elif net < rule.margin:
-        ok, why = False, f"support request: accepts {accepts:g} - support {support:g} < {rule.margin:g}"
-    else:
-        ok, why = True, f"publication request: accepts {accepts:g} >= {rule.threshold:g} and accepts - " \
-                        f"support {support:g} >= {rule.margin:g}"
-    return ok, Explanation(why, (("accepts", accepts), ("support", support)),
-                           (("accepts", rule.threshold), ("margin", rule.margin)), evidence)
+    return weigh(rule.lexicon, message, rule.subject_weight, JUDGEMENT, rule.threshold, rule.margin)
 
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:

@@ -30,7 +30,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from relay.message import ParsedMessage
-from relay.policy.lexicon import Lexicon, check_groups, group_scores, merged
+from relay.policy.lexicon import Lexicon, check_extra, check_groups, group_scores, merged
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Explanation, Finding, Rewrite
 
@@ -180,11 +180,7 @@ class Config(RuleBase):
     @field_validator("extra_terms")
     @classmethod
     def _extra(cls, value: dict[str, dict[str, float]], info: ValidationInfo) -> dict[str, dict[str, float]]:
-        known = [*info.data.get("topics", TOPICS), *OPPOSED]
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ValueError(f"unknown group {unknown[0]!r}; groups are {', '.join(known)}")
-        return check_groups(value)
+        return check_extra(value, [*info.data.get("topics", TOPICS), *OPPOSED])
 
     @field_validator("person", "general")
     @classmethod

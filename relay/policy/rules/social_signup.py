@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 from relay.directory import Person, ServiceMailbox, address_key
 from relay.identity import Direction
 from relay.message import ParsedMessage
-from relay.policy.lexicon import Lexicon, check_groups, group_scores, merged
+from relay.policy.lexicon import Lexicon, check_extra, check_groups, group_scores, merged
 from relay.policy.rules.base import Context, RuleBase, Texts, render
 from relay.policy.verdicts import Action, Explanation, Finding, Notice, Record
 
@@ -112,10 +112,7 @@ class Config(RuleBase):
     @field_validator("extra_terms")
     @classmethod
     def _extra(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-        unknown = sorted(set(value) - set(GROUPS))
-        if unknown:
-            raise ValueError(f"unknown group {unknown[0]!r}; groups are {', '.join(GROUPS)}")
-        return check_groups(value)
+        return check_extra(value, GROUPS)
 
     @field_validator("alert_to")
     @classmethod
