@@ -222,6 +222,9 @@ class RelayProcess:
                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
                                      start_new_session=bool(self.wrapper))
         wait_port(self.port, 60 if self.wrapper else 20)
+        admin = self.config.get("admin", {}).get("listen")
+        if admin:  # the admin listener opens just after the SMTP one: a test may ask it at once
+            wait_port(int(str(admin).rpartition(":")[2]), 20)
         return self
 
     def stop(self) -> None:
