@@ -91,3 +91,9 @@ def test_front_ends_and_admin_pages_do_not_import_the_wiring() -> None:
     offenders = sorted(m for m, targets in edges.items()
                        if m.startswith(("relay.frontends", "relay.web")) and "relay.app" in targets)
     assert offenders == []
+
+
+def test_every_module_says_its_job() -> None:
+    missing = sorted(module_name(p) for p in RELAY.rglob("*.py")
+                     if not ast.get_docstring(ast.parse(p.read_text(encoding="utf-8"))))
+    assert missing == []

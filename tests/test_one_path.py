@@ -447,3 +447,27 @@ def test_a_released_hold_refused_by_the_next_hop_gets_the_data_time_notice(tmp_p
     [released] = store.due_notices(case.now, 10)
     assert (released.to, released.kind, released.subject, released.text) == (to, kind, subject, text)
     assert store.get_hold(hold_id).state is HoldState.FAILED  # type: ignore[union-attr]
+
+
+def test_the_milter_listens_on_a_unix_socket_replacing_a_stale_one(tmp_path: Path) -> None:
+    import os
+    import socket
+    import stat
+
+    from relay.config import Milter
+    from relay.frontends.milter import listen
+
+    path = tmp_path / "milter.sock"
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(path))  # a socket file left by a previous run
+    stale.close()
+    disposer, _, _ = build(CASES[0], tmp_path)
+
+    async def go() -> int:
+        server = await listen(disposer, Milter(listen=f"unix:{path}", socket_mode="0660"))
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        server.close()
+        await server.wait_closed()
+        return mode
+
+    assert asyncio.run(go()) == 0o660
