@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import os
 import signal
@@ -34,8 +33,8 @@ from relay.scheduler import Scheduler, SchedulerSettings
 from relay.store import Store, StoreError, open_store
 from relay.upstream.factory import make_upstream
 from relay.web import links
-from relay.web.server import AdminSite
-from relay.web.server import start as start_admin
+from relay.web.server import AdminSite, is_loopback_host
+from relay.web.server import listen as listen_admin
 
 
 def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> Rules:
@@ -162,13 +161,6 @@ class ServeError(Exception):
     """The relay cannot start (a port in use, a missing certificate): said plainly, no traceback."""
 
 
-def _is_loopback_host(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
 async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]:
     """The SMTP listener and the milter listener, whichever the config names."""
     servers = []
@@ -187,7 +179,7 @@ async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]
             raise ServeError(f"cannot listen on milter {config.milter.listen}: {error.strerror}") from None
         app.log.info("milter_listening", listen=config.milter.listen, upstream=app.disposer.upstream.describe())
         kind, where, _ = config.milter.address()
-        if kind == "inet" and not _is_loopback_host(where):
+        if kind == "inet" and not is_loopback_host(where):
             # whoever reaches this port is believed about the SASL login ({auth_authen}): only the MTA may
             app.log.warning("milter_not_loopback", listen=config.milter.listen,
                             advice="bind to 127.0.0.1 or a unix socket, or firewall it to the MTA only")
@@ -283,23 +275,9 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
 
 
 async def _admin_listener(app: RelayApp, config: RelayConfig) -> tuple[AdminSite, web.AppRunner] | None:
-    """The admin pages, /metrics and health checks, when the config has an `admin` section."""
-    if config.admin is None or app.link_key is None:
-        app.log.warning("no_admin_account", advice="no admin section: no moderation pages; approve held "
-                        "mail with `relay queue approve`, or add admin: with accounts (config.example.yaml)")
-        return None
-    if not config.admin.accounts:
-        app.log.warning("no_admin_account", advice="nobody can sign in to the moderation pages; add "
-                        "admin.accounts with a password_hash made by `relay passwd LOGIN`")
-    host, port = config.admin.address()
-    site = AdminSite(app.disposer, app.link_key)
+    """The admin pages, /metrics and health checks (relay.web.server.listen), when configured."""
     try:
-        runner = await start_admin(site, host, port)
+        return await listen_admin(app.disposer, app.link_key, config.admin, app.log)
     except OSError as error:
+        assert config.admin is not None
         raise ServeError(f"cannot listen on admin {config.admin.listen}: {error.strerror}") from None
-    app.log.info("admin_listening", listen=config.admin.listen, url=config.admin.base_url(),
-                 accounts=len(config.admin.accounts))
-    if not _is_loopback_host(host):
-        app.log.warning("admin_not_loopback", listen=config.admin.listen,
-                        advice="put it behind a TLS proxy, or bind to 127.0.0.1")
-    return site, runner

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import ipaddress
 import os
 import re
 import secrets
@@ -457,3 +458,31 @@ async def start(site: AdminSite, host: str, port: int) -> web.AppRunner:
     await runner.setup()
     await web.TCPSite(runner, host, port, reuse_address=True).start()
     return runner
+
+
+async def listen(disposer: Disposer, link_key: bytes | None, admin: Any,
+                 log: Any) -> tuple[AdminSite, web.AppRunner] | None:
+    """Open the admin listener a config's `admin` section names (None: no section, said in the log
+    with what to do); OSError when its port cannot be opened."""
+    if admin is None or link_key is None:
+        log.warning("no_admin_account", advice="no admin section: no moderation pages; approve held "
+                    "mail with `relay queue approve`, or add admin: with accounts (config.example.yaml)")
+        return None
+    if not admin.accounts:
+        log.warning("no_admin_account", advice="nobody can sign in to the moderation pages; add "
+                    "admin.accounts with a password_hash made by `relay passwd LOGIN`")
+    host, port = admin.address()
+    site = AdminSite(disposer, link_key)
+    runner = await start(site, host, port)
+    log.info("admin_listening", listen=admin.listen, url=admin.base_url(), accounts=len(admin.accounts))
+    if not is_loopback_host(host):
+        log.warning("admin_not_loopback", listen=admin.listen, advice="put it behind a TLS proxy, or bind to 127.0.0.1")
+    return site, runner
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a listen host is loopback only (anything else should sit behind a proxy/firewall)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
