@@ -121,7 +121,8 @@ def _kind_of(data: Any) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     from relay import ldapdir
     from relay.config import RelayConfig
-    from relay.directory import InstitutionModel
+    from relay.crosscheck import list_problems
+    from relay.directory import FileDirectory, InstitutionModel
     from relay.policy.pack import load_pack
 
     failed = 0
@@ -132,8 +133,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if kind == "pack":
                 pack = load_pack(path)
                 detail = f"pack {pack.pack}: {len(pack.rules)} rules, {len(pack.examples)} examples"
+                if args.directory:
+                    detail += _pack_against(pack, path, args.directory)
             elif kind == "directory":
                 model = yamlconf.validate(InstitutionModel, data, node, path)
+                if problems := list_problems(FileDirectory.from_model(model), path):
+                    raise yamlconf.ConfigError(path, problems)
                 detail = f"directory: {len(model.people)} people, {len(model.service_mailboxes)} service mailboxes"
             elif kind == "ldap":
                 detail = _validate_ldap(ldapdir.source_from_file(path), args.offline)
@@ -141,6 +146,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 config = yamlconf.validate(RelayConfig, data, node, path)
                 config.check_files(path)
                 detail = "relay config"
+                if not ldapdir.is_ldap_url(config.directory):
+                    detail += _pack_against(load_pack(config.resolve(path, config.policy)),
+                                            config.resolve(path, config.policy),
+                                            str(config.resolve(path, config.directory)))
                 if ldapdir.is_ldap_url(config.directory):
                     detail += "; " + _validate_ldap(ldapdir.source_from_config(config, path), args.offline)
             print(f"{path}: ok ({detail})")
@@ -152,6 +161,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
             failed += 1
             print(f"{path}: directory: cannot read the LDAP server: {error}", file=sys.stderr)
     return EXIT_CONFIG if failed else EXIT_OK
+
+
+def _pack_against(pack: Any, pack_path: str | Path, directory_path: str) -> str:
+    """Check a pack against a directory: what its rules name exists, its examples hold."""
+    from relay.crosscheck import check_examples, cross_check
+    from relay.ldapdir import load_directory_file
+
+    directory = load_directory_file(directory_path)
+    problems = cross_check(pack, pack_path, directory, directory_path)
+    problems += check_examples(pack, pack_path, directory)
+    if problems:
+        raise yamlconf.ConfigError(str(pack_path), problems)
+    return f"; checked against {directory_path}: {len(pack.examples)} examples pass"
 
 
 def _validate_ldap(source: Any, offline: bool) -> str:
@@ -294,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+")
     validate.add_argument("--kind", choices=["config", "pack", "directory", "ldap"], help="default: guessed")
     validate.add_argument("--offline", action="store_true", help="do not ask the LDAP server (mapping syntax only)")
+    validate.add_argument("--directory", help="check packs against this directory: the roles and addresses "
+                          "their rules name exist, their examples give the verdicts they declare")
     validate.set_defaults(func=cmd_validate)
 
     directory = sub.add_parser("directory", help="what the relay believes about the directory (LDAP or YAML)")

@@ -175,3 +175,13 @@ def load(model: type[M], path: str | Path, tags: set[str] | None = None) -> M:
     """Read and validate one YAML file."""
     data, node = read_yaml(path)
     return validate(model, data, node, str(path), tags)
+
+
+def line_at(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """1-based line of what `loc` (e.g. ("rules", 2, "moderators", 0)) reaches in a node tree."""
+    return _line_of(node, loc)
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A location as a field path: ("rules", 2, "moderators", 0) -> 'rules[2].moderators[0]'."""
+    return _field_path(loc, set())
