@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,6 +16,11 @@ from relay.addresses import AddressError
 from relay.store import StoreError
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
+# `relay check --exit-code`: the verdict as the exit status (documented in the README).
+VERDICT_EXIT = {"deliver": 0, "hold": 10, "moderate": 11, "reject": 20, "tempfail": 21}
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by the pipe's reader would report
+# Where the commands that need the relay's config look when --config is not given.
+CONFIG_ENV, DEFAULT_CONFIG = "RELAY_CONFIG", "/etc/policy-relay/config.yaml"
 
 
 def _instant(text: str) -> datetime:
@@ -41,8 +47,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     from relay.policy.engine import evaluate
     from relay.policy.pack import load_pack
 
-    pack = load_pack(args.policy)
-    directory = load_directory(args.directory)
+    if args.policy and args.directory:
+        pack, directory = load_pack(args.policy), load_directory(args.directory)
+    else:  # what the deployed relay uses: the pack and directory its config names
+        from relay import ldapdir
+        from relay.config import load_config
+        from relay.identity import server_directory
+
+        path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+        config = load_config(path)
+        pack = load_pack(args.policy or config.resolve(path, config.policy))
+        directory = (load_directory(args.directory) if args.directory
+                     else server_directory(ldapdir.open_directory(config, path), config))
     try:
         raw = _read_message(args.message)
     except OSError as error:
@@ -62,7 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(_human(result))
-    return EXIT_OK
+    return VERDICT_EXIT[result["verdict"]] if args.exit_code else EXIT_OK
 
 
 def _human(result: dict[str, Any]) -> str:
@@ -296,12 +312,16 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from relay import __version__
+
     parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"relay (policy-relay) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="decide one message against a pack (dry run, no delivery)")
-    check.add_argument("--policy", required=True, help="policy pack YAML (policies/NAME.yaml)")
-    check.add_argument("--directory", required=True, help="institution directory YAML")
+    check.add_argument("--policy", help="policy pack YAML (policies/NAME.yaml; default: the config's)")
+    check.add_argument("--directory", help="institution directory YAML (default: the config's)")
+    check.add_argument("--config", help="decide as the deployed relay does: its pack and directory")
     check.add_argument("--at", type=_instant, help="the instant to decide at (default: now)")
     check.add_argument("--mail-from", default="", help="envelope sender ('' for the null sender)")
     check.add_argument("--rcpt", action="append", required=True, help="envelope recipient (repeat)")
@@ -309,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--client-ip", help="address the client connected from")
     check.add_argument("--helo", help="HELO/EHLO name the client gave")
     check.add_argument("--json", action="store_true", help="print the decision as JSON")
+    check.add_argument("--exit-code", action="store_true",
+                       help="exit with the verdict: 0 deliver, 10 hold, 11 moderate, 20 reject, 21 tempfail")
     check.add_argument("message", help="the message file (RFC 5322), or - for standard input")
     check.set_defaults(func=cmd_check)
 
@@ -350,13 +372,65 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("login")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
     passwd.set_defaults(func=cmd_passwd)
+    _config_everywhere(parser)
     return parser
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
+    return next((a for a in parser._actions if flag in a.option_strings), None)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [child for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+            for child in dict.fromkeys(a.choices.values())]
+
+
+def _config_everywhere(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """Every command that reads the relay's config: --config is optional (RELAY_CONFIG, then
+    /etc/policy-relay/config.yaml) and also accepted after the command's action
+    (`relay queue list --config C` as well as `relay queue --config C list`)."""
+    option = _option(parser, "--config")
+    if option is None and inherited:
+        parser.add_argument("--config", default=argparse.SUPPRESS, help="the relay's config YAML")
+    elif option is not None:
+        option.required = False
+        option.help = (option.help or "the relay's config YAML") + \
+            f" (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
+        for group in parser._mutually_exclusive_groups:
+            if option in group._group_actions:
+                group.required = False
+        parser.set_defaults(needs_config=True)
+    for child in _subparsers(parser):
+        _config_everywhere(child, inherited or option is not None)
+
+
+def _default_config(args: argparse.Namespace) -> str | None:
+    """The config a command reads when --config is not given; None and a message when there is none."""
+    if not getattr(args, "needs_config", False) or getattr(args, "config", None) or getattr(args, "directory", None):
+        return None
+    if os.environ.get(CONFIG_ENV):
+        args.config = os.environ[CONFIG_ENV]
+        return None
+    if Path(DEFAULT_CONFIG).is_file():
+        args.config = DEFAULT_CONFIG
+        return None
+    return (f"relay {args.command}: no config: give --config FILE or set {CONFIG_ENV} "
+            f"({DEFAULT_CONFIG} does not exist)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (missing := _default_config(args)) is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_USAGE
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `relay check ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit
+        return EXIT_BROKEN_PIPE
     except yamlconf.ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
@@ -368,6 +442,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ValueError as error:  # ldapdir.DirectoryUnavailable: no server and no snapshot
         if type(error).__name__ != "DirectoryUnavailable":
-            raise
+            return _unexpected(args, error)
         print(f"relay: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"relay {args.command}: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        return _unexpected(args, error)
+
+
+def _unexpected(args: argparse.Namespace, error: Exception) -> int:
+    """A fault of ours: one line (RELAY_TRACEBACK=1 shows the traceback for a bug report)."""
+    if os.environ.get("RELAY_TRACEBACK"):
+        raise error
+    print(f"relay {args.command}: {type(error).__name__}: {error} (set RELAY_TRACEBACK=1 for the details)",
+          file=sys.stderr)
+    return 1
