@@ -140,7 +140,9 @@ def _suggestion(error: Any, model: type[BaseModel]) -> str:
         return f"add '{loc[-1]}:'"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         expected = error.get("ctx", {}).get("expected_tags", "")
-        return f"use one of: {expected}"
+        tags = [t.strip().strip("'") for t in expected.split(",") if t.strip()]
+        close = difflib.get_close_matches(str(error.get("ctx", {}).get("tag", "")), tags, n=1)
+        return (f"did you mean '{close[0]}'? " if close else "") + f"use one of: {expected}"
     if kind == "literal_error":
         return f"use one of: {error.get('ctx', {}).get('expected', '')}"
     return ""
