@@ -167,7 +167,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
                                             config.resolve(path, config.policy),
                                             str(config.resolve(path, config.directory)))
                 if ldapdir.is_ldap_url(config.directory):
-                    detail += "; " + _validate_ldap(ldapdir.source_from_config(config, path), args.offline)
+                    read: list[Any] = []
+                    detail += "; " + _validate_ldap(ldapdir.source_from_config(config, path), args.offline, read)
+                    if read:  # the pack against what the server holds now
+                        detail += _pack_against(load_pack(config.resolve(path, config.policy)),
+                                                config.resolve(path, config.policy), config.directory,
+                                                ldapdir.to_directory(read[0]))
             print(f"{path}: ok ({detail})")
         except yamlconf.ConfigError as error:
             failed += 1
@@ -179,20 +184,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_CONFIG if failed else EXIT_OK
 
 
-def _pack_against(pack: Any, pack_path: str | Path, directory_path: str) -> str:
+def _pack_against(pack: Any, pack_path: str | Path, directory_path: str, directory: Any = None) -> str:
     """Check a pack against a directory: what its rules name exists, its examples hold."""
     from relay.crosscheck import check_examples, cross_check
     from relay.ldapdir import load_directory_file
 
-    directory = load_directory_file(directory_path)
-    problems = cross_check(pack, pack_path, directory, directory_path)
+    read_file = directory is None
+    directory = load_directory_file(directory_path) if read_file else directory
+    problems = cross_check(pack, pack_path, directory, directory_path if read_file else None)
     problems += check_examples(pack, pack_path, directory)
     if problems:
         raise yamlconf.ConfigError(str(pack_path), problems)
     return f"; checked against {directory_path}: {len(pack.examples)} examples pass"
 
 
-def _validate_ldap(source: Any, offline: bool) -> str:
+def _validate_ldap(source: Any, offline: bool, read: list[Any] | None = None) -> str:
     """Check an LDAP mapping against its server: the schema knows the attributes, the bases exist;
     report what the mapping finds (people, roles, mailboxes, lists, unmapped groups)."""
     from relay import ldapdir
@@ -206,6 +212,8 @@ def _validate_ldap(source: Any, offline: bool) -> str:
     leave = source.settings.leave_file
     tree = ldapdir.fetch(source)
     snapshot = ldapdir.build(source, tree, ldapdir.read_leave_file(source.path(leave)) if leave else None)
+    if read is not None:
+        read.append(snapshot)
     for warning in snapshot["warnings"][:20]:
         print(f"{source.file}: warning: {warning}", file=sys.stderr)
     roles = {r for p in snapshot["people"] + snapshot["service_mailboxes"] for r in p["roles"]}

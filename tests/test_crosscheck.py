@@ -7,13 +7,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from relay.config import load_config
 from relay.policy.rules import KINDS
 from relay.yamlconf import ConfigError
 from tests.helpers import INSTITUTIONS, POLICIES, ROOT
+from tests.test_ldap_directory import relay_config, tree  # noqa: F401  (the slapd fixture)
 
 
 def relay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -161,3 +164,17 @@ def test_every_kind_declares_its_role_and_address_fields() -> None:
             if field.endswith("_senders") or field in ("moderators", "alert_to", "mailbox"):
                 assert field in kind.config.ADDRESS_FIELDS, (name, field)
 
+
+
+def test_a_config_with_an_ldap_directory_is_checked_against_the_server(tree: Any, tmp_path: Path) -> None:  # noqa: F811
+    """`relay validate CONFIG` with `directory: ldap://…` reads the server and checks the pack
+    against what it holds (roles and addresses the rules name, the examples)."""
+    good = relay_config(tmp_path, tree, "pasto")
+    done = relay("validate", str(good))
+    assert done.returncode == 0 and "examples pass" in done.stdout, done.stderr
+    data = yaml.safe_load(good.read_text(encoding="utf-8"))
+    data["policy"] = str(edited(tmp_path, "pasto", "moderators: [intranet@pasto.gov.co]",
+                                "moderators: [intranett@pasto.gov.co]"))
+    good.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    done = relay("validate", str(good))
+    assert done.returncode == 3 and "intranett@pasto.gov.co is not in the directory" in done.stderr, done.stderr
