@@ -65,9 +65,14 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 def _instant(text: str | None) -> datetime | None:
     if not text:
         return None
-    at = datetime.fromisoformat(text)
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        print(f"relay: {text!r} is not an ISO-8601 instant like 2026-11-27T20:00:00-05:00", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     if at.tzinfo is None:
-        raise SystemExit(f"relay: {text!r} has no UTC offset; add one, e.g. -05:00")
+        print(f"relay: {text!r} has no UTC offset; add one, e.g. -05:00", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
     return at
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -15,6 +16,11 @@ from relay.addresses import AddressError
 from relay.store import StoreError
 
 EXIT_OK, EXIT_USAGE, EXIT_CONFIG = 0, 2, 3
+# `relay check --exit-code`: the verdict as the exit status (documented in the README).
+VERDICT_EXIT = {"deliver": 0, "hold": 10, "moderate": 11, "reject": 20, "tempfail": 21}
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by the pipe's reader would report
+# Where the commands that need the relay's config look when --config is not given.
+CONFIG_ENV, DEFAULT_CONFIG = "RELAY_CONFIG", "/etc/policy-relay/config.yaml"
 
 
 def _instant(text: str) -> datetime:
@@ -41,8 +47,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     from relay.policy.engine import evaluate
     from relay.policy.pack import load_pack
 
-    pack = load_pack(args.policy)
-    directory = load_directory(args.directory)
+    if args.policy and args.directory:
+        pack, directory = load_pack(args.policy), load_directory(args.directory)
+    else:  # what the deployed relay uses: the pack and directory its config names
+        from relay import ldapdir
+        from relay.config import load_config
+        from relay.identity import server_directory
+
+        path = args.config or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+        config = load_config(path)
+        pack = load_pack(args.policy or config.resolve(path, config.policy))
+        directory = (load_directory(args.directory) if args.directory
+                     else server_directory(ldapdir.open_directory(config, path), config))
     try:
         raw = _read_message(args.message)
     except OSError as error:
@@ -62,7 +78,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
         print(_human(result))
-    return EXIT_OK
+    return VERDICT_EXIT[result["verdict"]] if args.exit_code else EXIT_OK
 
 
 def _human(result: dict[str, Any]) -> str:
@@ -121,7 +137,8 @@ def _kind_of(data: Any) -> str:
 def cmd_validate(args: argparse.Namespace) -> int:
     from relay import ldapdir
     from relay.config import RelayConfig
-    from relay.directory import InstitutionModel
+    from relay.crosscheck import list_problems
+    from relay.directory import FileDirectory, InstitutionModel
     from relay.policy.pack import load_pack
 
     failed = 0
@@ -132,8 +149,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if kind == "pack":
                 pack = load_pack(path)
                 detail = f"pack {pack.pack}: {len(pack.rules)} rules, {len(pack.examples)} examples"
+                if args.directory:
+                    detail += _pack_against(pack, path, args.directory)
             elif kind == "directory":
                 model = yamlconf.validate(InstitutionModel, data, node, path)
+                if problems := list_problems(FileDirectory.from_model(model), path):
+                    raise yamlconf.ConfigError(path, problems)
                 detail = f"directory: {len(model.people)} people, {len(model.service_mailboxes)} service mailboxes"
             elif kind == "ldap":
                 detail = _validate_ldap(ldapdir.source_from_file(path), args.offline)
@@ -141,8 +162,17 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 config = yamlconf.validate(RelayConfig, data, node, path)
                 config.check_files(path)
                 detail = "relay config"
+                if not ldapdir.is_ldap_url(config.directory):
+                    detail += _pack_against(load_pack(config.resolve(path, config.policy)),
+                                            config.resolve(path, config.policy),
+                                            str(config.resolve(path, config.directory)))
                 if ldapdir.is_ldap_url(config.directory):
-                    detail += "; " + _validate_ldap(ldapdir.source_from_config(config, path), args.offline)
+                    read: list[Any] = []
+                    detail += "; " + _validate_ldap(ldapdir.source_from_config(config, path), args.offline, read)
+                    if read:  # the pack against what the server holds now
+                        detail += _pack_against(load_pack(config.resolve(path, config.policy)),
+                                                config.resolve(path, config.policy), config.directory,
+                                                ldapdir.to_directory(read[0]))
             print(f"{path}: ok ({detail})")
         except yamlconf.ConfigError as error:
             failed += 1
@@ -154,7 +184,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_CONFIG if failed else EXIT_OK
 
 
-def _validate_ldap(source: Any, offline: bool) -> str:
+def _pack_against(pack: Any, pack_path: str | Path, directory_path: str, directory: Any = None) -> str:
+    """Check a pack against a directory: what its rules name exists, its examples hold."""
+    from relay.crosscheck import check_examples, cross_check
+    from relay.ldapdir import load_directory_file
+
+    read_file = directory is None
+    directory = load_directory_file(directory_path) if read_file else directory
+    problems = cross_check(pack, pack_path, directory, directory_path if read_file else None)
+    problems += check_examples(pack, pack_path, directory)
+    if problems:
+        raise yamlconf.ConfigError(str(pack_path), problems)
+    return f"; checked against {directory_path}: {len(pack.examples)} examples pass"
+
+
+def _validate_ldap(source: Any, offline: bool, read: list[Any] | None = None) -> str:
     """Check an LDAP mapping against its server: the schema knows the attributes, the bases exist;
     report what the mapping finds (people, roles, mailboxes, lists, unmapped groups)."""
     from relay import ldapdir
@@ -168,6 +212,8 @@ def _validate_ldap(source: Any, offline: bool) -> str:
     leave = source.settings.leave_file
     tree = ldapdir.fetch(source)
     snapshot = ldapdir.build(source, tree, ldapdir.read_leave_file(source.path(leave)) if leave else None)
+    if read is not None:
+        read.append(snapshot)
     for warning in snapshot["warnings"][:20]:
         print(f"{source.file}: warning: {warning}", file=sys.stderr)
     roles = {r for p in snapshot["people"] + snapshot["service_mailboxes"] for r in p["roles"]}
@@ -274,12 +320,16 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from relay import __version__
+
     parser = argparse.ArgumentParser(prog="relay", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"relay (policy-relay) {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     check = sub.add_parser("check", help="decide one message against a pack (dry run, no delivery)")
-    check.add_argument("--policy", required=True, help="policy pack YAML (policies/NAME.yaml)")
-    check.add_argument("--directory", required=True, help="institution directory YAML")
+    check.add_argument("--policy", help="policy pack YAML (policies/NAME.yaml; default: the config's)")
+    check.add_argument("--directory", help="institution directory YAML (default: the config's)")
+    check.add_argument("--config", help="decide as the deployed relay does: its pack and directory")
     check.add_argument("--at", type=_instant, help="the instant to decide at (default: now)")
     check.add_argument("--mail-from", default="", help="envelope sender ('' for the null sender)")
     check.add_argument("--rcpt", action="append", required=True, help="envelope recipient (repeat)")
@@ -287,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--client-ip", help="address the client connected from")
     check.add_argument("--helo", help="HELO/EHLO name the client gave")
     check.add_argument("--json", action="store_true", help="print the decision as JSON")
+    check.add_argument("--exit-code", action="store_true",
+                       help="exit with the verdict: 0 deliver, 10 hold, 11 moderate, 20 reject, 21 tempfail")
     check.add_argument("message", help="the message file (RFC 5322), or - for standard input")
     check.set_defaults(func=cmd_check)
 
@@ -294,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("files", nargs="+")
     validate.add_argument("--kind", choices=["config", "pack", "directory", "ldap"], help="default: guessed")
     validate.add_argument("--offline", action="store_true", help="do not ask the LDAP server (mapping syntax only)")
+    validate.add_argument("--directory", help="check packs against this directory: the roles and addresses "
+                          "their rules name exist, their examples give the verdicts they declare")
     validate.set_defaults(func=cmd_validate)
 
     directory = sub.add_parser("directory", help="what the relay believes about the directory (LDAP or YAML)")
@@ -326,13 +380,65 @@ def build_parser() -> argparse.ArgumentParser:
     passwd.add_argument("login")
     passwd.add_argument("--stdin", action="store_true", help="read the password from standard input")
     passwd.set_defaults(func=cmd_passwd)
+    _config_everywhere(parser)
     return parser
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
+    return next((a for a in parser._actions if flag in a.option_strings), None)
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    return [child for a in parser._actions if isinstance(a, argparse._SubParsersAction)
+            for child in dict.fromkeys(a.choices.values())]
+
+
+def _config_everywhere(parser: argparse.ArgumentParser, inherited: bool = False) -> None:
+    """Every command that reads the relay's config: --config is optional (RELAY_CONFIG, then
+    /etc/policy-relay/config.yaml) and also accepted after the command's action
+    (`relay queue list --config C` as well as `relay queue --config C list`)."""
+    option = _option(parser, "--config")
+    if option is None and inherited:
+        parser.add_argument("--config", default=argparse.SUPPRESS, help="the relay's config YAML")
+    elif option is not None:
+        option.required = False
+        option.help = (option.help or "the relay's config YAML") + \
+            f" (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})"
+        for group in parser._mutually_exclusive_groups:
+            if option in group._group_actions:
+                group.required = False
+        parser.set_defaults(needs_config=True)
+    for child in _subparsers(parser):
+        _config_everywhere(child, inherited or option is not None)
+
+
+def _default_config(args: argparse.Namespace) -> str | None:
+    """The config a command reads when --config is not given; None and a message when there is none."""
+    if not getattr(args, "needs_config", False) or getattr(args, "config", None) or getattr(args, "directory", None):
+        return None
+    if os.environ.get(CONFIG_ENV):
+        args.config = os.environ[CONFIG_ENV]
+        return None
+    if Path(DEFAULT_CONFIG).is_file():
+        args.config = DEFAULT_CONFIG
+        return None
+    return (f"relay {args.command}: no config: give --config FILE or set {CONFIG_ENV} "
+            f"({DEFAULT_CONFIG} does not exist)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if (missing := _default_config(args)) is not None:
+        print(missing, file=sys.stderr)
+        return EXIT_USAGE
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # `relay check ... | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing left to flush at exit
+        return EXIT_BROKEN_PIPE
     except yamlconf.ConfigError as error:
         for problem in error.problems:
             print(problem, file=sys.stderr)
@@ -344,6 +450,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ValueError as error:  # ldapdir.DirectoryUnavailable: no server and no snapshot
         if type(error).__name__ != "DirectoryUnavailable":
-            raise
+            return _unexpected(args, error)
         print(f"relay: {error}", file=sys.stderr)
         return 1
+    except OSError as error:
+        where = f"{error.filename}: " if getattr(error, "filename", None) else ""
+        print(f"relay {args.command}: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        return _unexpected(args, error)
+
+
+def _unexpected(args: argparse.Namespace, error: Exception) -> int:
+    """A fault of ours: one line (RELAY_TRACEBACK=1 shows the traceback for a bug report)."""
+    if os.environ.get("RELAY_TRACEBACK"):
+        raise error
+    print(f"relay {args.command}: {type(error).__name__}: {error} (set RELAY_TRACEBACK=1 for the details)",
+          file=sys.stderr)
+    return 1

@@ -327,13 +327,20 @@ class RelayConfig(_Strict):
         ]
         if problems:
             raise yamlconf.ConfigError(str(config_path), problems)
-        load_pack(self.resolve(config_path, self.policy))
+        pack_path = self.resolve(config_path, self.policy)
+        pack = load_pack(pack_path)
         if is_ldap_url(self.directory):  # the server is asked at load time and by `relay validate`
             from relay.ldapdir import check_files, source_from_config
 
             check_files(source_from_config(self, config_path))
             return
-        load_directory(self.resolve(config_path, self.directory))
+        directory_path = self.resolve(config_path, self.directory)
+        directory = load_directory(directory_path)
+        # The roles and addresses the pack's rules name must exist (serve and reload refuse otherwise).
+        from relay.crosscheck import cross_check
+
+        if problems := cross_check(pack, pack_path, directory, directory_path):
+            raise yamlconf.ConfigError(str(pack_path), problems)
 
 
 def load_config(path: str | Path) -> RelayConfig:

@@ -140,7 +140,9 @@ def _suggestion(error: Any, model: type[BaseModel]) -> str:
         return f"add '{loc[-1]}:'"
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         expected = error.get("ctx", {}).get("expected_tags", "")
-        return f"use one of: {expected}"
+        tags = [t.strip().strip("'") for t in expected.split(",") if t.strip()]
+        close = difflib.get_close_matches(str(error.get("ctx", {}).get("tag", "")), tags, n=1)
+        return (f"did you mean '{close[0]}'? " if close else "") + f"use one of: {expected}"
     if kind == "literal_error":
         return f"use one of: {error.get('ctx', {}).get('expected', '')}"
     return ""
@@ -175,3 +177,13 @@ def load(model: type[M], path: str | Path, tags: set[str] | None = None) -> M:
     """Read and validate one YAML file."""
     data, node = read_yaml(path)
     return validate(model, data, node, str(path), tags)
+
+
+def line_at(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """1-based line of what `loc` (e.g. ("rules", 2, "moderators", 0)) reaches in a node tree."""
+    return _line_of(node, loc)
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """A location as a field path: ("rules", 2, "moderators", 0) -> 'rules[2].moderators[0]'."""
+    return _field_path(loc, set())

@@ -45,6 +45,12 @@ def test_unknown_kind_lists_the_kinds(tmp_path: Path) -> None:
     assert "mass_bcc" in problem and "disconnect" in problem
 
 
+def test_unknown_kind_suggests_the_closest(tmp_path: Path) -> None:
+    text = GOOD.replace("kind: mass_bcc", "kind: mass_bc")
+    [problem] = problems(broken(tmp_path, text))
+    assert "did you mean 'mass_bcc'?" in problem
+
+
 def test_bad_action_for_kind(tmp_path: Path) -> None:
     text = GOOD.replace("    kind: mass_bcc\n", "    kind: mass_bcc\n    action: hold\n")
     [problem] = problems(broken(tmp_path, text))

@@ -183,6 +183,10 @@ class RuleBase(BaseModel):
     # only these run in the RCPT-time pass, on an empty message.
     ENVELOPE_RULE: ClassVar[bool] = False
     REPLY_CODE: ClassVar[tuple[int, str] | None] = None  # default 550 5.7.1
+    # Fields naming directory roles / directory addresses: `relay validate`, `serve` and `reload`
+    # check each value against the directory (relay/crosscheck.py).
+    ROLE_FIELDS: ClassVar[tuple[str, ...]] = ()
+    ADDRESS_FIELDS: ClassVar[tuple[str, ...]] = ()
 
     @model_validator(mode="after")
     def _check_common(self) -> RuleBase:

@@ -26,6 +26,8 @@ class Config(RuleBase):
     moderators: tuple[str, ...] = ()
     # Mass mail to more outside recipients than the threshold is refused even from authorised senders.
     internal_only: bool = False
+    ROLE_FIELDS: ClassVar[tuple[str, ...]] = ("allowed_roles",)
+    ADDRESS_FIELDS: ClassVar[tuple[str, ...]] = ("allowed_senders", "moderators")
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REJECT, Action.MODERATE})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"allowed", "lists", "count"})
     DEFAULT_REPLY: ClassVar[str] = "Solo {allowed} pueden enviar correos masivos"

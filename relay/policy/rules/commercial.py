@@ -97,6 +97,8 @@ class Config(RuleBase):
     exempt_senders: tuple[str, ...] = ()
     exempt_roles: tuple[str, ...] = ()
     moderators: tuple[str, ...] = ()
+    ROLE_FIELDS: ClassVar[tuple[str, ...]] = ("exempt_roles",)
+    ADDRESS_FIELDS: ClassVar[tuple[str, ...]] = ("exempt_senders", "moderators")
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REJECT, Action.MODERATE})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"moderators"})
     DEFAULT_REPLY: ClassVar[str] = "Contenido comercial o publicitario: requiere aprobacion previa"

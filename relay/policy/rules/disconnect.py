@@ -30,6 +30,7 @@ class Config(RuleBase):
     urgent_prefix: str = Field(default="[URGENTE]", min_length=1)
     urgent_roles: tuple[str, ...] = ("directivo",)
     hold_self: bool = False  # mail to oneself is not a message to another worker
+    ROLE_FIELDS: ClassVar[tuple[str, ...]] = ("exempt_roles", "urgent_roles")
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.HOLD})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"schedule"})
     DEFAULT_REPLY: ClassVar[str] = "Retenido hasta la jornada laboral del destinatario (desconexion laboral)"

@@ -80,6 +80,7 @@ class Config(RuleBase):
     subject_weight: float = Field(default=2.0, ge=1)
     auto_reply: Texts
     auto_reply_subject: str = "Respuesta automática: {mailbox}"
+    ADDRESS_FIELDS: ClassVar[tuple[str, ...]] = ("mailbox",)
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.NOTIFY, Action.REJECT})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"mailbox"})
     DEFAULT_REPLY: ClassVar[str] = "{mailbox} solo recibe las solicitudes para las que fue creado"

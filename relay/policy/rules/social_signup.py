@@ -98,6 +98,7 @@ class Config(RuleBase):
     alert_subject: str = "Alerta: cuenta de {network} asociada a un buzón personal ({account})"
     # Addresses not in the directory that look personal (nombre.apellido@) count as personal.
     personal_pattern: str = r"^[^\W\d_]+\.[^\W\d_]+@"
+    ADDRESS_FIELDS: ClassVar[tuple[str, ...]] = ("alert_to",)
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.NOTIFY})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"network", "account"})
     DEFAULT_DIRECTIONS: ClassVar[tuple[Direction, ...]] = (Direction.INBOUND,)

@@ -54,6 +54,7 @@ class Config(RuleBase):
     subject_tag: str = "[ALERTA: POSIBLE SUPLANTACION]"
     banner: str = DEFAULT_BANNER
     moderators: tuple[str, ...] = ()  # with action moderate: who approves
+    ADDRESS_FIELDS: ClassVar[tuple[str, ...]] = ("moderators",)
     ALLOWED_ACTIONS: ClassVar[frozenset[Action]] = frozenset({Action.REWRITE, Action.MODERATE})
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"address", "display", "matched"})
     DEFAULT_REPLY: ClassVar[str] = ("{address} usa el nombre de {matched} desde una cuenta de correo personal "
