@@ -99,8 +99,11 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
         rows = [["ID", "STATE", "REASON", "DUE", "FROM", "TO", "SUBJECT", "RULES"]]
         for h in holds:
             to = h.recipients[0] + (f" (+{len(h.recipients) - 1})" if len(h.recipients) > 1 else "")
-            due = h.deliver_at_local[:16].replace("T", " ") if h.deliver_at_local else (
-                "awaits approval" if h.state is HoldState.MODERATION else _iso(h.next_attempt))
+            local = h.deliver_at_local[:16].replace("T", " ")
+            if h.state is HoldState.MODERATION:
+                due = f"awaits approval, then {local}" if local else "awaits approval"
+            else:
+                due = local or _iso(h.next_attempt)
             rows.append([h.id, h.state.value, h.reason, due, h.mail_from, to, h.subject[:40], ",".join(h.rule_ids)])
         _table(rows, sys.stdout)
         print(f"{len(holds)} held message(s)")
@@ -117,8 +120,12 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
         print(f"relay queue: {error}", file=sys.stderr)
         return EXIT_STATE
     _wake(config, args.config)
-    print(f"{hold.id}: {hold.state.value}" + (" (delivered within seconds by the running relay)"
-                                               if hold.state is HoldState.WAITING else ""))
+    when = ""
+    if hold.state is HoldState.WAITING:
+        later = hold.next_attempt is not None and hold.next_attempt > now
+        when = (f" (delivered at {_iso(hold.next_attempt)}, when the recipients are back at work)" if later
+                else " (delivered within seconds by the running relay)")
+    print(f"{hold.id}: {hold.state.value}{when}")
     return EXIT_OK
 
 

@@ -23,7 +23,7 @@ def plan(decision: Decision, queue_id: str, mail_from: str, content: bytes, subj
     for r in decision.recipients:
         if r.verdict not in HELD:
             continue
-        key = (r.verdict, r.deliver_at if r.verdict is Verdict.HOLD else None)
+        key = (r.verdict, r.deliver_at if r.verdict is Verdict.HOLD else r.not_before)
         groups.setdefault(key, []).append(r.address)
         rules.setdefault(key, []).extend(i for i in r.rule_ids if i not in rules.get(key, []))
     cites = {f.rule_id: f.cites for f in decision.findings}

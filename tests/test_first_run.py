@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -178,6 +178,7 @@ def test_readme_try_it_from_a_fresh_clone_without_shared() -> None:
         directory = load_directory(clone / "examples" / "demo" / "directory.yaml")
         sent: dict[int, Sent] = {}
         held_expected: list[dict[str, datetime]] = []
+        ad_expected: list[datetime | None] = []  # 5: María's next working start, if she is off work
         for number, command in commands:
             argv = shlex.split(command)
             assert argv[0] == ".venv/bin/relay"
@@ -192,11 +193,15 @@ def test_readme_try_it_from_a_fresh_clone_without_shared() -> None:
                            for rcpt in (f"kenji.sato{D}", f"maria.lopez{D}")
                            if isinstance(p := directory.find(rcpt), Person)}
                     held_expected.append({rcpt: at for rcpt, at in due.items() if at is not None})
+            if number == 5:
+                maria = directory.find(f"maria.lopez{D}")
+                assert isinstance(maria, Person)
+                ad_expected.extend(next_working_start(maria.schedule, moment) for moment in (before, after))
         check_answers(sent)
         holds = json.loads(subprocess.run([relay, "queue", "--config", config.name, "list", "--json"], cwd=clone,
                                           env=clean_env(), capture_output=True, text=True, timeout=60).stdout)
-        check_landing(box, holds, held_expected)
-        moderate_on_the_page(admin, box, holds)
+        check_landing(box, holds, held_expected, ad_expected)
+        moderate_on_the_page(admin, box, holds, relay, config.name, clone)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
@@ -216,7 +221,8 @@ def check_answers(sent: dict[int, Sent]) -> None:
     assert "held by policy" in sent[5].replies()[-1]
 
 
-def check_landing(box: Path, holds: list[dict[str, object]], held_expected: list[dict[str, datetime]]) -> None:
+def check_landing(box: Path, holds: list[dict[str, object]], held_expected: list[dict[str, datetime]],
+                  ad_expected: list[datetime | None]) -> None:
     def mails() -> list[EmailMessage]:
         return maildir(box)
 
@@ -244,7 +250,12 @@ def check_landing(box: Path, holds: list[dict[str, object]], held_expected: list
     # 5: moderated, not delivered; the moderators asked, the sender told
     moderated = [h for h in holds if h["reason"] == "moderate"]
     assert len(moderated) == 1 and moderated[0]["recipients"] == [f"maria.lopez{D}"], holds
-    assert moderated[0]["rules"] == ["commercial-content-approval"]
+    # María may be off work as the test runs: then the copy also names the right to disconnect and
+    # keeps her next working start, the earliest an approved copy may go
+    due = moderated[0]["deliver_at"]
+    assert (datetime.fromisoformat(str(due)) if due else None) in ad_expected, (due, ad_expected)
+    rules = ["commercial-content-approval", *(["right-to-disconnect"] if due else [])]
+    assert moderated[0]["rules"] == rules, moderated[0]
     assert not any(s.startswith("Promoción") for s in subjects_to(f"maria.lopez{D}"))
     assert any("Promoción" in s for s in subjects_to(f"comunicaciones{D}"))
     assert any("aprobación" in s.lower() for s in subjects_to(f"andres.mejia{D}"))
@@ -258,8 +269,10 @@ def check_landing(box: Path, holds: list[dict[str, object]], held_expected: list
     assert any("Instagram" in s for s in subjects_to(f"seguridad.informacion{D}"))
 
 
-def moderate_on_the_page(admin: int, box: Path, holds: list[dict[str, object]]) -> None:
-    """The README: open the pages, sign in as moderador / demo, open the advertising, approve."""
+def moderate_on_the_page(admin: int, box: Path, holds: list[dict[str, object]], relay: str, config: str,
+                         clone: Path) -> None:
+    """The README: open the pages, sign in as moderador / demo, open the advertising, approve. If
+    María is off work, the approved copy waits for her working hours instead of going at once."""
     [ad] = [h for h in holds if h["reason"] == "moderate"]
     c = Client(admin)
     assert c.sign_in("moderador", "demo").status == 303
@@ -270,8 +283,19 @@ def moderate_on_the_page(admin: int, box: Path, holds: list[dict[str, object]]) 
     assert page.status == 200 and "Aprobar y entregar" in page.text
     done = c.post(f"/holds/{ad['id']}/approve", {"csrf": page.field("csrf")})
     assert done.status == 200 and "Aprobado" in done.text, done.text[:500]
-    wait_for("the approved advertising in María's mailbox", lambda: any(
-        to(m) == f"maria.lopez{D}" and str(m["Subject"]).startswith("Promoción") for m in maildir(box)))
+
+    def delivered() -> bool:
+        return any(to(m) == f"maria.lopez{D}" and str(m["Subject"]).startswith("Promoción") for m in maildir(box))
+
+    due = datetime.fromisoformat(str(ad["deliver_at"])) if ad["deliver_at"] else None
+    if due is None or due <= datetime.now(UTC) + timedelta(seconds=5):
+        wait_for("the approved advertising in María's mailbox", delivered)
+        return
+    listed = subprocess.run([relay, "queue", "--config", config, "show", str(ad["id"]), "--json"], cwd=clone,
+                            env=clean_env(), capture_output=True, text=True, timeout=60)
+    shown = json.loads(listed.stdout)
+    assert shown["state"] == "waiting" and datetime.fromisoformat(shown["next_attempt"]) == due, shown
+    assert not delivered()
 
 
 # --- relay send without a relay ------------------------------------------------------------------

@@ -87,6 +87,25 @@ def test_moderation_approve_reject_release_delete(store: Store) -> None:
         store.approve("nope", T0, "x")
 
 
+def test_an_approved_copy_waits_for_the_recipients_working_hours(store: Store) -> None:
+    """Moderated while the recipient was off work: approval makes it due at their next working
+    period, not at once (Ley 2088 de 2021 holds after a moderator's yes too)."""
+    back_at_work = T0 + timedelta(hours=12)
+    moderated = NewHold(queue_id="W", reason="moderate", mail_from="luis@c.gov.co", recipients=("maria@c.gov.co",),
+                        content=b"Subject: x\r\n\r\nbody\r\n", deliver_at=back_at_work,
+                        rule_ids=("commercial-content-approval", "right-to-disconnect"), cites=(), subject="x")
+    [w] = store.add_holds([moderated], T0)
+    hold = store.get_hold(w)
+    assert hold is not None and hold.state is HoldState.MODERATION and hold.next_attempt is None
+    assert store.next_due() is None and store.claim_due(back_at_work + timedelta(days=1), 10) == []
+    approved = store.approve(w, T0 + timedelta(hours=1), "comunicaciones")
+    assert approved.state is HoldState.WAITING and approved.next_attempt == back_at_work
+    assert store.claim_due(back_at_work - timedelta(minutes=1), 10) == []
+    assert [h.id for h in store.claim_due(back_at_work, 10)] == [w]
+    [late] = store.add_holds([moderated], T0)  # approved after the recipient is back: due at once
+    assert store.approve(late, back_at_work + timedelta(hours=2), "x").next_attempt == back_at_work + timedelta(hours=2)
+
+
 def test_list_filters(store: Store) -> None:
     store.add_holds([new("A", T0, ("maria@c.gov.co",)), new("A", T0 + timedelta(days=1), ("pedro@c.gov.co",))], T0)
     store.add_holds([new("B", None, ("jorge@c.gov.co",), sender="ana@c.gov.co")], T0)

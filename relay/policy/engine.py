@@ -80,7 +80,8 @@ def _recipient_verdicts(recipients: Iterable[str], findings: list[Finding]) -> l
                 if addr == key and (due is None or at > due):
                     due = at
         out.append(RecipientVerdict(rcpt, verdict, due if verdict is Verdict.HOLD else None,
-                                    tuple(dict.fromkeys(ids))))
+                                    tuple(dict.fromkeys(ids)),
+                                    not_before=due if verdict is Verdict.MODERATE else None))
     return out
 
 

@@ -189,6 +189,9 @@ class RecipientVerdict:
     verdict: Verdict
     deliver_at: datetime | None = None
     rule_ids: tuple[str, ...] = ()
+    # moderated while off work: an approved copy waits until then (the right to disconnect holds
+    # after a moderator's approval too); not part of the dry-run contract
+    not_before: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ class Transition:
     to: HoldState | None
     due_now: bool
     event: str
+    not_before_deliver_at: bool = False  # due now, or at deliver_at if that is later (approve)
     keeps_reason: bool = False
     drop_content: bool = False
 
@@ -51,10 +52,15 @@ class Transition:
     def assignments(self, now: object, reason: str, param: Callable[[int], str]) -> tuple[str, tuple[object, ...]]:
         """The SET clause and its arguments, with `param(n)` the n-th placeholder (1-based) of the
         backend's SQL dialect (`?` for SQLite, `$n` for PostgreSQL)."""
-        sets, args = [], []
+        sets: list[str] = []
+        args: list[object] = []
         if self.to is not None:
             sets.append(f"state = '{self.to.value}'")
-        if self.due_now:
+        if self.due_now and self.not_before_deliver_at:
+            args.extend((now, now))
+            sets.append(f"next_attempt = CASE WHEN deliver_at IS NOT NULL AND deliver_at > {param(len(args) - 1)} "
+                        f"THEN deliver_at ELSE {param(len(args))} END")
+        elif self.due_now:
             args.append(now)
             sets.append(f"next_attempt = {param(len(args))}")
         else:
@@ -69,7 +75,9 @@ _OPEN = (HoldState.MODERATION, HoldState.WAITING)
 TRANSITIONS: dict[str, Transition] = {
     # release: a waiting copy goes now (its state stays waiting; the scheduler claims it)
     "release": Transition((HoldState.WAITING,), None, due_now=True, event="released"),
-    "approve": Transition((HoldState.MODERATION,), HoldState.WAITING, due_now=True, event="approved"),
+    # approve: due now, or when the recipients are back at work (deliver_at of a moderated copy)
+    "approve": Transition((HoldState.MODERATION,), HoldState.WAITING, due_now=True, event="approved",
+                          not_before_deliver_at=True),
     "reject": Transition(_OPEN, HoldState.REJECTED, due_now=False, event="rejected", keeps_reason=True,
                          drop_content=True),
     "delete": Transition((*_OPEN, HoldState.FAILED), HoldState.DELETED, due_now=False, event="deleted",
@@ -90,14 +98,16 @@ def utc(at: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class NewHold:
-    """A message copy to keep: for `recipients`, until `deliver_at` (hold) or a moderator (moderate)."""
+    """A message copy to keep: for `recipients`, until `deliver_at` (hold) or a moderator (moderate;
+    then `deliver_at`, when set, is the earliest instant an approved copy goes: the recipients'
+    next working period)."""
 
     queue_id: str
     reason: str  # hold | moderate
     mail_from: str
     recipients: tuple[str, ...]
     content: bytes
-    deliver_at: datetime | None  # None: waits for a moderator
+    deliver_at: datetime | None  # hold: when due; moderate: not before (None: at once when approved)
     rule_ids: tuple[str, ...]
     cites: tuple[str, ...]
     subject: str = ""

@@ -201,7 +201,8 @@ class PostgresStore:
                     # an MTA's queue id is not unique forever (short Postfix queue ids repeat)
                     while await db.fetchval("SELECT 1 FROM holds WHERE id = $1", hold_id):
                         hold_id = f"{hold.queue_id}-{n}-{secrets.token_hex(3)}"
-                    state = HoldState.MODERATION if hold.deliver_at is None else HoldState.WAITING
+                    moderated = hold.reason == "moderate" or hold.deliver_at is None
+                    state = HoldState.MODERATION if moderated else HoldState.WAITING
                     due = utc(hold.deliver_at) if hold.deliver_at else None
                     await db.execute(
                         "INSERT INTO holds (id, queue_id, reason, state, mail_from, recipients, deliver_at, "
@@ -209,7 +210,7 @@ class PostgresStore:
                         "moderators, size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, "
                         "$15, $16)",
                         hold_id, hold.queue_id, hold.reason, state.value, hold.mail_from,
-                        json.dumps(hold.recipients), due, hold.deliver_at_local, due, utc(now),
+                        json.dumps(hold.recipients), due, hold.deliver_at_local, None if moderated else due, utc(now),
                         json.dumps(hold.rule_ids), json.dumps(hold.cites), hold.subject[:300],
                         hold.sender_notice_to, json.dumps(hold.moderators), len(hold.content))
                     await db.execute("INSERT INTO hold_content VALUES ($1, $2)", hold_id, hold.content)

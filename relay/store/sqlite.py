@@ -183,14 +183,14 @@ class SqliteStore:
                 # an MTA's queue id is not unique forever (short Postfix queue ids repeat): never reuse
                 while db.execute("SELECT 1 FROM holds WHERE id = ?", (hold_id,)).fetchone():
                     hold_id = f"{hold.queue_id}-{n}-{secrets.token_hex(3)}"
-                moderated = hold.deliver_at is None
+                moderated = hold.reason == "moderate" or hold.deliver_at is None
                 state = HoldState.MODERATION if moderated else HoldState.WAITING
                 db.execute(
                     "INSERT INTO holds (id, queue_id, reason, state, mail_from, recipients, deliver_at, "
                     "deliver_at_local, next_attempt, created_at, rule_ids, cites, subject, sender_notice_to, "
                     "moderators, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (hold_id, hold.queue_id, hold.reason, state.value, hold.mail_from, json.dumps(hold.recipients),
-                     _ts(hold.deliver_at), hold.deliver_at_local, _ts(hold.deliver_at), _ts(now),
+                     _ts(hold.deliver_at), hold.deliver_at_local, None if moderated else _ts(hold.deliver_at), _ts(now),
                      json.dumps(hold.rule_ids), json.dumps(hold.cites), hold.subject[:300], hold.sender_notice_to,
                      json.dumps(hold.moderators), len(hold.content)))
                 db.execute("INSERT INTO hold_content VALUES (?, ?)", (hold_id, hold.content))

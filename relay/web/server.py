@@ -307,6 +307,8 @@ class AdminSite:
                 "reject": "Rechazado: el remitente recibirá su motivo.",
                 "release": "Liberado: se entregará en unos segundos.",
                 "delete": "Eliminado: no se entregará."}[action]
+        if action == "approve" and hold.next_attempt and hold.next_attempt > self.relay.clock.now():
+            done = "Aprobado: se entregará cuando el destinatario esté en su jornada laboral (Ley 2088 de 2021)."
         return self.notice(request, done, f"Mensaje {hold.id} — «{hold.subject or '(sin asunto)'}» "
                                           f"— estado: {STATE_NAMES.get(hold.state.value, hold.state.value)}.")
 
