@@ -14,9 +14,10 @@ import json
 import os
 import signal
 import sys
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from relay import moderation
 from relay.clock import clock_from_env
@@ -30,6 +31,24 @@ EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
 def _open(args: argparse.Namespace) -> tuple[RelayConfig, Store]:
     config = load_config(args.config)
     return config, open_store(config.store, Path(args.config).resolve().parent, config.store_options.lease, 2)
+
+
+def institution_zone(config: RelayConfig, config_path: str) -> tzinfo:
+    """The institution's zone (the directory's `timezone`; for LDAP, `ldap.institution.timezone`),
+    read without loading the directory; UTC when it cannot be read."""
+    from relay import yamlconf
+
+    name: object = "UTC"
+    if config.ldap is not None:
+        name = config.ldap.institution.timezone
+    else:
+        with contextlib.suppress(Exception):
+            data, _ = yamlconf.read_yaml(config.resolve(config_path, config.directory))
+            name = data.get("timezone", "UTC") if isinstance(data, dict) else "UTC"
+    try:
+        return ZoneInfo(str(name))
+    except (KeyError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _wake(config: RelayConfig, config_path: str) -> None:
@@ -53,7 +72,8 @@ def hold_json(hold: Hold) -> dict[str, Any]:
             "deliver_at": hold.deliver_at_local or _iso(hold.deliver_at), "next_attempt": _iso(hold.next_attempt),
             "attempts": hold.attempts, "created_at": _iso(hold.created_at), "rules": list(hold.rule_ids),
             "cites": list(hold.cites), "subject": hold.subject, "moderators": list(hold.moderators),
-            "last_error": hold.last_error, "size": hold.size}
+            "last_error": hold.last_error, "size": hold.size, "decision": hold.decision or None,
+            "decided_by": hold.decided_by or None, "decided_at": _iso(hold.decided_at) or None}
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -96,7 +116,8 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
         if not holds:
             print("no held messages")
             return EXIT_OK
-        rows = [["ID", "STATE", "REASON", "DUE", "FROM", "TO", "SUBJECT", "RULES"]]
+        zone = institution_zone(config, args.config)
+        rows = [["ID", "STATE", "REASON", "DUE", "FROM", "TO", "SUBJECT", "RULES", "DECIDED"]]
         for h in holds:
             to = h.recipients[0] + (f" (+{len(h.recipients) - 1})" if len(h.recipients) > 1 else "")
             local = h.deliver_at_local[:16].replace("T", " ")
@@ -104,7 +125,8 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
                 due = f"awaits approval, then {local}" if local else "awaits approval"
             else:
                 due = local or _iso(h.next_attempt)
-            rows.append([h.id, h.state.value, h.reason, due, h.mail_from, to, h.subject[:40], ",".join(h.rule_ids)])
+            rows.append([h.id, h.state.value, h.reason, due, h.mail_from, to, h.subject[:40], ",".join(h.rule_ids),
+                         _decided_short(h, zone)])
         _table(rows, sys.stdout)
         print(f"{len(holds)} held message(s)")
         return EXIT_OK
@@ -113,9 +135,10 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
         print(f"relay queue: no held message {args.id!r} (see: relay queue list)", file=sys.stderr)
         return EXIT_NOT_FOUND
     if args.action == "show":
-        return _show(args, store, hold)
+        return _show(args, store, hold, institution_zone(config, args.config))
     try:
-        hold = moderation.act(store, hold.id, args.action, _who(args), now, getattr(args, "reason", "") or "")
+        hold = moderation.act(store, hold.id, args.action, _who(args), now, getattr(args, "reason", "") or "",
+                              institution_zone(config, args.config))
     except ValueError as error:
         print(f"relay queue: {error}", file=sys.stderr)
         return EXIT_STATE
@@ -129,7 +152,16 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
     return EXIT_OK
 
 
-def _show(args: argparse.Namespace, store: Store, hold: Hold) -> int:
+def _decided_short(hold: Hold, zone: tzinfo) -> str:
+    """'approved by yanet 2026-12-03 08:00 -05' for the list (empty while undecided)."""
+    if not hold.decision:
+        return ""
+    when = hold.decided_at.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if hold.decided_at else ""
+    who = f" by {hold.decided_by}" if hold.decided_by and hold.decision != "expired" else ""
+    return f"{hold.decision}{who} {when}".strip()
+
+
+def _show(args: argparse.Namespace, store: Store, hold: Hold, zone: tzinfo) -> int:
     content = store.hold_content(hold.id) or b""
     fields, _ = split_head(content)
     headers = [f.decode("utf-8", "replace") for f in fields]
@@ -149,6 +181,9 @@ def _show(args: argparse.Namespace, store: Store, hold: Hold) -> int:
         print(f"{'rule:':<14}{rule} — {cite}")
     if hold.moderators:
         print(f"{'moderators:':<14}{', '.join(hold.moderators)}")
+    if hold.decision:
+        print(f"{'decided:':<14}{_decided_short(hold, zone)}")
+        print(f"{'':<14}{moderation.decided_es(hold, zone)}")
     print("headers:")
     for header in headers:
         print("  " + " ".join(header.split())[:300])
@@ -289,7 +324,8 @@ def add_parsers(sub: Any) -> None:
     show.add_argument("id")
     show.add_argument("--json", action="store_true")
     for name, text in (("release", "deliver a timed hold now"), ("approve", "approve a moderated message"),
-                       ("delete", "drop a held message without delivering it")):
+                       ("delete", "drop a held message without delivering it (the sender is told)"),
+                       ("withdraw", "withdraw a held message for its sender (what the sender's link does)")):
         action = actions.add_parser(name, help=text)
         action.add_argument("id")
         action.add_argument("--by", help="who decides (default: your user name)")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from relay import holds, logs, moderation, notices, rewrite
 from relay.addresses import AddressError
@@ -251,6 +252,14 @@ class Disposer:
     @property
     def directory(self) -> FileDirectory:
         return self.rules.directory
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The institution's zone: times shown to people."""
+        try:
+            return ZoneInfo(self.directory.timezone)
+        except (KeyError, ValueError):
+            return ZoneInfo("UTC")
 
     @property
     def notice_from(self) -> str:
@@ -543,9 +552,12 @@ class Disposer:
     def moderation_link(self, hold_id: str, action: str, moderator: str) -> str:
         """A signed one-click link for a moderation notice (admin listener on)."""
         assert self.config.admin is not None and self.link_key is not None
-        expires = int(self.clock.now().timestamp() + self.config.admin.link_ttl)
+        ttl = self.config.admin.link_ttl
+        if action == "withdraw":  # the sender's link lasts as long as the message may wait
+            ttl = max(ttl, self.pack.moderation.expire_after_days * 86400.0)
+        expires = int(self.clock.now().timestamp() + ttl)
         token = links.sign(self.link_key, links.LinkClaim(hold_id, action, moderator, expires))
-        return f"{self.config.admin.base_url()}/m/{token}"
+        return f"{self.config.admin.base_url()}/{'w' if action == 'withdraw' else 'm'}/{token}"
 
     def with_links(self, found: tuple[Notice, ...], planned: list[NewHold], ids: list[str]) -> tuple[Notice, ...]:
         return holds.with_hold_ids(found, planned, ids,
@@ -638,7 +650,8 @@ class Disposer:
         """A moderator's action (approve, reject, release, delete) on a held copy; an approved or
         released copy is then delivered by the scheduler through `release`. KeyError/ValueError
         as relay.moderation.act."""
-        hold = await asyncio.to_thread(moderation.act, self.store, hold_id, action, by, self.clock.now(), reason)
+        hold = await asyncio.to_thread(moderation.act, self.store, hold_id, action, by, self.clock.now(), reason,
+                                       self.zone)
         self.log.info("moderated", hold=hold.id, queue_id=hold.queue_id, action=action, by=by,
                       state=hold.state.value)
         self.wake()

@@ -51,13 +51,29 @@ def with_hold_ids(found: tuple[Notice, ...], holds: list[NewHold], ids: list[str
                   link: Callable[[str, str, str], str] | None = None) -> tuple[Notice, ...]:
     """Moderation requests name the held copies and how to decide on them: signed links to the
     admin pages (`link(hold_id, action, moderator)`, when the admin listener is on) and the
-    commands for the relay server."""
+    commands for the relay server. The sender's "held" notices (awaiting approval, held until
+    working hours) end with a signed link to withdraw each of their copies (`link(hold_id,
+    "withdraw", sender)`), when the admin listener is on."""
     moderated = [i for h, i in zip(holds, ids, strict=True) if h.reason == Verdict.MODERATE.value]
-    if not moderated:
-        return found
+    timed = [i for h, i in zip(holds, ids, strict=True) if h.reason == Verdict.HOLD.value]
+    senders = {h.sender_notice_to for h in holds if h.sender_notice_to}
 
     def how(moderator: str) -> str:
         return notices.how_to_moderate(moderated, moderator, link)
 
-    return tuple(Notice(n.to, n.kind, n.subject, n.text + how(n.to), n.rule_ids) if n.kind == "moderation-request"
-                 else n for n in found)
+    def withdraw(n: Notice, which: list[str]) -> Notice:
+        if link is None or not which or n.to not in senders:
+            return n
+        text = n.text + notices.how_to_withdraw(which, lambda hold_id: link(hold_id, "withdraw", n.to))
+        return Notice(n.to, n.kind, n.subject, text, n.rule_ids)
+
+    out = []
+    for n in found:
+        if n.kind == "moderation-request" and moderated:
+            n = Notice(n.to, n.kind, n.subject, n.text + how(n.to), n.rule_ids)
+        elif n.kind == "moderation":
+            n = withdraw(n, moderated)
+        elif n.kind == "hold":
+            n = withdraw(n, timed)
+        out.append(n)
+    return tuple(out)

@@ -8,19 +8,46 @@ approved copy is then delivered through `Disposer.release` like any released hol
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from relay import notices
+from relay.policy.spanish import instant_es
 from relay.store import Hold, Store
+from relay.store.base import TRANSITIONS
 
-ACTIONS = ("approve", "reject", "release", "delete")
+ACTIONS = ("approve", "reject", "release", "delete", "withdraw")
+
+# What a decision was, said of the message ("ya fue aprobado por …").
+DECIDED_ES = {"approved": "aprobado", "rejected": "rechazado", "released": "liberado", "deleted": "eliminado",
+              "withdrawn": "retirado", "expired": "vencido sin decisión"}
 
 
-def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason: str = "") -> Hold:
-    """Apply one action; ValueError when the hold is not in a state that allows it (or no reason
-    is given for a refusal), KeyError when there is no such hold."""
-    if store.get_hold(hold_id) is None:
+class AlreadyDecided(ValueError):
+    """A second action on a copy someone already decided on: says who, what and when, in Spanish."""
+
+
+def decided_es(hold: Hold, zone: tzinfo = UTC) -> str:
+    """'aprobado por yanet.bastidas el jueves 3 de diciembre de 2026 a las 08:00 (America/Bogota, UTC-05:00)'."""
+    if not hold.decision:
+        return ""
+    what = DECIDED_ES.get(hold.decision, hold.decision)
+    when = f" el {instant_es(hold.decided_at.astimezone(zone))}" if hold.decided_at else ""
+    who = f" por {notices.one_line(hold.decided_by)}" if hold.decided_by and hold.decision != "expired" else ""
+    return f"{what}{who}{when}"
+
+
+def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason: str = "",
+        zone: tzinfo = UTC) -> Hold:
+    """Apply one action; ValueError when the hold is not in a state that allows it (AlreadyDecided
+    when someone decided on it before: who, what, when, in `zone`) or no reason is given for a
+    refusal; KeyError when there is no such hold."""
+    current = store.get_hold(hold_id)
+    if current is None:
         raise KeyError(hold_id)
+    step = TRANSITIONS.get(action)
+    if step is not None and current.state not in step.allowed and current.decision:
+        raise AlreadyDecided(f"el mensaje {current.id} ya fue {decided_es(current, zone)}; "
+                             f"estado: {current.state.value}")
     if action == "approve":
         hold = store.approve(hold_id, now, by)
         tell_sender(store, hold, now, "approved", "")
@@ -34,6 +61,10 @@ def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason:
         hold = store.release(hold_id, now, by)
     elif action == "delete":
         hold = store.delete(hold_id, now, by)
+        tell_sender(store, hold, now, "deleted", "")
+    elif action == "withdraw":
+        hold = store.withdraw(hold_id, now, by)
+        tell_sender(store, hold, now, "withdrawn", "")
     else:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     return hold
@@ -45,6 +76,10 @@ def tell_sender(store: Store, hold: Hold, now: datetime, outcome: str, reason: s
         return
     if outcome == "approved":
         notice = notices.approved(hold.sender_notice_to, hold.subject, hold.recipients)
+    elif outcome == "deleted":
+        notice = notices.deleted(hold.sender_notice_to, hold.subject, hold.recipients)
+    elif outcome == "withdrawn":
+        notice = notices.withdrawn(hold.sender_notice_to, hold.subject, hold.recipients)
     else:
         notice = notices.rejected(hold.sender_notice_to, hold.subject, reason, hold.cites)
     store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], now)

@@ -148,6 +148,59 @@ def rejected(to: str, subject: str, reason: str, cites: Sequence[str]) -> Notice
     return Notice(to, "moderation-rejected", f"Mensaje no aprobado: {subject}", text)
 
 
+def deleted(to: str, subject: str, recipients: Sequence[str]) -> Notice:
+    """To the sender: an operator removed the held copy; it will not be delivered."""
+    subject = one_line(subject) or NO_SUBJECT
+    who = ", ".join(map(one_line, recipients))
+    text = (f"Su mensaje «{subject}», retenido por la política de correo, fue eliminado por un operador y no se "
+            f"entregará a: {who}.\nSi lo necesita, envíelo de nuevo o consulte a la mesa de ayuda.\n\n"
+            f"--- English ---\nYour held message \"{subject}\" was deleted by an operator and will not be "
+            f"delivered to: {who}.")
+    return Notice(to, "hold-deleted", f"Mensaje retenido eliminado: {subject}"[:200], text)
+
+
+def withdrawn(to: str, subject: str, recipients: Sequence[str]) -> Notice:
+    """To the sender: the confirmation of their own withdrawal."""
+    subject = one_line(subject) or NO_SUBJECT
+    who = ", ".join(map(one_line, recipients))
+    text = (f"Retiró su mensaje «{subject}»: no se entregará a: {who}.\n\n--- English ---\n"
+            f"You withdrew your message \"{subject}\"; it will not be delivered to: {who}.")
+    return Notice(to, "hold-withdrawn", f"Mensaje retirado: {subject}"[:200], text)
+
+
+def expired(to: str, subject: str, recipients: Sequence[str], days: int, moderators: Sequence[str]) -> Notice:
+    """To the sender: nobody decided on the message within the pack's period; it was not delivered."""
+    subject = one_line(subject) or NO_SUBJECT
+    who = ", ".join(map(one_line, recipients))
+    office = ", ".join(map(one_line, moderators)) or "la oficina responsable"
+    text = (f"Su mensaje «{subject}» esperó aprobación {days} día{'s' if days != 1 else ''} sin decisión de "
+            f"{office} y venció: no se entregó a: {who}.\nSi aún debe enviarse, envíelo de nuevo o consulte a "
+            f"{office}.\n\n--- English ---\nYour message \"{subject}\" waited {days} day{'s' if days != 1 else ''} "
+            f"for approval without a decision and expired; it was not delivered to: {who}.")
+    return Notice(to, "moderation-expired", f"Mensaje vencido sin aprobación: {subject}"[:200], text)
+
+
+def digest(to: str, waiting: Sequence[tuple[str, str, str, str]], expire_days: int) -> Notice:
+    """To a moderator, once a day: what still waits for them — (hold id, sender, subject, since)."""
+    n = len(waiting)
+    lines = "\n".join(f"- {hold_id}: {one_line(sender)} — «{one_line(subject) or NO_SUBJECT}» (desde {since})"
+                      for hold_id, sender, subject, since in waiting)
+    text = (f"{'Un mensaje espera' if n == 1 else f'{n} mensajes esperan'} su decisión:\n{lines}\n\n"
+            f"Un mensaje sin decisión vence a los {expire_days} días y no se entrega (se avisa al remitente).\n"
+            "Decida en la página de moderación o en el servidor del relay: relay queue list --reason moderate\n\n"
+            f"--- English ---\n{n} message{'s' if n != 1 else ''} await{'s' if n == 1 else ''} your decision "
+            f"(listed above); undecided ones expire after {expire_days} days.")
+    return Notice(to, "moderation-digest", f"Resumen diario: {n} mensaje{'s' if n != 1 else ''} por moderar", text)
+
+
+def how_to_withdraw(hold_ids: Sequence[str], link: Callable[[str], str]) -> str:
+    """What a "held" notice to the sender ends with: a signed link to take the message back."""
+    text = "\n\nSi ya no quiere enviarlo, puede retirarlo antes de que se entregue:"
+    for hold_id in hold_ids:
+        text += f"\n  Retirar {hold_id}: {link(hold_id)}"
+    return text + "\n(To withdraw the message before it goes, open the link and confirm.)"
+
+
 def stuck(to: str, hold_id: str, mail_from: str, recipients: Sequence[str], attempts: int, error: str) -> Notice:
     """To the operator: a held copy still cannot be delivered after many attempts."""
     text = (f"El mensaje retenido {hold_id} ({one_line(mail_from)} -> {', '.join(map(one_line, recipients))}) no "

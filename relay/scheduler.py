@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from relay import notices
+from relay import lifecycle, notices
 from relay.dispose import Disposer
 from relay.store import Hold, OutboxNotice, StoreError
 
@@ -37,6 +37,7 @@ class SchedulerSettings:
 
 
 RECORD_RETRY = 2.0  # seconds between attempts to record what the store refused
+HOUSEKEEPING = timedelta(seconds=60)  # moderation expiry and digests: looked at once a minute
 
 
 class Scheduler:
@@ -52,6 +53,7 @@ class Scheduler:
         # a crash `recover` puts it back to waiting. hold id -> (what to write, its arguments).
         self.unrecorded: dict[str, tuple[str, tuple[Any, ...]]] = disposer.unrecorded_holds
         self.alerted = False
+        self.housekept: datetime | None = None
 
     def wake(self) -> None:
         self._wake.set()
@@ -99,6 +101,7 @@ class Scheduler:
         first (earliest due first), notices beside them, `concurrency` deliveries at a time."""
         await self.record_pending()
         now = self.clock.now()
+        await self.housekeeping(now)
         holds = await asyncio.to_thread(self.store.claim_due, now, self.settings.batch)
         outbox = await asyncio.to_thread(self.store.due_notices, now, self.settings.batch)
         gate = asyncio.Semaphore(self.settings.concurrency)
@@ -111,6 +114,22 @@ class Scheduler:
         if jobs:
             await asyncio.gather(*(limited(j) for j in jobs))
         return len(holds) == self.settings.batch or len(outbox) == self.settings.batch
+
+    async def housekeeping(self, now: datetime) -> None:
+        """The moderation lifecycle (relay.lifecycle): expire what waited too long, send the day's
+        digests; at most once a minute (and again at once if the clock went back)."""
+        if self.housekept is not None and self.housekept <= now < self.housekept + HOUSEKEEPING:
+            return
+        self.housekept = now
+        pack, directory = self.disposer.pack, self.disposer.directory
+        settings = lifecycle.Lifecycle(pack.moderation.expire_after_days, pack.moderation.digest_hour,
+                                       self.disposer.zone)
+        found = await asyncio.to_thread(lifecycle.expire, self.store, now, settings, directory.is_local)
+        for notice in found:
+            self.log.info("hold_expired", to=notice.to, days=settings.expire_after_days)
+        found += await asyncio.to_thread(lifecycle.digests, self.store, now, settings, directory.is_local)
+        if found:
+            await self.disposer.notify(tuple(found), self.log)
 
     async def send_notice(self, notice: OutboxNotice, now: datetime) -> None:
         reply = await self.disposer.send_notice(notice, now)

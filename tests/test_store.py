@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from relay.store import AuditEntry, HoldFilter, HoldState, NewHold, SocialAccount, SqliteStore, Store, StoreError
+from relay.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from relay.store.postgres import PostgresStore
+from relay.store.sqlite import MIGRATIONS
 
 T0 = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
 
@@ -155,7 +157,7 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> No
     path = tmp_path / "s.sqlite3"
     SqliteStore(path).close()
     again = SqliteStore(path)
-    assert again.schema_version == 2
+    assert again.schema_version == len(MIGRATIONS)
     again.close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_version VALUES (99)")
@@ -167,6 +169,63 @@ def test_the_store_is_durable_wal_full_sync(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "s.sqlite3")
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_who_decided_and_when_is_kept(store: Store) -> None:
+    [m, d] = store.add_holds([new("M", None), new("D", None)], T0)
+    assert store.get_hold(m).decision == "" and store.get_hold(m).decided_at is None  # type: ignore[union-attr]
+    store.approve(m, T0 + timedelta(hours=1), "yanet.bastidas")
+    store.claim_due(T0 + timedelta(hours=2), 10)
+    store.mark_delivered(m, T0 + timedelta(hours=2))
+    hold = store.get_hold(m)
+    assert hold is not None and hold.state is HoldState.DELIVERED  # delivered after, the decision stays
+    assert (hold.decision, hold.decided_by, hold.decided_at) == ("approved", "yanet.bastidas", T0 + timedelta(hours=1))
+    store.delete(d, T0, "ops")
+    [listed] = store.list_holds(HoldFilter(states=(HoldState.DELETED,)))
+    assert (listed.decision, listed.decided_by) == ("deleted", "ops")
+
+
+def test_a_sender_withdraws_a_waiting_or_moderated_copy(store: Store) -> None:
+    [m] = store.add_holds([new("M", None)], T0)
+    [h] = store.add_holds([new("H", T0 + timedelta(days=2))], T0)
+    for hold_id in (m, h):
+        done = store.withdraw(hold_id, T0, "luis@c.gov.co")
+        assert done.state is HoldState.WITHDRAWN and done.decision == "withdrawn"
+        assert store.hold_content(hold_id) is None
+        assert [e.event for e in store.hold_events(hold_id)] == ["held", "withdrawn"]
+    assert store.next_due() is None and store.claim_due(T0 + timedelta(days=3), 10) == []
+    with pytest.raises(ValueError, match="withdrawn"):
+        store.approve(m, T0, "ops")
+
+
+def test_moderation_expires_after_the_period_oldest_first(store: Store) -> None:
+    [old] = store.add_holds([new("OLD", None)], T0)
+    [young] = store.add_holds([new("YOUNG", None)], T0 + timedelta(days=5))
+    [timed] = store.add_holds([new("T", T0 + timedelta(days=30))], T0)  # a timed hold never expires
+    now = T0 + timedelta(days=7, minutes=1)
+    expired = store.expire_moderation(now, now - timedelta(days=7), 100)
+    assert [h.id for h in expired] == [old] and expired[0].state is HoldState.EXPIRED
+    assert store.hold_content(old) is None and store.get_hold(young).state is HoldState.MODERATION  # type: ignore[union-attr]
+    assert store.get_hold(timed).state is HoldState.WAITING  # type: ignore[union-attr]
+    assert store.expire_moderation(now, now - timedelta(days=7), 100) == []  # once
+
+
+def test_an_old_store_gains_the_decision_columns(tmp_path: Path) -> None:
+    """A store made by the previous relay (schema 2), with a hold in it, opens and keeps working."""
+    path = tmp_path / "s.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for version, script in enumerate(MIGRATIONS[:2], start=1):
+            db.executescript(script)
+            db.execute("INSERT INTO schema_version VALUES (?)", (version,))
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO holds (id, queue_id, reason, state, mail_from, recipients, created_at, rule_ids, "
+                   "cites) VALUES ('Q-1', 'Q', 'moderate', 'moderation', 'a@c.gov.co', '[\"b@c.gov.co\"]', 0, "
+                   "'[]', '[]')")
+    store = SqliteStore(path)
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.approve("Q-1", T0, "ops").decided_by == "ops"
+    store.close()
 
 
 # -- PostgreSQL only: several relays on one store ---------------------------------------------------
@@ -245,7 +304,7 @@ def test_a_hold_added_by_one_relay_wakes_the_others(pg_url: str) -> None:
 def test_postgres_migrations_run_once_and_a_newer_schema_is_refused(pg_url: str) -> None:
     PostgresStore(pg_url).close()
     again = PostgresStore(pg_url)
-    assert again.schema_version == 2
+    assert again.schema_version == len(PG_MIGRATIONS)
     again._run(again._pool.execute("INSERT INTO schema_version VALUES (99)"))
     again.close()
     with pytest.raises(StoreError, match="newer"):

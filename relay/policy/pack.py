@@ -32,6 +32,18 @@ class MassMail(_Strict):
     recipient_threshold: int = Field(default=25, ge=1)
 
 
+class Moderation(_Strict):
+    """The moderation lifecycle: how long a message waits for a moderator, and the daily digest."""
+
+    expire_after_days: int = Field(
+        default=7, ge=1, le=90,
+        description="days a message waits for a moderator; then it expires undelivered and the sender is told")
+    digest_hour: int | None = Field(
+        default=8, ge=0, le=23,
+        description="local hour (institution's zone) of the daily digest to each moderator of what waits; "
+                    "null: no digest")
+
+
 class ExampleEnvelope(_Strict):
     mail_from: str
     rcpt_to: list[str] = Field(min_length=1)
@@ -61,6 +73,7 @@ class Pack(_Strict):
     languages: list[Literal["es", "en"]] = ["es", "en"]
     help: str = Field(min_length=3, description="whom to ask, shown in every notice")
     mass_mail: MassMail = MassMail()
+    moderation: Moderation = Moderation()
     rules: list[RuleConfig] = Field(min_length=1)
     examples: list[Example] = []
 

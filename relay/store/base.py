@@ -25,6 +25,8 @@ class HoldState(StrEnum):
     REJECTED = "rejected"  # refused by a moderator
     FAILED = "failed"  # refused permanently by the next hop
     DELETED = "deleted"  # removed by an operator
+    WITHDRAWN = "withdrawn"  # taken back by its sender (the signed link of the "held" notice)
+    EXPIRED = "expired"  # nobody decided within the pack's moderation period (moderation.expire_after_days)
 
 
 OPEN_STATES = (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
@@ -43,13 +45,15 @@ class Transition:
     not_before_deliver_at: bool = False  # due now, or at deliver_at if that is later (approve)
     keeps_reason: bool = False
     drop_content: bool = False
+    decides: bool = True  # records who decided and when (decided_by, decided_at, decision)
 
     def check(self, hold_id: str, state: HoldState) -> None:
         if state not in self.allowed:
             raise ValueError(f"hold {hold_id} is {state.value}; this needs it to be "
                              + " or ".join(s.value for s in self.allowed))
 
-    def assignments(self, now: object, reason: str, param: Callable[[int], str]) -> tuple[str, tuple[object, ...]]:
+    def assignments(self, now: object, reason: str, param: Callable[[int], str],
+                    by: str = "") -> tuple[str, tuple[object, ...]]:
         """The SET clause and its arguments, with `param(n)` the n-th placeholder (1-based) of the
         backend's SQL dialect (`?` for SQLite, `$n` for PostgreSQL)."""
         sets: list[str] = []
@@ -68,6 +72,10 @@ class Transition:
         if self.keeps_reason:
             args.append(reason[:500])
             sets.append(f"last_error = {param(len(args))}")
+        if self.decides:
+            args.extend((by[:200], now, self.event))
+            sets.append(f"decided_by = {param(len(args) - 2)}, decided_at = {param(len(args) - 1)}, "
+                        f"decision = {param(len(args))}")
         return ", ".join(sets), tuple(args)
 
 
@@ -82,12 +90,32 @@ TRANSITIONS: dict[str, Transition] = {
                          drop_content=True),
     "delete": Transition((*_OPEN, HoldState.FAILED), HoldState.DELETED, due_now=False, event="deleted",
                          drop_content=True),
+    # withdraw: the sender takes the message back before it goes (a moderated or a timed copy)
+    "withdraw": Transition(_OPEN, HoldState.WITHDRAWN, due_now=False, event="withdrawn", drop_content=True),
+    # expire: nobody decided within the pack's period; the sender is told (relay.lifecycle)
+    "expire": Transition((HoldState.MODERATION,), HoldState.EXPIRED, due_now=False, event="expired",
+                         drop_content=True),
 }
 """Which action is allowed in which state, and the state after it: read by every backend."""
 
 
 def event_detail(by: str, reason: str = "") -> str:
     return f"by {by}: {reason[:500]}" if reason else f"by {by}"
+
+
+EXPIRED_BY = "policy-relay (plazo de moderación vencido)"
+
+
+def expire_each(store: Store, hold_ids: list[str], now: datetime) -> list[Hold]:
+    """Expire the given moderated copies one by one; one decided meanwhile (approved a moment
+    before) is left as it is."""
+    done = []
+    for hold_id in hold_ids:
+        try:
+            done.append(store._change(hold_id, now, "expire", EXPIRED_BY))  # type: ignore[attr-defined]
+        except (KeyError, ValueError):
+            continue
+    return done
 
 
 def utc(at: datetime) -> datetime:
@@ -136,6 +164,9 @@ class Hold:
     last_error: str = ""
     deliver_at_local: str = ""
     size: int = 0
+    decided_by: str = ""  # who approved, rejected, released, deleted or withdrew it ("" : nobody yet)
+    decided_at: datetime | None = None
+    decision: str = ""  # the event of that decision: approved, rejected, released, deleted, withdrawn, expired
 
 
 @dataclass(frozen=True)
@@ -216,6 +247,8 @@ class Store(Protocol):
     def approve(self, hold_id: str, now: datetime, by: str) -> Hold: ...
     def reject(self, hold_id: str, now: datetime, by: str, reason: str) -> Hold: ...
     def delete(self, hold_id: str, now: datetime, by: str) -> Hold: ...
+    def withdraw(self, hold_id: str, now: datetime, by: str) -> Hold: ...
+    def expire_moderation(self, now: datetime, created_before: datetime, limit: int) -> list[Hold]: ...
     def remove(self, hold_ids: list[str]) -> None: ...
     def count_holds(self, states: tuple[HoldState, ...] = OPEN_STATES) -> int: ...
     def hold_stats(self) -> dict[str, tuple[int, datetime | None]]: ...

@@ -34,6 +34,7 @@ from relay.store.base import (
     SocialAccount,
     StoreError,
     event_detail,
+    expire_each,
     utc,
 )
 
@@ -98,10 +99,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (key, window_start)
     );
     """,
+    # 3: who decided on a held copy, when, and what (the moderation lifecycle); expiry by age
+    """
+    ALTER TABLE holds ADD COLUMN decided_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE holds ADD COLUMN decided_at TIMESTAMPTZ;
+    ALTER TABLE holds ADD COLUMN decision TEXT NOT NULL DEFAULT '';
+    CREATE INDEX holds_age ON holds (state, created_at);
+    """,
 )
 
 _COLUMNS = ("id, queue_id, reason, state, mail_from, recipients, deliver_at, next_attempt, attempts, "
-            "created_at, rule_ids, cites, subject, sender_notice_to, moderators, last_error, deliver_at_local, size")
+            "created_at, rule_ids, cites, subject, sender_notice_to, moderators, last_error, deliver_at_local, size, "
+            "decided_by, decided_at, decision")
 _EPOCH = datetime.fromtimestamp(0, UTC)
 
 
@@ -113,7 +122,8 @@ def _hold(row: Any, attempts_before: bool = False) -> Hold:
         created_at=row["created_at"], rule_ids=tuple(json.loads(row["rule_ids"])),
         cites=tuple(json.loads(row["cites"])), subject=row["subject"], sender_notice_to=row["sender_notice_to"],
         moderators=tuple(json.loads(row["moderators"])), last_error=row["last_error"],
-        deliver_at_local=row["deliver_at_local"], size=row["size"])
+        deliver_at_local=row["deliver_at_local"], size=row["size"], decided_by=row["decided_by"],
+        decided_at=row["decided_at"], decision=row["decision"])
 
 
 class PostgresStore:
@@ -340,7 +350,7 @@ class PostgresStore:
             if state is None:
                 raise KeyError(hold_id)
             step.check(hold_id, HoldState(state))
-            sets, args = step.assignments(utc(now), reason, lambda n: f"${n}")
+            sets, args = step.assignments(utc(now), reason, lambda n: f"${n}", by)
             await db.execute(f"UPDATE holds SET {sets} WHERE id = ${len(args) + 1}", *args, hold_id)
             if step.drop_content:
                 await db.execute("DELETE FROM hold_content WHERE id = $1", hold_id)
@@ -363,6 +373,16 @@ class PostgresStore:
 
     def delete(self, hold_id: str, now: datetime, by: str) -> Hold:
         return self._change(hold_id, now, "delete", by)
+
+    def withdraw(self, hold_id: str, now: datetime, by: str) -> Hold:
+        return self._change(hold_id, now, "withdraw", by)
+
+    def expire_moderation(self, now: datetime, created_before: datetime, limit: int) -> list[Hold]:
+        """Copies that waited for a moderator since before `created_before`: expired, oldest first."""
+        rows = self._run(self._pool.fetch(
+            "SELECT id FROM holds WHERE state = 'moderation' AND created_at < $1 ORDER BY created_at LIMIT $2",
+            utc(created_before), limit))
+        return expire_each(self, [r["id"] for r in rows], now)
 
     def remove(self, hold_ids: list[str]) -> None:
         async def run(db: Any) -> None:

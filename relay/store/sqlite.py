@@ -29,6 +29,7 @@ from relay.store.base import (
     SocialAccount,
     StoreError,
     event_detail,
+    expire_each,
     utc,
 )
 
@@ -90,6 +91,13 @@ MIGRATIONS: tuple[str, ...] = (
         key TEXT NOT NULL, window_start REAL NOT NULL, count INTEGER NOT NULL,
         PRIMARY KEY (key, window_start)
     );
+    """,
+    # 3: who decided on a held copy, when, and what (the moderation lifecycle); expiry by age
+    """
+    ALTER TABLE holds ADD COLUMN decided_by TEXT NOT NULL DEFAULT '';
+    ALTER TABLE holds ADD COLUMN decided_at REAL;
+    ALTER TABLE holds ADD COLUMN decision TEXT NOT NULL DEFAULT '';
+    CREATE INDEX holds_age ON holds (state, created_at);
     """,
 )
 
@@ -200,7 +208,7 @@ class SqliteStore:
 
     _COLUMNS = ("id, queue_id, reason, state, mail_from, recipients, deliver_at, next_attempt, attempts, "
                 "created_at, rule_ids, cites, subject, sender_notice_to, moderators, last_error, "
-                "deliver_at_local, size")
+                "deliver_at_local, size, decided_by, decided_at, decision")
 
     @staticmethod
     def _hold(row: tuple[Any, ...]) -> Hold:
@@ -210,7 +218,7 @@ class SqliteStore:
             attempts=row[8], created_at=_dt(row[9]) or datetime.fromtimestamp(0, UTC),
             rule_ids=tuple(json.loads(row[10])), cites=tuple(json.loads(row[11])), subject=row[12],
             sender_notice_to=row[13], moderators=tuple(json.loads(row[14])), last_error=row[15],
-            deliver_at_local=row[16], size=row[17],
+            deliver_at_local=row[16], size=row[17], decided_by=row[18], decided_at=_dt(row[19]), decision=row[20],
         )
 
     def get_hold(self, hold_id: str) -> Hold | None:
@@ -316,7 +324,7 @@ class SqliteStore:
             if row is None:
                 raise KeyError(hold_id)
             step.check(hold_id, HoldState(row[0]))
-            sets, args = step.assignments(_ts(now), reason, lambda n: "?")
+            sets, args = step.assignments(_ts(now), reason, lambda n: "?", by)
             db.execute(f"UPDATE holds SET {sets} WHERE id = ?", (*args, hold_id))
             if step.drop_content:
                 db.execute("DELETE FROM hold_content WHERE id = ?", (hold_id,))
@@ -336,6 +344,16 @@ class SqliteStore:
 
     def delete(self, hold_id: str, now: datetime, by: str) -> Hold:
         return self._change(hold_id, now, "delete", by)
+
+    def withdraw(self, hold_id: str, now: datetime, by: str) -> Hold:
+        return self._change(hold_id, now, "withdraw", by)
+
+    def expire_moderation(self, now: datetime, created_before: datetime, limit: int) -> list[Hold]:
+        """Copies that waited for a moderator since before `created_before`: expired, oldest first."""
+        rows = self._read(lambda db: db.execute(
+            "SELECT id FROM holds WHERE state = 'moderation' AND created_at < ? ORDER BY created_at LIMIT ?",
+            (_ts(created_before), limit)).fetchall())
+        return expire_each(self, [r[0] for r in rows], now)
 
     def remove(self, hold_ids: list[str]) -> None:
         """Undo add_holds (the rest of the message could not be delivered: the client retries)."""

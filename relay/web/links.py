@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-LINK_ACTIONS = ("approve", "reject")
+LINK_ACTIONS = ("approve", "reject")  # a moderator's links (/m/…)
+WITHDRAW_ACTIONS = ("withdraw",)  # the sender's link in a "held" notice (/w/…); `moderator` is the sender
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ def sign(key: bytes, claim: LinkClaim) -> str:
     return f"{payload}.{_b64(mac)}"
 
 
-def verify(key: bytes, token: str, now: datetime) -> LinkClaim:
-    """The claim of a genuine, unexpired token; LinkError otherwise."""
+def verify(key: bytes, token: str, now: datetime, actions: tuple[str, ...] = LINK_ACTIONS) -> LinkClaim:
+    """The claim of a genuine, unexpired token for one of `actions`; LinkError otherwise."""
     payload, _, mac = token.partition(".")
     try:
         given = _unb64(mac)
@@ -60,7 +61,7 @@ def verify(key: bytes, token: str, now: datetime) -> LinkClaim:
         claim = LinkClaim(str(hold_id), str(action), str(moderator), int(expires))
     except (ValueError, TypeError):
         raise LinkError("el enlace está incompleto o dañado") from None
-    if claim.action not in LINK_ACTIONS:
+    if claim.action not in actions:
         raise LinkError("el enlace no corresponde a una acción conocida")
     if now.timestamp() > claim.expires:
         raise LinkError("el enlace expiró; decida desde la lista de mensajes retenidos")

@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from relay import moderation
 from relay.addresses import AddressError
 from relay.auth import hash_password, verify_password
 from relay.frontends.guard import AuthFailures
@@ -53,7 +54,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 STATE_NAMES = {"waiting": "en espera", "moderation": "espera moderación", "delivering": "entregándose",
-               "delivered": "entregado", "rejected": "rechazado", "failed": "fallido", "deleted": "eliminado"}
+               "delivered": "entregado", "rejected": "rechazado", "failed": "fallido", "deleted": "eliminado",
+               "withdrawn": "retirado por el remitente", "expired": "vencido sin decisión"}
 REASON_NAMES = {"hold": "retenido por horario (derecho a la desconexión)", "moderate": "requiere aprobación"}
 ACTION_NAMES = {"approve": "Aprobar", "reject": "Rechazar", "release": "Liberar ahora", "delete": "Eliminar"}
 _DUMMY_HASH = hash_password("x", salt=b"0" * 16)
@@ -79,6 +81,7 @@ class AdminSite:
         self.templates = jinja2.Environment(loader=jinja2.PackageLoader("relay.web", "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.templates.filters["when"] = self._when
+        self.templates.filters["decided"] = lambda hold: moderation.decided_es(hold, self.relay.zone)
         self.ready = False
         self.web = web.Application(middlewares=[self._headers], client_max_size=MAX_CHECK_BYTES + 64 * 1024)
         self.web.add_routes([
@@ -89,6 +92,7 @@ class AdminSite:
             web.get("/holds", self.holds), web.get(r"/holds/{id:[A-Za-z0-9_-]{1,64}}", self.hold),
             web.post(r"/holds/{id:[A-Za-z0-9_-]{1,64}}/{action:approve|reject|release|delete}", self.act),
             web.get("/m/{token}", self.link_form), web.post("/m/{token}", self.link_act),
+            web.get("/w/{token}", self.withdraw_form), web.post("/w/{token}", self.withdraw),
             web.get("/check", self.check_form), web.post("/check", self.check),
         ])
 
@@ -301,6 +305,8 @@ class AdminSite:
             raise web.HTTPServiceUnavailable(text="El almacén de mensajes no responde; intente de nuevo.") from None
         except KeyError:
             raise web.HTTPNotFound(text=f"No hay un mensaje retenido {hold_id}.") from None
+        except moderation.AlreadyDecided as error:
+            return self.notice(request, "Ya decidido", _sentence(str(error)), 409, f"/holds/{hold_id}")
         except ValueError as error:
             return self.notice(request, "No se pudo", _spanish_state_error(str(error)), 409, f"/holds/{hold_id}")
         done = {"approve": "Aprobado: se entregará en unos segundos.",
@@ -358,6 +364,48 @@ class AdminSite:
         self._bound(session, claim)
         return await self._act(request, session, claim.hold_id, claim.action, str(form.get("reason", "")),
                                f", enlace de {claim.moderator}")
+
+    # ------------------------------------------------------------------ the sender's withdrawal
+    def _withdraw_claim(self, token: str) -> links.LinkClaim:
+        try:
+            return links.verify(self.key, token, self.relay.clock.now(), links.WITHDRAW_ACTIONS)
+        except links.LinkError as error:
+            self.relay.log.warning("admin_link_refused", reason=str(error))
+            raise web.HTTPForbidden(text=f"Enlace rechazado: {error}.") from None
+
+    async def _sender_hold(self, claim: links.LinkClaim) -> Hold:
+        """The held copy a withdrawal link names, if the link went to its sender (no sign-in: the
+        signed link, sent to the sender's mailbox, is the sender's authority over their message)."""
+        hold: Hold | None = await self._store(self.relay.store.get_hold, claim.hold_id)
+        if hold is None or (hold.sender_notice_to or "").casefold() != claim.moderator.casefold():
+            raise web.HTTPNotFound(text="Este enlace no corresponde a un mensaje retenido suyo.")
+        return hold
+
+    async def withdraw_form(self, request: web.Request) -> web.Response:
+        """A confirmation page: opening the link (a mail scanner may) changes nothing."""
+        token = request.match_info["token"]
+        claim = self._withdraw_claim(token)
+        hold = await self._sender_hold(claim)
+        return self.page("withdraw.html", request, hold=hold, token=token,
+                         expires=datetime.fromtimestamp(claim.expires, UTC))
+
+    async def withdraw(self, request: web.Request) -> web.Response:
+        self.same_origin(request)
+        token = request.match_info["token"]
+        claim = self._withdraw_claim(token)
+        hold = await self._sender_hold(claim)
+        try:
+            hold = await self.relay.moderate(hold.id, "withdraw", f"{claim.moderator} (remitente, enlace)")
+        except StoreError as error:
+            self.relay.log.error("admin_store_failed", error=str(error)[:200])
+            raise web.HTTPServiceUnavailable(text="El almacén de mensajes no responde; intente de nuevo.") from None
+        except KeyError:
+            raise web.HTTPNotFound(text="Este enlace no corresponde a un mensaje retenido suyo.") from None
+        except ValueError as error:
+            return self.notice(request, "No se pudo retirar", _sentence(str(error)), 409, f"/w/{token}")
+        return self.notice(request, "Mensaje retirado: no se entregará.",
+                           f"Mensaje {hold.id} — «{hold.subject or '(sin asunto)'}» — estado: "
+                           f"{STATE_NAMES.get(hold.state.value, hold.state.value)}.", back=f"/w/{token}")
 
     # ------------------------------------------------------------------ rule test
     async def check_form(self, request: web.Request) -> web.Response:
@@ -449,6 +497,10 @@ def _local(path: str) -> str:
 
 def _printable(text: str, limit: int = 200) -> str:
     return re.sub(r"[\x00-\x1f\x7f]", "?", text)[:limit]
+
+
+def _sentence(text: str) -> str:
+    return (text[:1].upper() + text[1:] + ".") if text else text
 
 
 def _spanish_state_error(text: str) -> str:
