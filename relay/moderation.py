@@ -46,8 +46,7 @@ def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason:
         raise KeyError(hold_id)
     step = TRANSITIONS.get(action)
     if step is not None and current.state not in step.allowed and current.decision:
-        raise AlreadyDecided(f"el mensaje {current.id} ya fue {decided_es(current, zone)}; "
-                             f"estado: {current.state.value}")
+        raise AlreadyDecided(f"el mensaje {current.id} ya fue {decided_es(current, zone)}")
     if action == "approve":
         hold = store.approve(hold_id, now, by)
         tell_sender(store, hold, now, "approved", "")

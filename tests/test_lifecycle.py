@@ -108,3 +108,21 @@ def test_the_period_is_validated() -> None:
     for bad in ({"expire_after_days": 0}, {"expire_after_days": 400}, {"digest_hour": 24}, {"every": 3}):
         with pytest.raises(ValidationError):
             Moderation.model_validate(bad)
+
+
+def test_the_senders_held_notices_carry_a_withdrawal_link_and_only_theirs() -> None:
+    from relay import holds
+    from relay.policy.verdicts import Notice
+
+    planned = [moderated("Q"), NewHold("Q", "hold", SENDER, (f"patriciah.fierro@{B}",), b"x", T0, ("r",), ("c",),
+                                       "Boletin", SENDER)]
+    found = (Notice(SENDER, "moderation", "s", "espera"), Notice(SENDER, "hold", "s", "retenido"),
+             Notice(MODERATOR, "moderation-request", "s", "apruebe"), Notice(OTHER, "alert", "s", "x"))
+    out = {n.kind: n for n in holds.with_hold_ids(found, planned, ["Q-1", "Q-2"],
+                                                  lambda i, a, who: f"https://relay/{a}/{i}/{who}")}
+    assert f"Retirar Q-1: https://relay/withdraw/Q-1/{SENDER}" in out["moderation"].text
+    assert "Q-2" not in out["moderation"].text
+    assert f"Retirar Q-2: https://relay/withdraw/Q-2/{SENDER}" in out["hold"].text
+    assert "withdraw" not in out["moderation-request"].text and out["alert"].text == "x"
+    without = holds.with_hold_ids(found, planned, ["Q-1", "Q-2"], None)  # no admin listener: no links
+    assert all("Retirar" not in n.text for n in without)

@@ -1,0 +1,99 @@
+"""The moderation lifecycle in a running relay, through the real `relay` command and over real
+HTTP: the sender withdraws a held message through the signed link of the "held" notice; who
+decided and when shows in `relay queue list/show` and the web pages; a second decision says
+who already decided, when, in Spanish; a deleted hold tells its sender."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import RelayProcess, Sink
+from tests.e2e.test_admin_web import admin_relay, client, moderation_links, notice_text, signed_in
+from tests.e2e.test_queue_tools import EDUARDO, moderated, originals, relay_cli, send_promo
+
+WHEN = r"el martes 24 de noviembre de 2026 a las \d\d:\d\d \(America/Bogota, UTC-05:00\)"
+
+
+@pytest.fixture
+def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
+    r = admin_relay(tmp_path, sink)
+    yield r
+    r.stop()
+
+
+def withdraw_link(sink: Sink) -> str:
+    sink.wait_for(2)
+    held = next(m for m in sink.messages if b"X-Relay-Notice: moderation\r\n" in m.content)
+    assert held.rcpts == [EDUARDO]
+    [path] = re.findall(r"Retirar \S+: http://127\.0\.0\.1:\d+(/w/\S+)", notice_text(held.content))
+    return str(path)
+
+
+def test_the_sender_withdraws_through_the_link_in_the_held_notice(relay: RelayProcess, sink: Sink) -> None:
+    send_promo(relay)
+    hold = moderated(relay)
+    path = withdraw_link(sink)
+    c = client(relay)  # the sender has no admin account: the signed link is their authority
+    page = c.get(path)
+    assert page.status == 200 and "Retirar su mensaje" in page.text and str(hold["id"]) in page.text
+    assert moderated(relay)["state"] == "moderation"  # opening the link (a mail scanner may) changes nothing
+    token = path.removeprefix("/w/")
+    assert c.get(f"/w/{token[:-3]}xyz").status == 403  # tampered
+    assert c.get(f"/m/{token}").status == 403  # not a moderator's link
+    assert c.post(path, {}, headers={"Origin": "http://evil.example"}).status == 403
+    done = c.post(path, {})
+    assert done.status == 200 and "Mensaje retirado" in done.text
+    shown = relay_cli(relay, "queue", "show", str(hold["id"]))
+    assert "withdrawn" in shown.stdout and f"retirado por {EDUARDO} (remitente, enlace) " in shown.stdout
+    got = sink.wait_for(3)
+    confirmation = next(m for m in got if b"X-Relay-Notice: hold-withdrawn" in m.content)
+    assert confirmation.rcpts == [EDUARDO] and "no se entregará" in notice_text(confirmation.content)
+    again = c.post(path, {})
+    assert again.status == 409 and re.search("ya fue retirado por " + re.escape(EDUARDO) + ".*" + WHEN, again.text)
+    late = signed_in(relay).get(moderation_links(sink)["approve"])  # the moderator comes too late
+    assert late.status == 200 and 'id="already"' in late.text and "retirado por" in late.text
+    assert originals(sink) == []
+
+
+def test_who_decided_and_when_in_list_show_web_and_a_second_attempt(relay: RelayProcess, sink: Sink) -> None:
+    send_promo(relay)
+    hold = moderated(relay)
+    assert relay_cli(relay, "queue", "approve", str(hold["id"]), "--by", "yanet.bastidas").returncode == 0
+    sink.wait_for(4)
+    listing = relay_cli(relay, "queue", "list", "--all")
+    assert listing.returncode == 0, listing.stderr
+    assert "DECIDED" in listing.stdout and re.search(r"approved by yanet\.bastidas 2026-11-24 \d\d:\d\d -05",
+                                                      listing.stdout), listing.stdout
+    data = [h for h in json.loads(relay_cli(relay, "queue", "list", "--all", "--json").stdout)
+            if h["id"] == hold["id"]][0]
+    assert data["decision"] == "approved" and data["decided_by"] == "yanet.bastidas"
+    assert data["decided_at"].startswith("2026-11-24T")
+    shown = relay_cli(relay, "queue", "show", str(hold["id"]))
+    assert re.search("aprobado por yanet.bastidas " + WHEN, shown.stdout), shown.stdout
+    second = relay_cli(relay, "queue", "approve", str(hold["id"]))
+    assert second.returncode == 5 and "Traceback" not in second.stderr
+    assert re.search("ya fue aprobado por yanet.bastidas " + WHEN, second.stderr), second.stderr
+    assert "is delivered" not in second.stderr
+    c = signed_in(relay)
+    rows = c.get("/holds?todos=1")
+    assert rows.status == 200 and "aprobado por yanet.bastidas el martes 24 de noviembre" in rows.text
+    page = c.get(f"/holds/{hold['id']}")
+    assert 'id="decided"' in page.text and "aprobado por yanet.bastidas" in page.text
+    web_again = c.post(f"/holds/{hold['id']}/reject", {"csrf": page.field("csrf"), "reason": "tarde"})
+    assert web_again.status == 409 and "ya fue aprobado por yanet.bastidas el martes 24" in web_again.text
+    assert "delivered" not in web_again.text
+
+
+def test_a_deleted_hold_tells_its_sender(relay: RelayProcess, sink: Sink) -> None:
+    send_promo(relay)
+    hold = moderated(relay)
+    sink.wait_for(2)
+    assert relay_cli(relay, "queue", "delete", str(hold["id"]), "--by", "ops").returncode == 0
+    got = sink.wait_for(3)
+    told = next(m for m in got if b"X-Relay-Notice: hold-deleted" in m.content)
+    assert told.rcpts == [EDUARDO] and "fue eliminado" in notice_text(told.content)
