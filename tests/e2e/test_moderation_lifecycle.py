@@ -69,8 +69,8 @@ def test_who_decided_and_when_in_list_show_web_and_a_second_attempt(relay: Relay
     assert listing.returncode == 0, listing.stderr
     assert "DECIDED" in listing.stdout and re.search(r"approved by yanet\.bastidas 2026-11-24 \d\d:\d\d -05",
                                                       listing.stdout), listing.stdout
-    data = [h for h in json.loads(relay_cli(relay, "queue", "list", "--all", "--json").stdout)
-            if h["id"] == hold["id"]][0]
+    data = next(h for h in json.loads(relay_cli(relay, "queue", "list", "--all", "--json").stdout)
+            if h["id"] == hold["id"])
     assert data["decision"] == "approved" and data["decided_by"] == "yanet.bastidas"
     assert data["decided_at"].startswith("2026-11-24T")
     shown = relay_cli(relay, "queue", "show", str(hold["id"]))
