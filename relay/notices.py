@@ -108,9 +108,13 @@ def moderation_request(moderator: str, subject: str, text: str, rule_ids: tuple[
     return Notice(moderator, "moderation-request", f"Aprobación requerida: {one_line(subject)}", text, rule_ids)
 
 
-def held_opening(when_es: str, when_en: str) -> tuple[str, str]:
-    return ("Su mensaje «{subject}» será entregado en la jornada laboral de cada destinatario: " + when_es + ".",
-            'Your message "{subject}" will be delivered at: ' + when_en + ".")
+def held_opening(when_es: str, when_en: str, said_es: bool = False, said_en: bool = False) -> tuple[str, str]:
+    """The opening of a "held" notice; the schedule is left out where the pack's text gives it."""
+    when_es, when_en = (w.replace("{", "{{").replace("}", "}}") for w in (when_es, when_en))
+    return ("Su mensaje «{subject}» será entregado en la jornada laboral de cada destinatario"
+            + ("." if said_es else ": " + when_es + "."),
+            'Your message "{subject}" will be delivered in each recipient\'s working hours'
+            + ("." if said_en else ": " + when_en + "."))
 
 
 def held_until(to: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:

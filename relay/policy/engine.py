@@ -142,7 +142,10 @@ def _notices(ctx: Context, verdict: Verdict, findings: list[Finding],
         holds = [f for f in findings if f.action is Action.HOLD]
         when_es = "; ".join(f"{r.address}: {instant_es(r.deliver_at)}" for r in held if r.deliver_at)
         when_en = "; ".join(f"{r.address}: {instant_en(r.deliver_at)}" for r in held if r.deliver_at)
-        text = _letter(ctx, *notices.held_opening(when_es, when_en), holds)
+        # the schedule once: in the opening, unless the pack's own text already gives it ({schedule})
+        said_es = any(when_es in f.explanation for f in holds)
+        said_en = any(when_en in f.explanation_en for f in holds)
+        text = _letter(ctx, *notices.held_opening(when_es, when_en, said_es, said_en), holds)
         out.append(notices.held_until(sender, subject, text, tuple(f.rule_id for f in holds)))
     return out
 

@@ -213,8 +213,9 @@ class RuleBase(BaseModel):
                 deliver_at: tuple[tuple[str, datetime], ...] = (), notices: tuple[Notice, ...] = (),
                 records: tuple[Record, ...] = (), rewrite: Rewrite | None = None,
                 envelope_only: bool = False, moderators: tuple[str, ...] = (),
-                detail: dict[str, Any] | None = None) -> Finding:
-        """A finding of this rule, with its reply and notice texts rendered."""
+                detail: dict[str, Any] | None = None, values_en: dict[str, str] | None = None) -> Finding:
+        """A finding of this rule, with its reply and notice texts rendered (the English text with
+        `values_en` over `values`: an instant or a count in English words)."""
         filled = {**ctx.base_vars(self), **(values or {})}
         reply = render(self.reply or self.DEFAULT_REPLY, filled)
         return Finding(
@@ -224,7 +225,8 @@ class RuleBase(BaseModel):
             deliver_at=deliver_at, notices=notices, records=records, rewrite=rewrite,
             envelope_only=envelope_only, reply_code=self.REPLY_CODE,
             explanation=render(self.notice.es, filled) if self.notice else reply,
-            explanation_en=render(self.notice.en, filled) if self.notice and self.notice.en else "",
+            explanation_en=render(self.notice.en, {**filled, **(values_en or {})})
+            if self.notice and self.notice.en else "",
             moderators=moderators, detail=tuple((detail or {}).items()),
         )
 

@@ -19,7 +19,7 @@ from pydantic import Field
 from relay.directory import Person, address_key
 from relay.policy.calendar import next_working_start
 from relay.policy.rules.base import Context, RuleBase
-from relay.policy.spanish import instant_es
+from relay.policy.spanish import instant_en, instant_es
 from relay.policy.verdicts import Action, Finding, Record
 
 
@@ -64,5 +64,6 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
                            detail={"urgent": True, "reason": reason[:300]})
         return
     schedule = "; ".join(f"{r}: {instant_es(at)}" for r, at in held)
-    yield rule.finding(ctx, {"schedule": schedule}, recipients=[r for r, _ in held], deliver_at=tuple(held),
+    schedule_en = "; ".join(f"{r}: {instant_en(at)}" for r, at in held)
+    yield rule.finding(ctx, {"schedule": schedule}, values_en={"schedule": schedule_en}, recipients=[r for r, _ in held], deliver_at=tuple(held),
                        detail={"held": len(held)})

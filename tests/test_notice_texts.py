@@ -1,0 +1,44 @@
+"""The texts of the notices people get (issue 26, "Notices"): each complaint as a test. Pure:
+the engine's decision notices and relay.notices' letters, no sockets."""
+
+from __future__ import annotations
+
+import re
+
+from relay.policy.verdicts import Verdict
+from tests.helpers import decide
+
+C, B = "cancilleria.gov.co", "barrancabermeja.gov.co"
+SPANISH_WORDS = re.compile(r"\b(lunes|martes|miércoles|jueves|viernes|sábado|domingo|noviembre|diciembre|a las)\b")
+
+
+def held_notice_text() -> str:
+    decision = decide("cancilleria", f"From: luis.fernandez@{C}\nTo: maria.lopez@{C}\nSubject: Informe\n\nRevisar.\n",
+                      mail_from=f"luis.fernandez@{C}", rcpt=[f"maria.lopez@{C}"], auth=f"luis.fernandez@{C}",
+                      at="2026-11-27T20:00:00-05:00")  # Friday night: held until Monday 08:00
+    assert decision.verdict is Verdict.HOLD
+    [notice] = [n for n in decision.notices if n.kind == "hold"]
+    return notice.text
+
+
+def test_the_english_part_of_the_hold_notice_has_its_date_in_english() -> None:
+    english = held_notice_text().split("--- English ---")[1]
+    assert "Monday 30 November 2026 at 08:00 (America/Bogota, UTC-05:00)" in english
+    assert not SPANISH_WORDS.search(english), english
+
+
+def test_the_schedule_is_given_once_in_each_language() -> None:
+    spanish, english = held_notice_text().split("--- English ---")
+    assert spanish.count("lunes 30 de noviembre de 2026 a las 08:00") == 1, spanish
+    assert english.count("Monday 30 November 2026 at 08:00") == 1, english
+
+
+def test_mass_mail_notices_say_the_list_not_one_recipients() -> None:
+    sender = f"laura.pinto@{B}"
+    decision = decide("barrancabermeja", f"From: {sender}\nTo: funcionarios@{B}\nSubject: Aviso\n\nHola a todos.\n",
+                      mail_from=sender, rcpt=[f"funcionarios@{B}"], auth=sender)
+    texts = "\n".join(n.text for n in decision.notices) + "\n".join(f.explanation for f in decision.findings)
+    assert "mass-mail-authorized-senders" in [f.rule_id for f in decision.findings]
+    assert "1 destinatarios" not in texts and "1 recipients" not in texts
+    assert f"dirigido a la lista masiva funcionarios@{B}" in texts
+    assert f"went to the mass list funcionarios@{B}" in texts
