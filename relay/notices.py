@@ -30,6 +30,21 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+# One-time codes a platform sends (verification, sign-in, password reset): 5 to 10 digits, maybe
+# grouped ("123 456", "123-456"), or 4 and more after a platform prefix or the word code/código
+# ("G-1234", "FB-12345", "código 4821"). A year (4 digits) alone is kept.
+_CODE = re.compile(r"(?<![\w-])(?:(?:[A-Z]{1,3}-)\d{4,10}|\d(?:[ -]?\d){4,9})(?![\w-])"
+                   r"|(?<=c[óo]digo )\d{4}\b|(?<=code )\d{4}\b|(?<=code: )\d{4}\b|(?<=c[óo]digo: )\d{4}\b",
+                   re.IGNORECASE)
+CODE_MASK = "[código oculto]"
+
+
+def mask_codes(text: str) -> str:
+    """Text with one-time codes replaced by CODE_MASK: an alert or a report must never carry a
+    code that would let its reader take over the account."""
+    return _CODE.sub(CODE_MASK, text)
+
+
 def one_line(value: object) -> str:
     """Client text made one printable line: control characters and line breaks become a space."""
     return " ".join(_CONTROL.sub(" ", _BIDI.sub("", str(value))).split())

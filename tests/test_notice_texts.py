@@ -42,3 +42,28 @@ def test_mass_mail_notices_say_the_list_not_one_recipients() -> None:
     assert "1 destinatarios" not in texts and "1 recipients" not in texts
     assert f"dirigido a la lista masiva funcionarios@{B}" in texts
     assert f"went to the mass list funcionarios@{B}" in texts
+
+
+def test_the_bogota_security_alert_never_carries_the_platforms_one_time_code() -> None:
+    account = "nicolas.rubio@alcaldiabogota.gov.co"
+    message = (f"From: Facebook <security@facebookmail.com>\nTo: {account}\n"
+               "Subject: 48213 es tu codigo de confirmacion de Facebook\n\n"
+               "Hola, confirma tu cuenta de Facebook con el codigo 48213. Registro de cuenta nueva.\n")
+    decision = decide("bogota", message, mail_from="security@facebookmail.com", rcpt=[account],
+                      client_ip="157.240.1.1", at="2026-11-24T14:00:00-05:00")
+    alerts = [n for n in decision.notices if n.kind == "alert"]
+    assert alerts, [f.rule_id for f in decision.findings]
+    for n in alerts:
+        assert "48213" not in n.text and "48213" not in n.subject, n.text
+        assert "[código oculto] es tu codigo de confirmacion" in n.text
+    for record in decision.records:
+        assert "48213" not in str(record)
+
+
+def test_codes_are_masked_years_and_dates_are_not() -> None:
+    from relay.notices import mask_codes
+
+    assert mask_codes("Tu código 123 456 de Instagram") == "Tu código [código oculto] de Instagram"
+    assert mask_codes("G-482913 is your Google verification code") == "[código oculto] is your Google verification code"
+    assert mask_codes("código 4821") == "código [código oculto]"
+    assert mask_codes("Informe 2026 del 24-11") == "Informe 2026 del 24-11"

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from relay.directory import Person, ServiceMailbox, address_key
 from relay.identity import Direction
 from relay.message import ParsedMessage
+from relay.notices import mask_codes
 from relay.policy.lexicon import Lexicon, check_extra, check_groups, group_scores, merged
 from relay.policy.rules.base import Context, RuleBase, Texts, render
 from relay.policy.verdicts import Action, Explanation, Finding, Notice, Record
@@ -186,12 +187,14 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
         return
     for account in (r for r in ctx.recipients if ctx.directory.is_local(r)):
         personal = _is_personal(rule, ctx, account)
-        values = {**ctx.base_vars(rule), "network": network, "account": account}
+        # the platform's one-time code (often in the subject) never goes into the alert or the inventory
+        values = {**ctx.base_vars(rule), "network": network, "account": account,
+                  "subject": mask_codes(message.subject[:200])}
         record = Record("social-account", (
             ("network", network), ("account", account.casefold()),
             ("mailbox_type", "personal" if personal else "service"),
             ("seen_at", ctx.now.isoformat()), ("sender", ctx.sender_display),
-            ("subject", message.subject[:200]),
+            ("subject", mask_codes(message.subject[:200])),
         ))
         notices = tuple(
             Notice(to, "alert", render(rule.alert_subject, values), render(rule.alert.es, values), (rule.id,))
