@@ -8,7 +8,6 @@ from functools import lru_cache
 from typing import Any
 
 
-
 def instant_es(at: datetime) -> str:
     """'lunes 30 de noviembre de 2026 a las 08:00 (Europe/Madrid, UTC+01:00)' (Babel, es_CO)."""
     from relay.when import instant

@@ -65,5 +65,6 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
         return
     schedule = "; ".join(f"{r}: {instant_es(at)}" for r, at in held)
     schedule_en = "; ".join(f"{r}: {instant_en(at)}" for r, at in held)
-    yield rule.finding(ctx, {"schedule": schedule}, values_en={"schedule": schedule_en}, recipients=[r for r, _ in held], deliver_at=tuple(held),
+    yield rule.finding(ctx, {"schedule": schedule}, values_en={"schedule": schedule_en},
+                       recipients=[r for r, _ in held], deliver_at=tuple(held),
                        detail={"held": len(held)})
