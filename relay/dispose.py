@@ -584,8 +584,8 @@ class Disposer:
         if not found:
             return
         try:
-            await asyncio.to_thread(self.store.add_notices, [(n.to, n.kind, n.subject, n.text) for n in found],
-                                    self.clock.now())
+            await asyncio.to_thread(self.store.add_notices,
+                                    [(n.to, n.kind, n.subject, n.text, n.attach) for n in found], self.clock.now())
         except StoreError as error:
             log.error("notice_not_stored", error=str(error)[:200], count=len(found))
             return
@@ -599,9 +599,10 @@ class Disposer:
             log.error("notice_not_stored", to=notice.to, error=str(error)[:200])
         self.wake()
 
-    def notice_bytes(self, to: str, kind: str, subject: str, text: str, now: datetime) -> bytes:
+    def notice_bytes(self, to: str, kind: str, subject: str, text: str, now: datetime,
+                     original: bytes | None = None) -> bytes:
         return notices.notice_bytes(self.notice_from, sorted(self.directory.domains)[0], to, kind, subject, text,
-                                    now)
+                                    now, original)
 
     async def send_notice(self, notice: OutboxNotice, now: datetime) -> Reply:
         """One notice from the outbox through the upstream, from the null sender (a notice never
@@ -610,7 +611,9 @@ class Disposer:
         await txn.mail("")
         reply = await txn.rcpt(notice.to)
         if reply.ok:
-            reply = await txn.data(self.notice_bytes(notice.to, notice.kind, notice.subject, notice.text, now))
+            original = await asyncio.to_thread(self.store.hold_content, notice.attach) if notice.attach else None
+            reply = await txn.data(self.notice_bytes(notice.to, notice.kind, notice.subject, notice.text, now,
+                                                     original))
         else:
             await txn.abort()
         return reply

@@ -70,7 +70,7 @@ def with_hold_ids(found: tuple[Notice, ...], holds: list[NewHold], ids: list[str
     out = []
     for n in found:
         if n.kind == "moderation-request" and moderated:
-            n = Notice(n.to, n.kind, n.subject, n.text + how(n.to), n.rule_ids)
+            n = Notice(n.to, n.kind, n.subject, n.text + how(n.to), n.rule_ids, attach=moderated[0])
         elif n.kind == "moderation":
             n = withdraw(n, moderated)
         elif n.kind == "hold":

@@ -11,6 +11,8 @@ the pack; only their envelope (kind, To, Subject) is decided here.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -116,6 +118,26 @@ def request_opening(sender_display: str) -> tuple[str, str]:
     sender_display = one_line(sender_display).replace("{", "{{").replace("}", "}}")
     return (f"Un mensaje de {sender_display} («{{subject}}») espera su aprobación.",
             f'A message from {sender_display} ("{{subject}}") awaits your approval.')
+
+
+EXCERPT_CHARS = 600
+
+
+def request_details(recipients: Sequence[str], body_text: str, findings: Iterable[Finding]) -> str:
+    """What a moderator needs to decide without opening the queue: whom the message is for, the
+    start of its text, and why each rule fired (a text rule's terms and scores). The original
+    itself is attached to the request (message/rfc822) when it goes out."""
+    lines = ["", "", f"Destinatarios ({len(recipients)}): " + ", ".join(one_line(r) for r in recipients)]
+    words = " ".join(one_line(body_text).split())
+    if words:
+        cut = words[:EXCERPT_CHARS] + ("…" if len(words) > EXCERPT_CHARS else "")
+        lines += ["", "Extracto del mensaje:", f"  {cut}"]
+    lines += ["", "Por qué se retuvo:"]
+    for f in findings:
+        why = f.why.line() if f.why is not None else one_line(f.reason)
+        lines.append(f"- {f.rule_id}: {one_line(why)[:400]}")
+    lines += ["", "(Recipients, an excerpt and the rule's reasons are above; the original is attached.)"]
+    return "\n".join(lines)
 
 
 def moderation_request(moderator: str, subject: str, text: str, rule_ids: tuple[str, ...]) -> Notice:
@@ -257,9 +279,11 @@ def how_to_moderate(moderated: Sequence[str], moderator: str, link: Callable[[st
 # -- the bytes --------------------------------------------------------------------------------------
 
 
-def notice_bytes(sender: str, domain: str, to: str, kind: str, subject: str, text: str, now: datetime) -> bytes:
+def notice_bytes(sender: str, domain: str, to: str, kind: str, subject: str, text: str, now: datetime,
+                 original: bytes | None = None) -> bytes:
     """A notice as a message from `sender` (postmaster of our first domain), marked as automatic
-    (RFC 3834 `Auto-Submitted: auto-generated`: no replies, no loops) and with its kind."""
+    (RFC 3834 `Auto-Submitted: auto-generated`: no replies, no loops) and with its kind; with the
+    `original` message attached as message/rfc822 when given (a moderation request)."""
     message = EmailMessage()
     message["From"] = f"policy-relay <{sender}>"
     message["To"] = to
@@ -269,4 +293,7 @@ def notice_bytes(sender: str, domain: str, to: str, kind: str, subject: str, tex
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no replies, no loops
     message["X-Relay-Notice"] = kind
     message.set_content(re.sub("\r\n|\r", "\n", text))  # every line break CRLF on the wire, none bare
+    if original:
+        attached = email.message_from_bytes(original, policy=email.policy.default)
+        message.add_attachment(attached, disposition="attachment", filename="mensaje-original.eml")
     return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))

@@ -67,3 +67,16 @@ def test_codes_are_masked_years_and_dates_are_not() -> None:
     assert mask_codes("G-482913 is your Google verification code") == "[código oculto] is your Google verification code"
     assert mask_codes("código 4821") == "código [código oculto]"
     assert mask_codes("Informe 2026 del 24-11") == "Informe 2026 del 24-11"
+
+
+def test_the_moderation_request_names_recipients_an_excerpt_and_why() -> None:
+    p = "pasto.gov.co"
+    sender, rcpts = f"eduardo.hernandez@{p}", [f"jorge.benavides@{p}", f"lucia.ortega@{p}"]
+    message = (f"From: {sender}\nTo: {', '.join(rcpts)}\nSubject: Promocion exclusiva: 40% de descuento\n\n"
+               "Aproveche esta oferta por tiempo limitado. Compre ya su poliza con descuento, precios especiales "
+               "para servidores publicos. Escribame para cotizar.\n")
+    decision = decide("pasto", message, mail_from=sender, rcpt=rcpts, auth=sender)
+    [request] = [n for n in decision.notices if n.kind == "moderation-request"]
+    assert f"Destinatarios (2): {rcpts[0]}, {rcpts[1]}" in request.text
+    assert "Extracto del mensaje:\n  Aproveche esta oferta por tiempo limitado." in request.text
+    assert "Por qué se retuvo:\n- commercial-content-approval: commercial offer: offer" in request.text

@@ -171,6 +171,12 @@ def test_the_store_is_durable_wal_full_sync(tmp_path: Path) -> None:
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
+def test_a_notice_may_carry_a_held_copy_to_attach(store: Store) -> None:
+    store.add_notices([("a@c.gov.co", "moderation-request", "s", "t", "Q-1"), ("b@c.gov.co", "hold", "s", "t")], T0)
+    found = sorted(store.due_notices(T0, 10), key=lambda n: n.to)
+    assert [(n.to, n.attach) for n in found] == [("a@c.gov.co", "Q-1"), ("b@c.gov.co", "")]
+
+
 def test_who_decided_and_when_is_kept(store: Store) -> None:
     [m, d] = store.add_holds([new("M", None), new("D", None)], T0)
     assert store.get_hold(m).decision == "" and store.get_hold(m).decided_at is None  # type: ignore[union-attr]

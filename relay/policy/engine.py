@@ -134,8 +134,10 @@ def _notices(ctx: Context, verdict: Verdict, findings: list[Finding],
         if sender:
             out.append(notices.awaiting(sender, subject, _letter(ctx, *notices.awaiting_opening(moderators),
                                                                  moderated), ids))
+        waiting = [r.address for r in recipients if r.verdict is Verdict.MODERATE]
+        details = notices.request_details(waiting, ctx.submission.message.body_text, moderated)
         for moderator in moderators:
-            text = _letter(ctx, *notices.request_opening(ctx.sender_display), moderated)
+            text = _letter(ctx, *notices.request_opening(ctx.sender_display), moderated) + details
             out.append(notices.moderation_request(moderator, subject, text, ids))
     held = [r for r in recipients if r.verdict is Verdict.HOLD and r.deliver_at]
     if held and sender:

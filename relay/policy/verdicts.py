@@ -92,6 +92,7 @@ class Notice:
     subject: str
     text: str
     rule_ids: tuple[str, ...] = ()
+    attach: str = ""  # a held copy's id: its original goes with the notice (set once the copy is stored)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ due times in the row), so several relays can later share one queue.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -196,6 +196,7 @@ class OutboxNotice:
     subject: str
     text: str
     attempts: int = 0
+    attach: str = ""  # a held copy whose original goes with the notice (message/rfc822): moderation requests
 
 
 @dataclass(frozen=True)
@@ -256,7 +257,8 @@ class Store(Protocol):
     def rate_take(self, key: str, window_start: datetime, amount: int, limit: int) -> int | None: ...
     def take_once(self, key: str, now: datetime, period: float) -> bool: ...
     # notices
-    def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None: ...
+    def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None: ...
+    # (to, kind, subject, text) or (to, kind, subject, text, hold id whose original is attached)
     def due_notices(self, now: datetime, limit: int) -> list[OutboxNotice]: ...
     def notice_done(self, notice_id: int) -> None: ...
     def notice_retry(self, notice_id: int, next_attempt: datetime) -> None: ...

@@ -16,7 +16,7 @@ import contextlib
 import json
 import secrets
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -105,6 +105,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE holds ADD COLUMN decided_at TIMESTAMPTZ;
     ALTER TABLE holds ADD COLUMN decision TEXT NOT NULL DEFAULT '';
     CREATE INDEX holds_age ON holds (state, created_at);
+    ALTER TABLE outbox ADD COLUMN attach_hold TEXT NOT NULL DEFAULT '';
     """,
 )
 
@@ -420,12 +421,12 @@ class PostgresStore:
         return bool(self._run(self._tx(run)))
 
     # -- notices -------------------------------------------------------------------------------
-    def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:
+    def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:
         if not notices:
             return
         self._run(self._pool.executemany(
-            "INSERT INTO outbox (recipient, kind, subject, body, created_at, next_attempt) "
-            "VALUES ($1, $2, $3, $4, $5, $5)", [(*n, utc(now)) for n in notices]))
+            "INSERT INTO outbox (recipient, kind, subject, body, created_at, next_attempt, attach_hold) "
+            "VALUES ($1, $2, $3, $4, $5, $5, $6)", [(*n[:4], utc(now), n[4] if len(n) > 4 else "") for n in notices]))
         self._run(self._pool.execute(f"NOTIFY {CHANNEL}"))
 
     def due_notices(self, now: datetime, limit: int) -> list[OutboxNotice]:
@@ -433,8 +434,10 @@ class PostgresStore:
         rows = self._run(self._pool.fetch(
             "UPDATE outbox SET next_attempt = $2 WHERE id IN (SELECT id FROM outbox WHERE next_attempt <= $1 "
             "ORDER BY next_attempt LIMIT $3 FOR UPDATE SKIP LOCKED) "
-            "RETURNING id, recipient, kind, subject, body, attempts", utc(now), utc(now) + self.lease, limit))
-        return sorted((OutboxNotice(r["id"], r["recipient"], r["kind"], r["subject"], r["body"], r["attempts"])
+            "RETURNING id, recipient, kind, subject, body, attempts, attach_hold",
+            utc(now), utc(now) + self.lease, limit))
+        return sorted((OutboxNotice(r["id"], r["recipient"], r["kind"], r["subject"], r["body"], r["attempts"],
+                                    r["attach_hold"])
                        for r in rows), key=lambda n: n.id)
 
     def notice_done(self, notice_id: int) -> None:

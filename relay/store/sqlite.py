@@ -11,7 +11,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +98,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE holds ADD COLUMN decided_at REAL;
     ALTER TABLE holds ADD COLUMN decision TEXT NOT NULL DEFAULT '';
     CREATE INDEX holds_age ON holds (state, created_at);
+    ALTER TABLE outbox ADD COLUMN attach_hold TEXT NOT NULL DEFAULT '';
     """,
 )
 
@@ -391,16 +392,17 @@ class SqliteStore:
             return True
 
     # -- notices -------------------------------------------------------------------------------
-    def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:
+    def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:
         if not notices:
             return
         with self._tx() as db:
-            db.executemany("INSERT INTO outbox (recipient, kind, subject, body, created_at, next_attempt) "
-                           "VALUES (?, ?, ?, ?, ?, ?)", [(*n, _ts(now), _ts(now)) for n in notices])
+            db.executemany("INSERT INTO outbox (recipient, kind, subject, body, created_at, next_attempt, "
+                           "attach_hold) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(*n[:4], _ts(now), _ts(now), n[4] if len(n) > 4 else "") for n in notices])
 
     def due_notices(self, now: datetime, limit: int) -> list[OutboxNotice]:
         rows = self._read(lambda db: db.execute(
-            "SELECT id, recipient, kind, subject, body, attempts FROM outbox WHERE next_attempt <= ? "
+            "SELECT id, recipient, kind, subject, body, attempts, attach_hold FROM outbox WHERE next_attempt <= ? "
             "ORDER BY next_attempt LIMIT ?", (_ts(now), limit)).fetchall())
         return [OutboxNotice(*r) for r in rows]
 

@@ -64,7 +64,8 @@ def signed_in(relay: RelayProcess) -> Client:
 
 def notice_text(content: bytes) -> str:
     message = email.message_from_bytes(content, policy=email.policy.default)
-    return str(message.get_content())  # type: ignore[attr-defined]
+    body = message.get_body(("plain",))  # type: ignore[attr-defined]  # a request also carries the original
+    return str(body.get_content())
 
 
 def moderation_links(sink: Sink) -> dict[str, str]:

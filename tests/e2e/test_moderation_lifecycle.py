@@ -97,3 +97,22 @@ def test_a_deleted_hold_tells_its_sender(relay: RelayProcess, sink: Sink) -> Non
     got = sink.wait_for(3)
     told = next(m for m in got if b"X-Relay-Notice: hold-deleted" in m.content)
     assert told.rcpts == [EDUARDO] and "fue eliminado" in notice_text(told.content)
+
+
+def test_the_moderation_request_carries_the_original_and_what_to_decide_on(relay: RelayProcess, sink: Sink) -> None:
+    import email
+    import email.policy
+
+    send_promo(relay)
+    sink.wait_for(2)
+    raw = next(m for m in sink.messages if b"X-Relay-Notice: moderation-request" in m.content).content
+    request = email.message_from_bytes(raw, policy=email.policy.default)
+    assert request.get_content_type() == "multipart/mixed" and request["Auto-Submitted"] == "auto-generated"
+    text = request.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Destinatarios (2): jorge.benavides@pasto.gov.co, lucia.ortega@pasto.gov.co" in text
+    assert "Extracto del mensaje:" in text and "Por qué se retuvo:" in text
+    [attached] = [p for p in request.iter_attachments() if p.get_content_type() == "message/rfc822"]
+    original = attached.get_content()
+    assert original["Subject"].startswith("Promocion exclusiva") and original["From"] == EDUARDO
+    held = next(m for m in sink.messages if b"X-Relay-Notice: moderation\r\n" in m.content)
+    assert b"message/rfc822" not in held.content  # only the moderator gets the original
