@@ -51,6 +51,13 @@ def institution_zone(config: RelayConfig, config_path: str) -> tzinfo:
         return ZoneInfo("UTC")
 
 
+def _pack_notices(config: RelayConfig, config_path: str) -> dict[str, Any]:
+    """The pack's own notice texts (`notices:`), for what `relay queue` tells the sender."""
+    from relay.policy.pack import load_pack
+
+    return dict(load_pack(config.resolve(config_path, config.policy)).notices)
+
+
 def _wake(config: RelayConfig, config_path: str) -> None:
     """Tell a running relay that the queue changed (no effect if it is not running)."""
     pid_file = config.resolve(config_path, config.pid_file)
@@ -138,7 +145,7 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
         return _show(args, store, hold, institution_zone(config, args.config))
     try:
         hold = moderation.act(store, hold.id, args.action, _who(args), now, getattr(args, "reason", "") or "",
-                              institution_zone(config, args.config))
+                              institution_zone(config, args.config), _pack_notices(config, args.config))
     except ValueError as error:
         print(f"relay queue: {error}", file=sys.stderr)
         return EXIT_STATE

@@ -654,7 +654,7 @@ class Disposer:
         released copy is then delivered by the scheduler through `release`. KeyError/ValueError
         as relay.moderation.act."""
         hold = await asyncio.to_thread(moderation.act, self.store, hold_id, action, by, self.clock.now(), reason,
-                                       self.zone)
+                                       self.zone, self.pack.notices)
         self.log.info("moderated", hold=hold.id, queue_id=hold.queue_id, action=action, by=by,
                       state=hold.state.value)
         self.wake()

@@ -12,8 +12,8 @@ lists or bounces; the sender of a held copy is already one of ours (`sender_noti
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, tzinfo
 
 from relay import notices
@@ -30,6 +30,7 @@ class Lifecycle:
     expire_after_days: int
     digest_hour: int | None
     zone: tzinfo
+    templates: Mapping[str, notices.Template] = field(default_factory=dict)
 
 
 def _ours(address: str, is_local: Callable[[str], bool]) -> bool:
@@ -42,8 +43,11 @@ def expire(store: Store, now: datetime, settings: Lifecycle, is_local: Callable[
     cutoff = now - timedelta(days=settings.expire_after_days)
     for hold in store.expire_moderation(now, cutoff, BATCH):
         if hold.sender_notice_to and _ours(hold.sender_notice_to, is_local):
-            out.append(notices.expired(hold.sender_notice_to, hold.subject, hold.recipients,
-                                       settings.expire_after_days, hold.moderators))
+            default = notices.expired(hold.sender_notice_to, hold.subject, hold.recipients,
+                                      settings.expire_after_days, hold.moderators)
+            values = notices.outcome_values(hold.subject, hold.recipients, days=str(settings.expire_after_days),
+                                            moderators=", ".join(hold.moderators))
+            out.append(notices.from_template(default, settings.templates.get("expired"), values))
     return out
 
 

@@ -8,6 +8,7 @@ approved copy is then delivered through `Disposer.release` like any released hol
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime, tzinfo
 
 from relay import notices
@@ -37,7 +38,7 @@ def decided_es(hold: Hold, zone: tzinfo = UTC) -> str:
 
 
 def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason: str = "",
-        zone: tzinfo = UTC) -> Hold:
+        zone: tzinfo = UTC, templates: Mapping[str, notices.Template] | None = None) -> Hold:
     """Apply one action; ValueError when the hold is not in a state that allows it (AlreadyDecided
     when someone decided on it before: who, what, when, in `zone`) or no reason is given for a
     refusal; KeyError when there is no such hold."""
@@ -49,28 +50,30 @@ def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason:
         raise AlreadyDecided(f"el mensaje {current.id} ya fue {decided_es(current, zone)}")
     if action == "approve":
         hold = store.approve(hold_id, now, by)
-        tell_sender(store, hold, now, "approved", "")
+        tell_sender(store, hold, now, "approved", "", templates)
     elif action == "reject":
         reason = " ".join(reason.split())
         if not reason:
             raise ValueError("a refusal needs a reason: the sender is told it")
         hold = store.reject(hold_id, now, by, reason)
-        tell_sender(store, hold, now, "rejected", reason)
+        tell_sender(store, hold, now, "rejected", reason, templates)
     elif action == "release":
         hold = store.release(hold_id, now, by)
     elif action == "delete":
         hold = store.delete(hold_id, now, by)
-        tell_sender(store, hold, now, "deleted", "")
+        tell_sender(store, hold, now, "deleted", "", templates)
     elif action == "withdraw":
         hold = store.withdraw(hold_id, now, by)
-        tell_sender(store, hold, now, "withdrawn", "")
+        tell_sender(store, hold, now, "withdrawn", "", templates)
     else:
         raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")
     return hold
 
 
-def tell_sender(store: Store, hold: Hold, now: datetime, outcome: str, reason: str) -> None:
-    """The sender hears the moderator's decision (and the reason of a refusal): relay.notices."""
+def tell_sender(store: Store, hold: Hold, now: datetime, outcome: str, reason: str,
+                templates: Mapping[str, notices.Template] | None = None) -> None:
+    """The sender hears the moderator's decision (and the reason of a refusal): relay.notices'
+    text, or the pack's (`notices:` in the pack)."""
     if not hold.sender_notice_to:
         return
     if outcome == "approved":
@@ -81,4 +84,6 @@ def tell_sender(store: Store, hold: Hold, now: datetime, outcome: str, reason: s
         notice = notices.withdrawn(hold.sender_notice_to, hold.subject, hold.recipients)
     else:
         notice = notices.rejected(hold.sender_notice_to, hold.subject, reason, hold.cites)
+    values = notices.outcome_values(hold.subject, hold.recipients, reason=reason, cites="; ".join(hold.cites))
+    notice = notices.from_template(notice, (templates or {}).get(outcome), values)
     store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], now)

@@ -189,6 +189,51 @@ def rejected(to: str, subject: str, reason: str, cites: Sequence[str]) -> Notice
     return Notice(to, "moderation-rejected", f"Mensaje no aprobado: {subject}", text)
 
 
+# -- the pack's own wording of the moderators' outcomes ------------------------------------------------
+# A pack may replace these texts (`notices:` in the pack, relay.policy.pack.NoticeTemplate); each
+# may use the placeholders listed here, checked when the pack loads.
+OUTCOME_VARS: dict[str, frozenset[str]] = {
+    "approved": frozenset({"subject", "recipients"}),
+    "rejected": frozenset({"subject", "recipients", "reason", "cites"}),
+    "deleted": frozenset({"subject", "recipients"}),
+    "withdrawn": frozenset({"subject", "recipients"}),
+    "expired": frozenset({"subject", "recipients", "days", "moderators"}),
+}
+
+
+class Template(Protocol):
+    """A pack's text for one outcome (relay.policy.pack.NoticeTemplate)."""
+
+    @property
+    def subject(self) -> str | None: ...
+    @property
+    def es(self) -> str: ...
+    @property
+    def en(self) -> str | None: ...
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def from_template(default: Notice, template: Template | None, values: dict[str, str]) -> Notice:
+    """`default`, or the pack's wording of it: Spanish, then English when the pack gives it."""
+    if template is None:
+        return default
+    filled = _Blank(values)
+    text = template.es.format_map(filled)
+    if template.en:
+        text += "\n\n--- English ---\n" + template.en.format_map(filled)
+    subject = one_line(template.subject.format_map(filled))[:200] if template.subject else default.subject
+    return Notice(default.to, default.kind, subject, text, default.rule_ids)
+
+
+def outcome_values(subject: str, recipients: Sequence[str], **more: str) -> dict[str, str]:
+    return {"subject": one_line(subject) or NO_SUBJECT, "recipients": ", ".join(map(one_line, recipients)),
+            **{k: one_line(v) for k, v in more.items()}}
+
+
 def deleted(to: str, subject: str, recipients: Sequence[str]) -> Notice:
     """To the sender: an operator removed the held copy; it will not be delivered."""
     subject = one_line(subject) or NO_SUBJECT

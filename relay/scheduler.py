@@ -123,7 +123,7 @@ class Scheduler:
         self.housekept = now
         pack, directory = self.disposer.pack, self.disposer.directory
         settings = lifecycle.Lifecycle(pack.moderation.expire_after_days, pack.moderation.digest_hour,
-                                       self.disposer.zone)
+                                       self.disposer.zone, pack.notices)
         found = await asyncio.to_thread(lifecycle.expire, self.store, now, settings, directory.is_local)
         for notice in found:
             self.log.info("hold_expired", to=notice.to, days=settings.expire_after_days)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -126,3 +127,37 @@ def test_the_senders_held_notices_carry_a_withdrawal_link_and_only_theirs() -> N
     assert "withdraw" not in out["moderation-request"].text and out["alert"].text == "x"
     without = holds.with_hold_ids(found, planned, ["Q-1", "Q-2"], None)  # no admin listener: no links
     assert all("Retirar" not in n.text for n in without)
+
+
+def test_the_pack_words_the_approved_and_rejected_notices(tmp_path: Path) -> None:
+    from relay.policy.pack import NoticeTemplate
+    from relay.store import SqliteStore
+
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    templates = {"approved": NoticeTemplate(subject="Aprobado por Comunicaciones: {subject}",
+                                            es="La Oficina de Comunicaciones aprobó «{subject}» para {recipients}.",
+                                            en="Approved: {subject}."),
+                 "rejected": NoticeTemplate(es="Comunicaciones no aprobó «{subject}»: {reason}")}
+    [a] = store.add_holds([moderated("A")], T0)
+    [r] = store.add_holds([moderated("R")], T0)
+    moderation.act(store, a, "approve", "yanet", T0, templates=templates)
+    moderation.act(store, r, "reject", "yanet", T0, "Publicidad no autorizada", templates=templates)
+    sent_now = {n.kind: n for n in store.due_notices(T0, 10)}
+    approved, rejected = sent_now["moderation-approved"], sent_now["moderation-rejected"]
+    assert approved.subject == "Aprobado por Comunicaciones: Boletin"
+    assert approved.text == (f"La Oficina de Comunicaciones aprobó «Boletin» para patriciah.fierro@{B}.\n\n"
+                             "--- English ---\nApproved: Boletin.")
+    assert rejected.text == "Comunicaciones no aprobó «Boletin»: Publicidad no autorizada"
+    assert rejected.subject == "Mensaje no aprobado: Boletin"  # no subject in the pack: the relay's
+
+
+def test_pack_notice_templates_are_checked_when_the_pack_loads() -> None:
+    from relay.policy.pack import Pack
+    from tests.helpers import pack
+
+    base = pack("pasto").model_dump(mode="json", exclude={"notices"})
+    for bad, message in (({"aproved": {"es": "x"}}, "unknown notice 'aproved'"),
+                         ({"approved": {"es": "Motivo: {reason}"}}, "unknown placeholder {reason}")):
+        with pytest.raises(ValidationError, match=re.escape(message)):
+            Pack.model_validate({**base, "notices": bad})
+    assert Pack.model_validate({**base, "notices": {"rejected": {"es": "No: {reason}"}}}).notices["rejected"].es

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from relay import yamlconf
 from relay.policy.rules import KINDS
@@ -44,6 +44,35 @@ class Moderation(_Strict):
                     "null: no digest")
 
 
+class NoticeTemplate(_Strict):
+    """The pack's wording of a notice the relay writes after a decision (approved, rejected,
+    deleted, withdrawn, expired): {placeholders} as in rule notices."""
+
+    subject: str | None = None
+    es: str = Field(min_length=1)
+    en: str | None = None
+
+
+def _check_notice_templates(value: dict[str, NoticeTemplate]) -> dict[str, NoticeTemplate]:
+    import string
+
+    from relay.notices import OUTCOME_VARS
+
+    for name, template in value.items():
+        if name not in OUTCOME_VARS:
+            raise ValueError(f"unknown notice {name!r}; one of {', '.join(OUTCOME_VARS)}")
+        for text in (template.subject or "", template.es, template.en or ""):
+            try:
+                names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+            except ValueError as error:
+                raise ValueError(f"notices.{name}: bad placeholder: {error}; write '{{{{' for a brace") from None
+            unknown = sorted(names - OUTCOME_VARS[name])
+            if unknown:
+                raise ValueError(f"notices.{name}: unknown placeholder {{{unknown[0]}}}; known: "
+                                 + ", ".join(sorted(OUTCOME_VARS[name])))
+    return value
+
+
 class ExampleEnvelope(_Strict):
     mail_from: str
     rcpt_to: list[str] = Field(min_length=1)
@@ -74,8 +103,12 @@ class Pack(_Strict):
     help: str = Field(min_length=3, description="whom to ask, shown in every notice")
     mass_mail: MassMail = MassMail()
     moderation: Moderation = Moderation()
+    notices: dict[str, NoticeTemplate] = Field(
+        default={}, description="the pack's texts for approved, rejected, deleted, withdrawn, expired")
     rules: list[RuleConfig] = Field(min_length=1)
     examples: list[Example] = []
+
+    _notices = field_validator("notices")(_check_notice_templates)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Pack:
