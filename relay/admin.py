@@ -125,13 +125,16 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
             return EXIT_OK
         zone = institution_zone(config, args.config)
         rows = [["ID", "STATE", "REASON", "DUE", "FROM", "TO", "SUBJECT", "RULES", "DECIDED"]]
+        # one time policy: every instant in the institution's zone, named; rows in absolute order
+        holds = sorted(holds, key=lambda h: (h.state is not HoldState.MODERATION,
+                                             (h.deliver_at or h.next_attempt or h.created_at).timestamp()))
         for h in holds:
             to = h.recipients[0] + (f" (+{len(h.recipients) - 1})" if len(h.recipients) > 1 else "")
-            local = h.deliver_at_local[:16].replace("T", " ")
+            local = _local(h.deliver_at, zone)
             if h.state is HoldState.MODERATION:
                 due = f"awaits approval, then {local}" if local else "awaits approval"
             else:
-                due = local or _iso(h.next_attempt)
+                due = local or _local(h.next_attempt, zone)
             rows.append([h.id, h.state.value, h.reason, due, h.mail_from, to, h.subject[:40], ",".join(h.rule_ids),
                          _decided_short(h, zone)])
         _table(rows, sys.stdout)
@@ -157,6 +160,14 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
                 else " (delivered within seconds by the running relay)")
     print(f"{hold.id}: {hold.state.value}{when}")
     return EXIT_OK
+
+
+def _local(at: datetime | None, zone: tzinfo) -> str:
+    """'2026-11-30 08:00 -05 (America/Bogota)': an instant as people here read it."""
+    if at is None:
+        return ""
+    here = at.astimezone(zone)
+    return f"{here:%Y-%m-%d %H:%M %Z} ({getattr(zone, 'key', here.tzname())})"
 
 
 def _decided_short(hold: Hold, zone: tzinfo) -> str:

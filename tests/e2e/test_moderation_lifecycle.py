@@ -116,3 +116,34 @@ def test_the_moderation_request_carries_the_original_and_what_to_decide_on(relay
     assert original["Subject"].startswith("Promocion exclusiva") and original["From"] == EDUARDO
     held = next(m for m in sink.messages if b"X-Relay-Notice: moderation\r\n" in m.content)
     assert b"message/rfc822" not in held.content  # only the moderator gets the original
+
+
+def test_queue_list_shows_one_zone_and_sorts_by_absolute_time(tmp_path: Path) -> None:
+    """A Tokyo 09:00 (00:00 UTC) comes before a Bogotá 08:00 (13:00 UTC) and both read in the
+    institution's zone with its name: through the real `relay` command."""
+    import os
+    import subprocess
+    import sys
+    from datetime import datetime
+
+    from relay.store import NewHold, SqliteStore
+    from tests.helpers import INSTITUTIONS, POLICIES, ROOT
+
+    config = tmp_path / "relay.yaml"
+    config.write_text(f"policy: {POLICIES / 'pasto.yaml'}\ndirectory: {INSTITUTIONS / 'pasto.yaml'}\n"
+                      f"store: sqlite:{tmp_path / 'relay.db'}\n", encoding="utf-8")
+    store = SqliteStore(tmp_path / "relay.db")
+    bogota = datetime.fromisoformat("2026-11-30T08:00:00-05:00")
+    tokyo = datetime.fromisoformat("2026-11-30T09:00:00+09:00")
+    for queue_id, due in (("BOG", bogota), ("TYO", tokyo)):
+        store.add_holds([NewHold(queue_id, "hold", EDUARDO, (f"x@{queue_id.lower()}.example",), b"Subject: s\r\n\r\n",
+                                 due, ("right-to-disconnect",), ("Ley 2088 de 2021",), "s", EDUARDO,
+                                 deliver_at_local=due.isoformat())],
+                        datetime.fromisoformat("2026-11-27T20:00:00-05:00"))
+    store.close()
+    done = subprocess.run([sys.executable, "-m", "relay", "queue", "list", "--config", str(config)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith(("BOG", "TYO"))]
+    assert [r[:3] for r in rows] == ["TYO", "BOG"]
+    assert "2026-11-29 19:00 -05 (America/Bogota)" in rows[0] and "2026-11-30 08:00 -05 (America/Bogota)" in rows[1]
