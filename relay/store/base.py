@@ -151,6 +151,7 @@ class HoldFilter:
     recipient: str | None = None
     sender: str | None = None
     due_before: datetime | None = None
+    queue_id: str | None = None  # the SMTP queue id of the message: all its holds (one per plan)
     states: tuple[HoldState, ...] = (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
     limit: int = 1000
 

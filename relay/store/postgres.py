@@ -250,6 +250,9 @@ class PostgresStore:
         if filters.due_before:
             args.append(utc(filters.due_before))
             where.append(f"next_attempt < ${len(args)}")
+        if filters.queue_id:
+            args.append(filters.queue_id)
+            where.append(f"queue_id = ${len(args)}")
         args.append(filters.limit)
         sql = (f"SELECT {_COLUMNS} FROM holds WHERE {' AND '.join(where)} "
                f"ORDER BY next_attempt IS NULL, next_attempt, created_at LIMIT ${len(args)}")

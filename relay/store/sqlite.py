@@ -243,6 +243,9 @@ class SqliteStore:
         if filters.due_before:
             where.append("next_attempt < ?")
             args.append(_ts(filters.due_before))
+        if filters.queue_id:
+            where.append("queue_id = ?")
+            args.append(filters.queue_id)
         sql = (f"SELECT {self._COLUMNS} FROM holds WHERE {' AND '.join(where)} "
                "ORDER BY next_attempt IS NULL, next_attempt, created_at LIMIT ?")
         rows = self._read(lambda db: db.execute(sql, (*args, filters.limit)).fetchall())
