@@ -277,7 +277,9 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
 async def _admin_listener(app: RelayApp, config: RelayConfig) -> tuple[AdminSite, web.AppRunner] | None:
     """The admin pages, /metrics and health checks (relay.web.server.listen), when configured."""
     try:
-        return await listen_admin(app.disposer, app.link_key, config.admin, app.log)
+        token_file = (config.resolve(app.config_path, config.admin.api_token_file)
+                      if config.admin and config.admin.api_token_file else None)
+        return await listen_admin(app.disposer, app.link_key, config.admin, app.log, token_file)
     except OSError as error:
         assert config.admin is not None
         raise ServeError(f"cannot listen on admin {config.admin.listen}: {error.strerror}") from None
