@@ -87,6 +87,7 @@ class RelayApp:
         self.disposer.wake = self.scheduler.wake
         self.metrics.sessions.set_function(lambda: self.disposer.active)
         self.metrics.generation.set(1)
+        self._directory_age(config, rules)
 
     @property
     def rules(self) -> Rules:
@@ -129,7 +130,13 @@ class RelayApp:
                       addresses=len(rules.directory.entries), restart_needed=kept)
         self.metrics.reload(True)
         self.metrics.generation.set(generation)
+        self._directory_age(config, rules)
         return ReloadResult(True, generation, rules.pack.pack, len(rules.pack.rules), [], kept)
+
+    def _directory_age(self, config: RelayConfig, rules: Rules) -> None:
+        """relay_directory_age_seconds of a YAML directory (an LDAP one reports its snapshot's age)."""
+        if getattr(rules.directory, "taken_at", None) is None:
+            self.metrics.directory_loaded(config.resolve(self.config_path, config.directory))
 
     def _reload_refused(self, problems: list[str]) -> ReloadResult:
         self.log.error("reload_refused", problems=problems, generation=self.rules.generation,
