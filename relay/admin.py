@@ -21,10 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from relay import moderation
+from relay import views
 from relay.clock import clock_from_env
 from relay.config import RelayConfig, load_config
-from relay.rewrite import split_head
 from relay.store import AuditEntry, Hold, HoldFilter, HoldState, Store, open_store
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
@@ -50,13 +49,7 @@ def _iso(at: datetime | None) -> str:
     return at.isoformat(timespec="seconds") if at else ""
 
 
-def hold_json(hold: Hold) -> dict[str, Any]:
-    return {"id": hold.id, "queue_id": hold.queue_id, "reason": hold.reason, "state": hold.state.value,
-            "mail_from": hold.mail_from, "recipients": list(hold.recipients),
-            "deliver_at": hold.deliver_at_local or _iso(hold.deliver_at), "next_attempt": _iso(hold.next_attempt),
-            "attempts": hold.attempts, "created_at": _iso(hold.created_at), "rules": list(hold.rule_ids),
-            "cites": list(hold.cites), "subject": hold.subject, "moderators": list(hold.moderators),
-            "last_error": hold.last_error, "size": hold.size}
+hold_json = views.hold_json  # one rendering for the CLI, the web pages and the API
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -114,13 +107,13 @@ def cmd_queue(args: argparse.Namespace) -> int:
 def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
     now = clock_from_env().now()
     if args.action == "list":
-        states = tuple(HoldState) if args.all else (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
         due_before = parse_instant(args.due_before, institution_zone(config, args.config))
-        holds = store.list_holds(HoldFilter(reason=args.reason, recipient=args.recipient, sender=args.sender,
-                                            due_before=due_before, states=states, limit=args.limit))
+        query = views.HoldQuery(reason=args.reason, recipient=args.recipient, sender=args.sender,
+                                due_before=due_before, all_states=args.all, limit=args.limit)
         if args.json:
-            print(json.dumps([hold_json(h) for h in holds], ensure_ascii=False, indent=2))
+            print(json.dumps(views.list_holds(store, query), ensure_ascii=False, indent=2))
             return EXIT_OK
+        holds = store.list_holds(query.filters())
         if not holds:
             print("no held messages")
             return EXIT_OK
@@ -151,7 +144,7 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
         holds += [h for h in found if h.id not in {x.id for x in holds}]
     if args.action == "show":
         if args.json and not (len(ids) == 1 and len(holds) == 1 and holds[0].id == ids[0]):
-            print(json.dumps([_show_json(store, h) for h in holds], ensure_ascii=False, indent=2))
+            print(json.dumps([views.show_hold(store, h.id) for h in holds], ensure_ascii=False, indent=2))
             return status
         for n, hold in enumerate(holds):
             if n:
@@ -161,7 +154,7 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
     changed = False
     for target in holds:
         try:
-            hold = moderation.act(store, target.id, args.action, _who(args), now, getattr(args, "reason", "") or "")
+            hold = views.act(store, target.id, args.action, _who(args), now, getattr(args, "reason", "") or "")
         except ValueError as error:
             print(f"relay queue: {error}", file=sys.stderr)
             status = max(status, EXIT_STATE)
@@ -205,21 +198,12 @@ def _resolve(store: Store, given: str, all_states: bool) -> list[Hold]:
     return store.list_holds(HoldFilter(queue_id=given, states=states, limit=1000))
 
 
-def _show_json(store: Store, hold: Hold) -> dict[str, Any]:
-    fields, _ = split_head(store.hold_content(hold.id) or b"")
-    return {**hold_json(hold), "headers": [f.decode("utf-8", "replace") for f in fields],
-            "history": [{"at": _iso(e.at), "event": e.event, "detail": e.detail} for e in store.hold_events(hold.id)]}
-
-
 def _show(args: argparse.Namespace, store: Store, hold: Hold) -> int:
-    content = store.hold_content(hold.id) or b""
-    fields, _ = split_head(content)
-    headers = [f.decode("utf-8", "replace") for f in fields]
-    events = store.hold_events(hold.id)
+    data = views.show_hold(store, hold.id)
     if args.json:
-        print(json.dumps(_show_json(store, hold), ensure_ascii=False, indent=2))
+        print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
-    data = hold_json(hold)
+    headers, events = data["headers"], store.hold_events(hold.id)
     for key in ("id", "state", "reason", "mail_from", "subject", "deliver_at", "next_attempt", "attempts",
                 "created_at", "last_error"):
         if data[key] not in ("", None):
@@ -350,7 +334,33 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_api_token(args: argparse.Namespace) -> int:
+    """A new API token: the token once (for the client), and its hash (for the relay's config)."""
+    from relay import apitokens
+
+    if ":" in args.name or not args.name.strip():
+        print("relay api-token: NAME must be non-empty and without ':'", file=sys.stderr)
+        return EXIT_USAGE
+    token = apitokens.new_token()
+    digest = apitokens.token_hash(token)
+    print(f"token:      {token}")
+    print(f"token_hash: {digest}")
+    print("# the token is shown only now: give it to the client (Authorization: Bearer ...); the relay keeps")
+    print("# only the hash. In the config, under admin.api_tokens:")
+    print(f"#   - {{name: {args.name}, token_hash: \"{digest}\", scope: {args.scope}}}")
+    print("# or as a line of admin.api_token_file:")
+    print(f"{args.name}:{digest}:{args.scope}")
+    return EXIT_OK
+
+
 def add_parsers(sub: Any) -> None:
+    api_token = sub.add_parser("api-token", help="make a token for the JSON API (docs/api.md)")
+    token_actions = api_token.add_subparsers(dest="action", required=True)
+    token_new = token_actions.add_parser("new", help="print a new token and the hash the config keeps")
+    token_new.add_argument("name", help="who uses it, e.g. mesa-de-ayuda")
+    token_new.add_argument("--scope", choices=["read", "moderate"], default="read")
+    token_new.set_defaults(func=cmd_api_token)
+
     reload = sub.add_parser("reload", help="re-read config, pack and directory in the running relay (SIGHUP)")
     reload.add_argument("--config", required=True)
     reload.add_argument("--timeout", type=float, default=30, help="seconds to wait for the relay's answer")

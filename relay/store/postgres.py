@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from relay.store.base import (
+    MODERATION_EVENTS,
     TRANSITIONS,
     AuditEntry,
     Hold,
@@ -268,6 +269,18 @@ class PostgresStore:
             "SELECT reason, count(*) AS n, min(created_at) AS oldest FROM holds "
             "WHERE state IN ('waiting', 'moderation', 'delivering') GROUP BY reason"))
         return {r["reason"]: (int(r["n"]), r["oldest"]) for r in rows}
+
+    def outbox_stats(self) -> tuple[int, datetime | None]:
+        """Notices not yet taken by the upstream: how many, and when the oldest was queued."""
+        row = self._run(self._pool.fetchrow("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox"))
+        return int(row["n"]), row["oldest"]
+
+    def moderation_counts(self) -> dict[str, int]:
+        """Moderation actions ever recorded (hold events), by event: approved, rejected, ..."""
+        rows = self._run(self._pool.fetch(
+            "SELECT event, count(*) AS n FROM hold_events WHERE event = ANY($1::text[]) GROUP BY event",
+            list(MODERATION_EVENTS)))
+        return {str(r["event"]): int(r["n"]) for r in rows}
 
     def next_due(self) -> datetime | None:
         """The next instant a hold becomes claimable: due, or a lease that runs out."""
