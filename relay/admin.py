@@ -14,15 +14,16 @@ import json
 import os
 import signal
 import sys
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from relay import moderation
+import yaml
+
+from relay import moderation, views
 from relay.clock import clock_from_env
 from relay.config import RelayConfig, load_config
-from relay.rewrite import split_head
 from relay.store import AuditEntry, Hold, HoldFilter, HoldState, Store, open_store
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
@@ -31,24 +32,6 @@ EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
 def _open(args: argparse.Namespace) -> tuple[RelayConfig, Store]:
     config = load_config(args.config)
     return config, open_store(config.store, Path(args.config).resolve().parent, config.store_options.lease, 2)
-
-
-def institution_zone(config: RelayConfig, config_path: str) -> tzinfo:
-    """The institution's zone (the directory's `timezone`; for LDAP, `ldap.institution.timezone`),
-    read without loading the directory; UTC when it cannot be read."""
-    from relay import yamlconf
-
-    name: object = "UTC"
-    if config.ldap is not None:
-        name = config.ldap.institution.timezone
-    else:
-        with contextlib.suppress(Exception):
-            data, _ = yamlconf.read_yaml(config.resolve(config_path, config.directory))
-            name = data.get("timezone", "UTC") if isinstance(data, dict) else "UTC"
-    try:
-        return ZoneInfo(str(name))
-    except (KeyError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def _pack_notices(config: RelayConfig, config_path: str) -> dict[str, Any]:
@@ -73,14 +56,7 @@ def _iso(at: datetime | None) -> str:
     return at.isoformat(timespec="seconds") if at else ""
 
 
-def hold_json(hold: Hold) -> dict[str, Any]:
-    return {"id": hold.id, "queue_id": hold.queue_id, "reason": hold.reason, "state": hold.state.value,
-            "mail_from": hold.mail_from, "recipients": list(hold.recipients),
-            "deliver_at": hold.deliver_at_local or _iso(hold.deliver_at), "next_attempt": _iso(hold.next_attempt),
-            "attempts": hold.attempts, "created_at": _iso(hold.created_at), "rules": list(hold.rule_ids),
-            "cites": list(hold.cites), "subject": hold.subject, "moderators": list(hold.moderators),
-            "last_error": hold.last_error, "size": hold.size, "decision": hold.decision or None,
-            "decided_by": hold.decided_by or None, "decided_at": _iso(hold.decided_at) or None}
+hold_json = views.hold_json  # one rendering for the CLI, the web pages and the API
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -89,18 +65,42 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
         out.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n")
 
 
-def _instant(text: str | None) -> datetime | None:
+def institution_zone(config: RelayConfig, config_path: str) -> ZoneInfo:
+    """The institution's zone (directory file or the `ldap.institution` section), read without asking
+    any server: the zone in which people give and read times."""
+    name = "UTC"
+    if config.ldap is not None and "://" in config.directory:
+        name = config.ldap.institution.timezone
+    else:
+        with contextlib.suppress(OSError, yaml.YAMLError, AttributeError):
+            data = yaml.safe_load(config.resolve(config_path, config.directory).read_text(encoding="utf-8"))
+            name = str(data.get("timezone") or "UTC")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def parse_instant(text: str | None, zone: ZoneInfo | None = None) -> datetime | None:
+    """An instant as people write it: ISO 8601 with an offset, or a local date / date and time in the
+    institution's zone (`2026-11-27`, `2026-11-27 08:00`), or `today` / `yesterday` (local midnight)."""
     if not text:
         return None
+    zone = zone or ZoneInfo("UTC")
+    word = text.strip().casefold()
+    if word in ("today", "hoy", "yesterday", "ayer", "now", "ahora"):
+        now = clock_from_env().now().astimezone(zone)
+        if word in ("now", "ahora"):
+            return now
+        midnight = datetime.combine(now.date(), datetime.min.time(), zone)
+        return midnight - timedelta(days=1) if word in ("yesterday", "ayer") else midnight
     try:
-        at = datetime.fromisoformat(text)
+        at = datetime.fromisoformat(text.strip())
     except ValueError:
-        print(f"relay: {text!r} is not an ISO-8601 instant like 2026-11-27T20:00:00-05:00", file=sys.stderr)
+        print(f"relay: {text!r} is not a date or instant; write 2026-11-27, 2026-11-27 08:00 "
+              f"({zone.key}), 2026-11-27T08:00:00-05:00, today or yesterday", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
-    if at.tzinfo is None:
-        print(f"relay: {text!r} has no UTC offset; add one, e.g. -05:00", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-    return at
+    return at if at.tzinfo is not None else at.replace(tzinfo=zone)
 
 
 def cmd_queue(args: argparse.Namespace) -> int:
@@ -114,12 +114,13 @@ def cmd_queue(args: argparse.Namespace) -> int:
 def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
     now = clock_from_env().now()
     if args.action == "list":
-        states = tuple(HoldState) if args.all else (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
-        holds = store.list_holds(HoldFilter(reason=args.reason, recipient=args.recipient, sender=args.sender,
-                                            due_before=_instant(args.due_before), states=states, limit=args.limit))
+        due_before = parse_instant(args.due_before, institution_zone(config, args.config))
+        query = views.HoldQuery(reason=args.reason, recipient=args.recipient, sender=args.sender,
+                                due_before=due_before, all_states=args.all, limit=args.limit)
         if args.json:
-            print(json.dumps([hold_json(h) for h in holds], ensure_ascii=False, indent=2))
+            print(json.dumps(views.list_holds(store, query), ensure_ascii=False, indent=2))
             return EXIT_OK
+        holds = store.list_holds(query.filters())
         if not holds:
             print("no held messages")
             return EXIT_OK
@@ -140,26 +141,75 @@ def _queue(args: argparse.Namespace, config: RelayConfig, store: Store) -> int:
         _table(rows, sys.stdout)
         print(f"{len(holds)} held message(s)")
         return EXIT_OK
-    hold = store.get_hold(args.id)
-    if hold is None:
-        print(f"relay queue: no held message {args.id!r} (see: relay queue list)", file=sys.stderr)
-        return EXIT_NOT_FOUND
+    ids = _read_ids(args.ids)
+    if not ids:
+        print("relay queue: no ids given (hold ids, queue ids, or - to read them from standard input)",
+              file=sys.stderr)
+        return EXIT_USAGE
+    holds = []
+    status = EXIT_OK
+    for given in ids:
+        found = _resolve(store, given, all_states=args.action == "show")
+        if not found:
+            print(f"relay queue: no held message {given!r} (see: relay queue list)", file=sys.stderr)
+            status = max(status, EXIT_NOT_FOUND)
+        holds += [h for h in found if h.id not in {x.id for x in holds}]
     if args.action == "show":
-        return _show(args, store, hold, institution_zone(config, args.config))
-    try:
-        hold = moderation.act(store, hold.id, args.action, _who(args), now, getattr(args, "reason", "") or "",
-                              institution_zone(config, args.config), _pack_notices(config, args.config))
-    except ValueError as error:
-        print(f"relay queue: {error}", file=sys.stderr)
-        return EXIT_STATE
-    _wake(config, args.config)
-    when = ""
-    if hold.state is HoldState.WAITING:
-        later = hold.next_attempt is not None and hold.next_attempt > now
-        when = (f" (delivered at {_iso(hold.next_attempt)}, when the recipients are back at work)" if later
-                else " (delivered within seconds by the running relay)")
-    print(f"{hold.id}: {hold.state.value}{when}")
-    return EXIT_OK
+        if args.json and not (len(ids) == 1 and len(holds) == 1 and holds[0].id == ids[0]):
+            print(json.dumps([views.show_hold(store, h.id) for h in holds], ensure_ascii=False, indent=2))
+            return status
+        for n, hold in enumerate(holds):
+            if n:
+                print()
+            _show(args, store, hold, institution_zone(config, args.config))
+        return status
+    changed = False
+    zone, templates = institution_zone(config, args.config), _pack_notices(config, args.config)
+    for target in holds:
+        try:
+            hold = views.act(store, target.id, args.action, _who(args), now, getattr(args, "reason", "") or "",
+                             zone, templates)
+        except ValueError as error:
+            print(f"relay queue: {error}", file=sys.stderr)
+            status = max(status, EXIT_STATE)
+            continue
+        changed = True
+        when = ""
+        if hold.state is HoldState.WAITING:
+            later = hold.next_attempt is not None and hold.next_attempt > now
+            when = (f" (delivered at {_iso(hold.next_attempt)}, when the recipients are back at work)" if later
+                    else " (delivered within seconds by the running relay)")
+        print(f"{hold.id}: {hold.state.value}{when}")
+    if changed:
+        _wake(config, args.config)
+    return status
+
+
+def _read_ids(given: list[str]) -> list[str]:
+    """The ids as given, `-` replaced by the ids on standard input (whitespace-separated; a line of
+    `relay queue list` output contributes its first column)."""
+    ids: list[str] = []
+    for item in given:
+        if item != "-":
+            ids.append(item)
+            continue
+        for line in sys.stdin:
+            words = line.split()
+            if not words or words[0] == "ID" or line.startswith("no held messages") or line.rstrip().endswith(
+                    "held message(s)"):
+                continue  # the header and footer of `relay queue list`
+            ids.append(words[0])
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def _resolve(store: Store, given: str, all_states: bool) -> list[Hold]:
+    """A hold id names one hold; an SMTP queue id (from the log or the audit trail) names all holds of
+    that message: the open ones for an action, every one for `show`."""
+    hold = store.get_hold(given)
+    if hold is not None:
+        return [hold]
+    states = tuple(HoldState) if all_states else (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
+    return store.list_holds(HoldFilter(queue_id=given, states=states, limit=1000))
 
 
 def _local(at: datetime | None, zone: tzinfo) -> str:
@@ -180,16 +230,11 @@ def _decided_short(hold: Hold, zone: tzinfo) -> str:
 
 
 def _show(args: argparse.Namespace, store: Store, hold: Hold, zone: tzinfo) -> int:
-    content = store.hold_content(hold.id) or b""
-    fields, _ = split_head(content)
-    headers = [f.decode("utf-8", "replace") for f in fields]
-    events = store.hold_events(hold.id)
+    data = views.show_hold(store, hold.id)
     if args.json:
-        print(json.dumps({**hold_json(hold), "headers": headers,
-                          "history": [{"at": _iso(e.at), "event": e.event, "detail": e.detail} for e in events]},
-                         ensure_ascii=False, indent=2))
+        print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
-    data = hold_json(hold)
+    headers, events = data["headers"], store.hold_events(hold.id)
     for key in ("id", "state", "reason", "mail_from", "subject", "deliver_at", "next_attempt", "attempts",
                 "created_at", "last_error"):
         if data[key] not in ("", None):
@@ -223,9 +268,11 @@ def _audit_row(e: AuditEntry) -> list[str]:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    _, store = _open(args)
+    config, store = _open(args)
+    zone = institution_zone(config, args.config)
     try:
-        entries = store.query_audit(_instant(args.since), _instant(args.until), args.rule, args.verdict, args.limit)
+        since, until = parse_instant(args.since, zone), parse_instant(args.until, zone)
+        entries = store.query_audit(since, until, args.rule, args.verdict, args.limit)
     finally:
         store.close()
     if args.csv:
@@ -321,7 +368,33 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_api_token(args: argparse.Namespace) -> int:
+    """A new API token: the token once (for the client), and its hash (for the relay's config)."""
+    from relay import apitokens
+
+    if ":" in args.name or not args.name.strip():
+        print("relay api-token: NAME must be non-empty and without ':'", file=sys.stderr)
+        return EXIT_USAGE
+    token = apitokens.new_token()
+    digest = apitokens.token_hash(token)
+    print(f"token:      {token}")
+    print(f"token_hash: {digest}")
+    print("# the token is shown only now: give it to the client (Authorization: Bearer ...); the relay keeps")
+    print("# only the hash. In the config, under admin.api_tokens:")
+    print(f"#   - {{name: {args.name}, token_hash: \"{digest}\", scope: {args.scope}}}")
+    print("# or as a line of admin.api_token_file:")
+    print(f"{args.name}:{digest}:{args.scope}")
+    return EXIT_OK
+
+
 def add_parsers(sub: Any) -> None:
+    api_token = sub.add_parser("api-token", help="make a token for the JSON API (docs/api.md)")
+    token_actions = api_token.add_subparsers(dest="action", required=True)
+    token_new = token_actions.add_parser("new", help="print a new token and the hash the config keeps")
+    token_new.add_argument("name", help="who uses it, e.g. mesa-de-ayuda")
+    token_new.add_argument("--scope", choices=["read", "moderate"], default="read")
+    token_new.set_defaults(func=cmd_api_token)
+
     reload = sub.add_parser("reload", help="re-read config, pack and directory in the running relay (SIGHUP)")
     reload.add_argument("--config", required=True)
     reload.add_argument("--timeout", type=float, default=30, help="seconds to wait for the relay's answer")
@@ -334,29 +407,32 @@ def add_parsers(sub: Any) -> None:
     listing.add_argument("--reason", choices=["hold", "moderate"])
     listing.add_argument("--recipient")
     listing.add_argument("--sender")
-    listing.add_argument("--due-before", help="ISO-8601 instant with offset")
+    listing.add_argument("--due-before", help="a date or instant: 2026-11-27, '2026-11-27 08:00' (institution's "
+                         "zone), ISO 8601 with offset, today, yesterday")
     listing.add_argument("--all", action="store_true", help="also delivered, refused and deleted ones")
     listing.add_argument("--limit", type=int, default=1000)
     listing.add_argument("--json", action="store_true")
-    show = actions.add_parser("show", help="one held message: headers, recipients, reason, history")
-    show.add_argument("id")
+    ids_help = "hold ids or SMTP queue ids (all holds of that message); - reads them from standard input"
+    show = actions.add_parser("show", help="held messages: headers, recipients, reason, history")
+    show.add_argument("ids", nargs="+", metavar="ID", help=ids_help)
     show.add_argument("--json", action="store_true")
     for name, text in (("release", "deliver a timed hold now"), ("approve", "approve a moderated message"),
                        ("delete", "drop a held message without delivering it (the sender is told)"),
                        ("withdraw", "withdraw a held message for its sender (what the sender's link does)")):
         action = actions.add_parser(name, help=text)
-        action.add_argument("id")
+        action.add_argument("ids", nargs="+", metavar="ID", help=ids_help)
         action.add_argument("--by", help="who decides (default: your user name)")
     reject = actions.add_parser("reject", help="refuse a moderated message; the sender gets the reason")
-    reject.add_argument("id")
+    reject.add_argument("ids", nargs="+", metavar="ID", help=ids_help)
     reject.add_argument("--reason", required=True, help="told to the sender, in Spanish")
     reject.add_argument("--by")
     queue.set_defaults(func=cmd_queue)
 
     audit = sub.add_parser("audit", help="the decision audit trail (rule ids, circulars cited, actions)")
     audit.add_argument("--config", required=True)
-    audit.add_argument("--since", help="ISO-8601 instant with offset")
-    audit.add_argument("--until")
+    audit.add_argument("--since", help="a date or instant: 2026-11-27, '2026-11-27 08:00' (institution's zone), "
+                       "ISO 8601 with offset, today, yesterday")
+    audit.add_argument("--until", help="as --since")
     audit.add_argument("--rule", help="only decisions where this rule fired")
     audit.add_argument("--verdict", choices=["deliver", "hold", "moderate", "tempfail", "reject"])
     audit.add_argument("--limit", type=int, default=100000)

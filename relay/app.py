@@ -87,6 +87,7 @@ class RelayApp:
         self.disposer.wake = self.scheduler.wake
         self.metrics.sessions.set_function(lambda: self.disposer.active)
         self.metrics.generation.set(1)
+        self._directory_age(config, rules)
 
     @property
     def rules(self) -> Rules:
@@ -129,7 +130,13 @@ class RelayApp:
                       addresses=len(rules.directory.entries), restart_needed=kept)
         self.metrics.reload(True)
         self.metrics.generation.set(generation)
+        self._directory_age(config, rules)
         return ReloadResult(True, generation, rules.pack.pack, len(rules.pack.rules), [], kept)
+
+    def _directory_age(self, config: RelayConfig, rules: Rules) -> None:
+        """relay_directory_age_seconds of a YAML directory (an LDAP one reports its snapshot's age)."""
+        if getattr(rules.directory, "taken_at", None) is None:
+            self.metrics.directory_loaded(config.resolve(self.config_path, config.directory))
 
     def _reload_refused(self, problems: list[str]) -> ReloadResult:
         self.log.error("reload_refused", problems=problems, generation=self.rules.generation,
@@ -277,7 +284,9 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
 async def _admin_listener(app: RelayApp, config: RelayConfig) -> tuple[AdminSite, web.AppRunner] | None:
     """The admin pages, /metrics and health checks (relay.web.server.listen), when configured."""
     try:
-        return await listen_admin(app.disposer, app.link_key, config.admin, app.log)
+        token_file = (config.resolve(app.config_path, config.admin.api_token_file)
+                      if config.admin and config.admin.api_token_file else None)
+        return await listen_admin(app.disposer, app.link_key, config.admin, app.log, token_file)
     except OSError as error:
         assert config.admin is not None
         raise ServeError(f"cannot listen on admin {config.admin.listen}: {error.strerror}") from None

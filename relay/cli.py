@@ -7,7 +7,6 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +20,6 @@ VERDICT_EXIT = {"deliver": 0, "hold": 10, "moderate": 11, "reject": 20, "tempfai
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by the pipe's reader would report
 # Where the commands that need the relay's config look when --config is not given.
 CONFIG_ENV, DEFAULT_CONFIG = "RELAY_CONFIG", "/etc/policy-relay/config.yaml"
-
-
-def _instant(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO-8601 instant like 2026-11-27T20:00:00-05:00") \
-            from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add one, e.g. -05:00")
-    return value
 
 
 def _read_message(path: str) -> bytes:
@@ -69,7 +57,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     except AddressError as error:
         print(f"relay check: bad envelope address: {error}", file=sys.stderr)
         return EXIT_USAGE
-    now = args.at or SystemClock().now()
+    from zoneinfo import ZoneInfo
+
+    from relay.admin import parse_instant
+
+    now = parse_instant(args.at, ZoneInfo(getattr(directory, "timezone", "UTC"))) or SystemClock().now()
     submission = Submission(envelope, parse_message(raw))
     decision = evaluate(submission, pack, directory, now)
     result = decision.to_json()
@@ -330,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--policy", help="policy pack YAML (policies/NAME.yaml; default: the config's)")
     check.add_argument("--directory", help="institution directory YAML (default: the config's)")
     check.add_argument("--config", help="decide as the deployed relay does: its pack and directory")
-    check.add_argument("--at", type=_instant, help="the instant to decide at (default: now)")
+    check.add_argument("--at", help="the instant to decide at (default: now): ISO 8601 with offset, or a local "
+                       "date and time in the institution's zone, e.g. '2026-11-27 20:00'")
     check.add_argument("--mail-from", default="", help="envelope sender ('' for the null sender)")
     check.add_argument("--rcpt", action="append", required=True, help="envelope recipient (repeat)")
     check.add_argument("--auth", help="SMTP AUTH login of the sender")

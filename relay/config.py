@@ -164,6 +164,25 @@ class AdminAccount(_Strict):
         return value
 
 
+class ApiToken(_Strict):
+    """A client of the JSON API (/api/v1/...): its token's hash, made by `relay api-token new NAME`."""
+
+    name: str = Field(min_length=1, max_length=200)
+    token_hash: str = Field(description="sha256$HEX; make one with: relay api-token new NAME")
+    scope: Literal["read", "moderate"] = Field(default="read", description="read: holds, trace, report, "
+                                               "health; moderate: also approve, reject, release, delete")
+
+    @field_validator("token_hash")
+    @classmethod
+    def _token_hash(cls, value: str) -> str:
+        from relay.apitokens import valid_hash
+
+        if not valid_hash(value):
+            raise ValueError("not a token hash; make one with `relay api-token new NAME` and paste its "
+                             "token_hash (sha256$ and 64 hex digits)")
+        return value
+
+
 class Admin(_Strict):
     """The admin listener: moderation pages, rule test page, /metrics, /healthz, /readyz."""
 
@@ -178,6 +197,9 @@ class Admin(_Strict):
     max_failures_per_account: int = Field(default=10, ge=1, description="failed sign-ins per login per window")
     max_failures_per_client: int = Field(default=30, ge=1, description="failed sign-ins per address per window")
     failure_window: float = Field(default=900, gt=0, description="seconds a failed sign-in is counted")
+    api_tokens: tuple[ApiToken, ...] = Field(default=(), description="clients of the JSON API (docs/api.md)")
+    api_token_file: str | None = Field(default=None, description="more API clients, NAME:sha256$HEX[:SCOPE] "
+                                       "lines; read again when it changes")
 
     @field_validator("listen")
     @classmethod

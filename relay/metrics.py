@@ -7,6 +7,8 @@ time: they survive restarts and include what `relay queue` changed.
 
 from __future__ import annotations
 
+import os
+import platform
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -15,8 +17,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from relay import __version__
 from relay.clock import Clock
 from relay.store import AuditEntry, Store, StoreError
+from relay.store.base import MODERATION_EVENTS
 from relay.upstream import Reply, Transaction, Upstream
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -45,6 +49,14 @@ class Metrics:
         self.sessions = Gauge("relay_smtp_sessions", "SMTP sessions open now", registry=r)
         self.generation = Gauge("relay_rules_generation", "Generation of the rules in force (1 at start)",
                                 registry=r)
+        self.build = Gauge("relay_build_info", "The relay's version (value 1)", ["version", "python"], registry=r)
+        self.build.labels(__version__, platform.python_version()).set(1)
+        self.last_reload = Gauge("relay_last_reload_timestamp_seconds",
+                                 "When the rules in force were loaded (start or last successful reload), Unix time",
+                                 registry=r)
+        self.last_reload.set(time.time())
+        self.directory_written: float | None = None  # a YAML directory's mtime when loaded (relay_directory_age)
+        r.register(DirectoryAgeCollector(self))
 
     def decision(self, entry: AuditEntry) -> None:
         self.messages.labels(entry.verdict).inc()
@@ -55,6 +67,15 @@ class Metrics:
 
     def reload(self, ok: bool) -> None:
         self.reloads.labels("ok" if ok else "refused").inc()
+        if ok:
+            self.last_reload.set(time.time())
+
+    def directory_loaded(self, path: Any) -> None:
+        """A YAML directory was loaded from `path`: its age is counted from the file's mtime."""
+        try:
+            self.directory_written = os.stat(path).st_mtime
+        except (OSError, TypeError, ValueError):
+            self.directory_written = None
 
     def watch_store(self, store: Store, clock: Clock) -> None:
         self.registry.register(HoldCollector(store, clock))
@@ -77,7 +98,7 @@ class HoldCollector(Collector):
     def describe(self) -> list[Any]:
         return []  # figures come from the store; nothing to describe before a scrape
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         waiting = GaugeMetricFamily("relay_holds_open", "Held messages not yet delivered or refused, by reason",
                                     labels=["reason"])
         oldest = GaugeMetricFamily("relay_oldest_hold_age_seconds", "Age of the oldest open hold, by reason",
@@ -93,6 +114,36 @@ class HoldCollector(Collector):
             oldest.add_metric([reason], max((now - first).total_seconds(), 0.0) if first else 0.0)
         yield waiting
         yield oldest
+        try:
+            queued, first_notice = self.store.outbox_stats()
+            actions = self.store.moderation_counts()
+        except StoreError:
+            return
+        yield GaugeMetricFamily("relay_notices_queued", "Notices in the outbox not yet taken by the upstream",
+                                value=queued)
+        yield GaugeMetricFamily("relay_oldest_notice_age_seconds", "Age of the oldest notice in the outbox",
+                                value=max((now - first_notice).total_seconds(), 0.0) if first_notice else 0.0)
+        moderation = CounterMetricFamily("relay_moderation_actions", "Moderation actions recorded in the store "
+                                         "(web, API, relay queue, expiry), by action", labels=["action"])
+        for event in MODERATION_EVENTS:
+            moderation.add_metric([event], actions.get(event, 0))
+        yield moderation
+
+
+class DirectoryAgeCollector(Collector):
+    """The age of a YAML directory in force (since its file was written); an LDAP directory's age
+    is relay.ldapdir's (since its snapshot was taken)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if self.metrics.directory_written is not None:
+            yield GaugeMetricFamily("relay_directory_age_seconds", "Age of the directory data in force",
+                                    value=max(0.0, time.time() - self.metrics.directory_written))
 
 
 class DnsCollector(Collector):

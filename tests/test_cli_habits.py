@@ -5,15 +5,19 @@ real command."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from relay import __version__
 from relay.cli import DEFAULT_CONFIG, VERDICT_EXIT
+from relay.store import AuditEntry, NewHold, open_store
 from tests.helpers import INSTITUTIONS, POLICIES, ROOT
 
 LUIS, MARIA = "luis.fernandez@cancilleria.gov.co", "maria.lopez@cancilleria.gov.co"
@@ -83,11 +87,93 @@ def test_no_config_anywhere_is_one_clear_line(argv: list[str]) -> None:
     assert "give --config FILE or set RELAY_CONFIG" in line and DEFAULT_CONFIG in line
 
 
-@pytest.mark.parametrize(("value", "says"), [("yesterday", "not an ISO-8601 instant"),
-                                             ("2026-11-27T20:00:00", "no UTC offset")])
-def test_a_bad_date_is_a_usage_error_not_a_traceback(config: Path, value: str, says: str) -> None:
+@pytest.mark.parametrize("value", ["next week", "27/11/2026", "2026-13-01"])
+def test_a_bad_date_is_a_usage_error_not_a_traceback(config: Path, value: str) -> None:
     done = relay("audit", "--config", str(config), "--since", value)
-    assert done.returncode == 2 and says in one_clean_line(done)
+    line = one_clean_line(done)
+    assert done.returncode == 2 and "not a date or instant" in line and "America/Bogota" in line
+
+
+def _audit_at(store_path: Path, *instants: datetime) -> None:
+    store = open_store(f"sqlite:{store_path}", store_path.parent)
+    try:
+        store.add_audit([AuditEntry(at=at, queue_id=f"Q{n}", verdict="deliver", reply="250", mail_from=LUIS,
+                                    recipients=1, login=LUIS, client_ip="127.0.0.1", rules=(), monitored=())
+                         for n, at in enumerate(instants)])
+    finally:
+        store.close()
+
+
+def test_dates_as_people_write_them_are_the_institutions_local_time(config: Path, tmp_path: Path) -> None:
+    """Cancillería is in America/Bogota (UTC-5): `--since 2026-11-27` is 05:00 UTC, not 00:00 UTC;
+    a date and time without offset is Bogotá's; `yesterday`/`today` are Bogotá's midnights."""
+    bogota = ZoneInfo("America/Bogota")
+    _audit_at(tmp_path / "relay.db", datetime(2026, 11, 27, 3, 0, tzinfo=UTC),  # 26 Nov 22:00 in Bogotá
+              datetime(2026, 11, 27, 14, 0, tzinfo=UTC), datetime.now(bogota) - timedelta(minutes=5))
+
+    def queue_ids(*args: str, env: dict[str, str] | None = None) -> list[str]:
+        done = relay("audit", "--config", str(config), "--json", *args, env=env)
+        assert done.returncode == 0, done.stderr
+        return sorted(row["queue_id"] for row in json.loads(done.stdout))
+
+    assert queue_ids("--since", "2026-11-27", "--until", "2026-11-28") == ["Q1"]
+    assert queue_ids("--since", "2026-11-26 21:00", "--until", "2026-11-27T00:00:00-05:00") == ["Q0"]
+    assert queue_ids("--since", "2026-11-27T00:00:00+00:00", "--until", "2026-11-28") == ["Q0", "Q1"]
+    assert "Q2" in queue_ids("--since", "today") and "Q2" in queue_ids("--since", "yesterday")
+    assert queue_ids("--until", "yesterday") == ["Q0", "Q1"]
+
+
+def test_check_at_a_local_time_is_the_institutions_zone(tmp_path: Path) -> None:
+    """`--at '2026-11-27 20:00'` is 20:00 in Bogotá: off hours for María, as with the explicit offset."""
+    local = relay(*check_args(tmp_path, at="2026-11-27 20:00"), "--json")
+    explicit = relay(*check_args(tmp_path, at="2026-11-27T20:00:00-05:00"), "--json")
+    assert local.returncode == explicit.returncode == 0, local.stderr
+    assert json.loads(local.stdout)["verdict"] == json.loads(explicit.stdout)["verdict"] == "hold"
+    assert json.loads(relay(*check_args(tmp_path, at="2026-11-27 10:00"), "--json").stdout)["verdict"] == "deliver"
+
+
+def _held(store_path: Path) -> dict[str, list[str]]:
+    """Two messages: Q1 held for two recipients in two plans (two holds), Q2 awaiting moderation."""
+    store = open_store(f"sqlite:{store_path}", store_path.parent)
+    due = datetime.now(UTC) + timedelta(days=1)
+    body = b"Subject: s\r\n\r\nb\r\n"
+    try:
+        q1 = store.add_holds([NewHold("Q1", "hold", LUIS, (MARIA,), body, due, ("right-to-disconnect",), ("c",)),
+                              NewHold("Q1", "hold", LUIS, ("ana.ruiz@cancilleria.gov.co",), body,
+                                      due + timedelta(hours=1), ("right-to-disconnect",), ("c",))],
+                             datetime.now(UTC))
+        q2 = store.add_holds([NewHold("Q2", "moderate", LUIS, (MARIA,), body, None, ("commercial",), ("c",))],
+                             datetime.now(UTC))
+    finally:
+        store.close()
+    return {"Q1": q1, "Q2": q2}
+
+
+def test_several_ids_a_queue_id_and_ids_on_standard_input(config: Path, tmp_path: Path) -> None:
+    ids = _held(tmp_path / "relay.db")
+    # a queue id names all holds of its message
+    done = relay("queue", "show", "Q1", "--json", "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert sorted(h["id"] for h in json.loads(done.stdout)) == sorted(ids["Q1"])
+    # one hold id: one object, as before
+    one = json.loads(relay("queue", "show", ids["Q2"][0], "--json", "--config", str(config)).stdout)
+    assert isinstance(one, dict) and one["id"] == ids["Q2"][0]
+    # several ids in one action; an unknown one is reported and sets the exit status, the rest is done
+    done = relay("queue", "release", ids["Q1"][0], "nope-7", ids["Q1"][1], "--config", str(config))
+    assert done.returncode == 4 and "nope-7" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout.count(": waiting") == 2, done.stdout
+    # ids piped from `relay queue list`
+    listing = relay("queue", "list", "--reason", "moderate", "--config", str(config))
+    assert ids["Q2"][0] in listing.stdout
+    done = subprocess.run([*command(), "queue", "approve", "-", "--by", "comunicaciones", "--config", str(config)],
+                          input=listing.stdout, capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"{ids['Q2'][0]}: waiting (delivered within seconds by the running relay)"
+    # acting twice: a state error for that id, exit 5
+    for given in ("Q2", ids["Q2"][0]):
+        again = relay("queue", "approve", given, "--config", str(config))
+        assert again.returncode == 5 and "is waiting" in one_clean_line(again)
+    assert relay("queue", "approve", "--config", str(config)).returncode == 2
 
 
 def test_a_missing_config_is_a_config_error(tmp_path: Path) -> None:

@@ -350,3 +350,19 @@ def test_shared_rate_counter_is_exact_under_concurrency(pg_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_outbox_backlog_and_moderation_counts_for_metrics(store: Store) -> None:
+    assert store.outbox_stats() == (0, None) and store.moderation_counts() == {}
+    store.add_notices([("luis@c.gov.co", "hold", "Retenido", "texto")], T0)
+    store.add_notices([("ana@c.gov.co", "hold", "Retenido", "texto")], T0 + timedelta(minutes=5))
+    assert store.outbox_stats() == (2, T0)
+    first = min(n.id for n in store.due_notices(T0 + timedelta(minutes=5), 10))
+    store.notice_done(first)
+    assert store.outbox_stats() == (1, T0 + timedelta(minutes=5))
+    [m1, m2, m3] = store.add_holds([new("M", None), new("M", None), new("M", None)], T0)
+    store.approve(m1, T0, "a")
+    store.approve(m2, T0, "a")
+    store.reject(m3, T0, "a", "no")
+    store.release(m1, T0, "a")  # approved, so waiting: release is allowed
+    assert store.moderation_counts() == {"approved": 2, "rejected": 1, "released": 1}

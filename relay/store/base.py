@@ -98,6 +98,9 @@ TRANSITIONS: dict[str, Transition] = {
 }
 """Which action is allowed in which state, and the state after it: read by every backend."""
 
+MODERATION_EVENTS = ("approved", "rejected", "released", "deleted", "withdrawn", "expired")
+"""The hold events that are a person's (or the expiry's) decision: counted in /metrics."""
+
 
 def event_detail(by: str, reason: str = "") -> str:
     return f"by {by}: {reason[:500]}" if reason else f"by {by}"
@@ -182,6 +185,7 @@ class HoldFilter:
     recipient: str | None = None
     sender: str | None = None
     due_before: datetime | None = None
+    queue_id: str | None = None  # the SMTP queue id of the message: all its holds (one per plan)
     states: tuple[HoldState, ...] = (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
     limit: int = 1000
 
@@ -253,6 +257,8 @@ class Store(Protocol):
     def remove(self, hold_ids: list[str]) -> None: ...
     def count_holds(self, states: tuple[HoldState, ...] = OPEN_STATES) -> int: ...
     def hold_stats(self) -> dict[str, tuple[int, datetime | None]]: ...
+    def outbox_stats(self) -> tuple[int, datetime | None]: ...
+    def moderation_counts(self) -> dict[str, int]: ...
     # sending rates
     def rate_take(self, key: str, window_start: datetime, amount: int, limit: int) -> int | None: ...
     def take_once(self, key: str, now: datetime, period: float) -> bool: ...

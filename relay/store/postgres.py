@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from relay.store.base import (
+    MODERATION_EVENTS,
     TRANSITIONS,
     AuditEntry,
     Hold,
@@ -261,6 +262,9 @@ class PostgresStore:
         if filters.due_before:
             args.append(utc(filters.due_before))
             where.append(f"next_attempt < ${len(args)}")
+        if filters.queue_id:
+            args.append(filters.queue_id)
+            where.append(f"queue_id = ${len(args)}")
         args.append(filters.limit)
         sql = (f"SELECT {_COLUMNS} FROM holds WHERE {' AND '.join(where)} "
                f"ORDER BY next_attempt IS NULL, next_attempt, created_at LIMIT ${len(args)}")
@@ -276,6 +280,18 @@ class PostgresStore:
             "SELECT reason, count(*) AS n, min(created_at) AS oldest FROM holds "
             "WHERE state IN ('waiting', 'moderation', 'delivering') GROUP BY reason"))
         return {r["reason"]: (int(r["n"]), r["oldest"]) for r in rows}
+
+    def outbox_stats(self) -> tuple[int, datetime | None]:
+        """Notices not yet taken by the upstream: how many, and when the oldest was queued."""
+        row = self._run(self._pool.fetchrow("SELECT count(*) AS n, min(created_at) AS oldest FROM outbox"))
+        return int(row["n"]), row["oldest"]
+
+    def moderation_counts(self) -> dict[str, int]:
+        """Moderation actions ever recorded (hold events), by event: approved, rejected, ..."""
+        rows = self._run(self._pool.fetch(
+            "SELECT event, count(*) AS n FROM hold_events WHERE event = ANY($1::text[]) GROUP BY event",
+            list(MODERATION_EVENTS)))
+        return {str(r["event"]): int(r["n"]) for r in rows}
 
     def next_due(self) -> datetime | None:
         """The next instant a hold becomes claimable: due, or a lease that runs out."""

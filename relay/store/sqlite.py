@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from relay.store.base import (
+    MODERATION_EVENTS,
     TRANSITIONS,
     AuditEntry,
     Hold,
@@ -252,6 +253,9 @@ class SqliteStore:
         if filters.due_before:
             where.append("next_attempt < ?")
             args.append(_ts(filters.due_before))
+        if filters.queue_id:
+            where.append("queue_id = ?")
+            args.append(filters.queue_id)
         sql = (f"SELECT {self._COLUMNS} FROM holds WHERE {' AND '.join(where)} "
                "ORDER BY next_attempt IS NULL, next_attempt, created_at LIMIT ?")
         rows = self._read(lambda db: db.execute(sql, (*args, filters.limit)).fetchall())
@@ -268,6 +272,19 @@ class SqliteStore:
             "SELECT reason, count(*), min(created_at) FROM holds WHERE state IN ('waiting', 'moderation', "
             "'delivering') GROUP BY reason").fetchall())
         return {str(r[0]): (int(r[1]), _dt(r[2])) for r in rows}
+
+    def outbox_stats(self) -> tuple[int, datetime | None]:
+        """Notices not yet taken by the upstream: how many, and when the oldest was queued."""
+        row = self._read(lambda db: db.execute("SELECT count(*), min(created_at) FROM outbox").fetchone())
+        return int(row[0]), _dt(row[1])
+
+    def moderation_counts(self) -> dict[str, int]:
+        """Moderation actions ever recorded (hold events), by event: approved, rejected, ..."""
+        marks = ", ".join("?" * len(MODERATION_EVENTS))
+        rows = self._read(lambda db: db.execute(
+            f"SELECT event, count(*) FROM hold_events WHERE event IN ({marks}) GROUP BY event",
+            MODERATION_EVENTS).fetchall())
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def next_due(self) -> datetime | None:
         row = self._read(lambda db: db.execute(

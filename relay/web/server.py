@@ -32,6 +32,7 @@ from aiohttp import web
 
 from relay import moderation
 from relay.addresses import AddressError
+from relay.apitokens import TokenFile
 from relay.auth import hash_password, verify_password
 from relay.frontends.guard import AuthFailures
 from relay.message import Envelope, Submission, parse_message
@@ -73,7 +74,7 @@ class Session:
 class AdminSite:
     """The admin web application bound to one running relay."""
 
-    def __init__(self, relay: Disposer, key: bytes) -> None:
+    def __init__(self, relay: Disposer, key: bytes, token_file: Path | None = None) -> None:
         self.relay = relay
         self.key = key
         self.sessions: dict[str, Session] = {}
@@ -95,6 +96,9 @@ class AdminSite:
             web.get("/w/{token}", self.withdraw_form), web.post("/w/{token}", self.withdraw),
             web.get("/check", self.check_form), web.post("/check", self.check),
         ])
+        from relay.web.api import Api
+
+        self.api = Api(self, TokenFile(token_file))  # /api/v1: the JSON API, its own tokens
 
     # ------------------------------------------------------------------ plumbing
     @web.middleware
@@ -515,7 +519,7 @@ async def start(site: AdminSite, host: str, port: int) -> web.AppRunner:
 
 
 async def listen(disposer: Disposer, link_key: bytes | None, admin: Any,
-                 log: Any) -> tuple[AdminSite, web.AppRunner] | None:
+                 log: Any, token_file: Path | None = None) -> tuple[AdminSite, web.AppRunner] | None:
     """Open the admin listener a config's `admin` section names (None: no section, said in the log
     with what to do); OSError when its port cannot be opened."""
     if admin is None or link_key is None:
@@ -526,7 +530,7 @@ async def listen(disposer: Disposer, link_key: bytes | None, admin: Any,
         log.warning("no_admin_account", advice="nobody can sign in to the moderation pages; add "
                     "admin.accounts with a password_hash made by `relay passwd LOGIN`")
     host, port = admin.address()
-    site = AdminSite(disposer, link_key)
+    site = AdminSite(disposer, link_key, token_file)
     runner = await start(site, host, port)
     log.info("admin_listening", listen=admin.listen, url=admin.base_url(), accounts=len(admin.accounts))
     if not is_loopback_host(host):

@@ -1,0 +1,115 @@
+"""What the CLI (`relay queue --json`), the admin web pages and the JSON API show: one function per
+view, so the three front doors tell the same story.
+
+Plain blocking functions on a `Store` (callers in the event loop run them in a worker thread);
+JSON-ready dicts out, ISO-8601 instants with offsets, no HTML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from relay import moderation
+from relay.rewrite import split_head
+from relay.store import Hold, HoldFilter, HoldState, Store
+from relay.store.base import OPEN_STATES
+
+
+class NotFound(LookupError):
+    """No such hold (or message)."""
+
+
+class BadRequest(ValueError):
+    """The request itself is wrong (a refusal with no reason, an unknown action)."""
+
+
+class Conflict(ValueError):
+    """The hold is not in a state that allows the action."""
+
+
+def iso(at: datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at else ""
+
+
+def hold_json(hold: Hold) -> dict[str, Any]:
+    return {"id": hold.id, "queue_id": hold.queue_id, "reason": hold.reason, "state": hold.state.value,
+            "mail_from": hold.mail_from, "recipients": list(hold.recipients),
+            "deliver_at": hold.deliver_at_local or iso(hold.deliver_at), "next_attempt": iso(hold.next_attempt),
+            "attempts": hold.attempts, "created_at": iso(hold.created_at), "rules": list(hold.rule_ids),
+            "cites": list(hold.cites), "subject": hold.subject, "moderators": list(hold.moderators),
+            "last_error": hold.last_error, "size": hold.size, "decision": hold.decision or None,
+            "decided_by": hold.decided_by or None, "decided_at": iso(hold.decided_at) or None}
+
+
+@dataclass(frozen=True)
+class HoldQuery:
+    """A search of held mail: open ones by default (`all_states` for every state, `state` for one)."""
+
+    reason: str | None = None
+    recipient: str | None = None
+    sender: str | None = None
+    due_before: datetime | None = None
+    state: str | None = None
+    all_states: bool = False
+    limit: int = 1000
+
+    def filters(self) -> HoldFilter:
+        if self.state:
+            try:
+                states: tuple[HoldState, ...] = (HoldState(self.state),)
+            except ValueError:
+                raise BadRequest(f"unknown state {self.state!r}; one of "
+                                 + ", ".join(s.value for s in HoldState)) from None
+        else:
+            states = tuple(HoldState) if self.all_states else OPEN_STATES
+        if self.reason not in (None, "hold", "moderate"):
+            raise BadRequest(f"unknown reason {self.reason!r}; hold or moderate")
+        return HoldFilter(reason=self.reason, recipient=self.recipient, sender=self.sender,
+                          due_before=self.due_before, states=states, limit=max(1, min(self.limit, 10000)))
+
+
+def list_holds(store: Store, query: HoldQuery) -> list[dict[str, Any]]:
+    return [hold_json(h) for h in store.list_holds(query.filters())]
+
+
+def show_hold(store: Store, hold_id: str) -> dict[str, Any]:
+    """One hold with its headers (while the bytes are kept) and its history; NotFound."""
+    hold = store.get_hold(hold_id)
+    if hold is None:
+        raise NotFound(hold_id)
+    content = store.hold_content(hold.id) or b""
+    fields, _ = split_head(content)
+    return {**hold_json(hold), "headers": [f.decode("utf-8", "replace") for f in fields],
+            "history": [{"at": iso(e.at), "event": e.event, "detail": e.detail} for e in store.hold_events(hold.id)]}
+
+
+def actions() -> tuple[str, ...]:
+    """The moderation actions this relay's store supports (relay.moderation.ACTIONS)."""
+    return tuple(moderation.ACTIONS)
+
+
+def check_action(action: str, reason: str) -> str:
+    """The reason, normalised; BadRequest for an unknown action or a refusal without a reason."""
+    if action not in actions():
+        raise BadRequest(f"unknown action {action!r}; one of {', '.join(actions())}")
+    reason = " ".join(reason.split())
+    if action == "reject" and not reason:
+        raise BadRequest("a refusal needs a reason: the sender is told it")
+    return reason
+
+
+def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason: str = "",
+        zone: Any = None, templates: Any = None) -> Hold:
+    """A moderator's action through relay.moderation.act: NotFound, BadRequest, Conflict (a second
+    decision: who decided and when, in Spanish, in `zone`; the sender's notice in the pack's words)."""
+    reason = check_action(action, reason)
+    try:
+        if zone is None:
+            return moderation.act(store, hold_id, action, by, now, reason, templates=templates)
+        return moderation.act(store, hold_id, action, by, now, reason, zone, templates)
+    except KeyError:
+        raise NotFound(hold_id) from None
+    except ValueError as error:
+        raise Conflict(str(error)) from None
