@@ -172,7 +172,7 @@ def test_several_ids_a_queue_id_and_ids_on_standard_input(config: Path, tmp_path
     # acting twice: a state error for that id, exit 5
     for given in ("Q2", ids["Q2"][0]):
         again = relay("queue", "approve", given, "--config", str(config))
-        assert again.returncode == 5 and "is waiting" in one_clean_line(again)
+        assert again.returncode == 5 and "ya fue aprobado por comunicaciones el" in one_clean_line(again)
     assert relay("queue", "approve", "--config", str(config)).returncode == 2
 
 
