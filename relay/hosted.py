@@ -113,3 +113,31 @@ def hosted_login(service: str, mail_from: str, content: bytes, domains: Iterable
     if service == "google_workspace":
         return sender
     return None
+
+
+def half_configured(config: Any) -> list[str]:
+    """`relay validate` warnings for a hosted mode that is only half set up (a RelayConfig)."""
+    warnings: list[str] = []
+    hops = config.trust.hosted
+    for i, hop in enumerate(hops):
+        where = f"trust.hosted[{i}] ({hop.service})"
+        if not hop.certificate_names:
+            warnings.append(f"{where}: no certificate_names: any client in its address ranges is believed; "
+                            "add e.g. certificate_names: ['*.mail.protection.outlook.com']")
+        elif config.tls is None or not config.tls.client_ca:
+            warnings.append(f"{where}: certificate_names without tls.client_ca: no client certificate is asked "
+                            "for, so the hop never matches; set tls.client_ca to the CA bundle")
+        if hop.require == "any" and hop.clients and hop.certificate_names:
+            warnings.append(f"{where}: require: any: an address OR a certificate suffices; use require: both")
+        if not hop.clients and hop.service == "google_workspace":
+            warnings.append(f"{where}: Google Workspace presents no client certificate by default; "
+                            "list its sending ranges in clients")
+    if hops:
+        upstream = str(config.upstream)
+        if not (upstream.startswith("smtps://") or (upstream.startswith("smtp://") and "starttls=1" in upstream)
+                or (upstream.startswith("mx:") and "tls=require" in upstream)):
+            warnings.append(f"upstream {upstream!r}: delivery back to the hosted service without STARTTLS "
+                            "required; use smtp://HOST:25?starttls=1 (docs/microsoft365.md)")
+        if not config.upstream_options.tls_verify:
+            warnings.append("upstream_options.tls_verify: false: the hosted service's certificate is not checked")
+    return warnings
