@@ -62,6 +62,9 @@ class HostedHop(_Strict):
         default=(), description="names its TLS client certificate must carry (*.mail.protection.outlook.com)")
     require: Literal["both", "any"] = Field(
         default="both", description="both: address and certificate must match; any: either one")
+    tenant_id: str | None = Field(
+        default=None, description="Exchange Online: the tenant's id (GUID); X-MS-Exchange-CrossTenant-Id must "
+        "be it, since every tenant's mail comes from the same servers and certificate")
 
     @field_validator("clients")
     @classmethod

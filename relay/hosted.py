@@ -92,7 +92,8 @@ def header_fields(content: bytes) -> dict[str, list[str]]:
     return fields
 
 
-def hosted_login(service: str, mail_from: str, content: bytes, domains: Iterable[str]) -> str | None:
+def hosted_login(service: str, mail_from: str, content: bytes, domains: Iterable[str],
+                 tenant_id: str | None = None) -> str | None:
     """The authenticated sender on a trusted hosted hop, or None (then: outside mail).
 
     Exchange Online: the message's AuthAs stamp is `Internal` and an AuthSource is present, and the
@@ -109,6 +110,9 @@ def hosted_login(service: str, mail_from: str, content: bytes, domains: Iterable
         source = [v for h in EXCHANGE_AUTHSOURCE for v in fields.get(h, []) if v.strip()]
         if not authas or any(v != "internal" for v in authas) or not source:
             return None
+        tenants = [v.strip().lower() for v in fields.get("x-ms-exchange-crosstenant-id", [])]
+        if tenant_id is not None and (not tenants or any(t != tenant_id.strip().lower() for t in tenants)):
+            return None  # another tenant's mail, through the same Exchange Online servers
         return sender
     if service == "google_workspace":
         return sender
@@ -127,6 +131,9 @@ def half_configured(config: Any) -> list[str]:
         elif config.tls is None or not config.tls.client_ca:
             warnings.append(f"{where}: certificate_names without tls.client_ca: no client certificate is asked "
                             "for, so the hop never matches; set tls.client_ca to the CA bundle")
+        if hop.service == "exchange_online" and not hop.tenant_id:
+            warnings.append(f"{where}: no tenant_id: any Exchange Online tenant's mail stamped Internal is "
+                            "believed (all tenants share the servers and certificate); set tenant_id")
         if hop.require == "any" and hop.clients and hop.certificate_names:
             warnings.append(f"{where}: require: any: an address OR a certificate suffices; use require: both")
         if not hop.clients and hop.service == "google_workspace":

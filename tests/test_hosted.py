@@ -49,6 +49,15 @@ def test_exchange_login_from_its_stamps(stamps: bytes, sender: str, login: str |
     assert hosted_login("exchange_online", sender, stamps + BODY, [B]) == login
 
 
+def test_another_tenant_is_not_ours() -> None:
+    ours = STAMPS + b"X-MS-Exchange-CrossTenant-Id: 1f2e3d4c-0000-4000-8000-00000000abcd\r\n" + BODY
+    theirs = ours.replace(b"1f2e3d4c", b"99999999")
+    tenant = "1F2E3D4C-0000-4000-8000-00000000ABCD"
+    assert hosted_login("exchange_online", f"laura@{B}", ours, [B], tenant) == f"laura@{B}"
+    assert hosted_login("exchange_online", f"laura@{B}", theirs, [B], tenant) is None
+    assert hosted_login("exchange_online", f"laura@{B}", STAMPS + BODY, [B], tenant) is None
+
+
 def test_stamps_after_the_header_section_do_not_count() -> None:
     assert hosted_login("exchange_online", f"laura@{B}", BODY + STAMPS, [B]) is None
 
@@ -66,6 +75,8 @@ def test_half_configured_modes_are_warned() -> None:
     hop["certificate_names"] = ["*.mail.protection.outlook.com"]
     warned = half_configured(config(trust={"hosted": [hop]}, upstream="smtp://x:25?starttls=1"))
     assert [w for w in warned if "tls.client_ca" in w] and not [w for w in warned if "STARTTLS" in w]
+    assert any("no tenant_id" in w for w in warned)
+    hop["tenant_id"] = "1f2e3d4c-0000-4000-8000-00000000abcd"
     full = half_configured(config(trust={"hosted": [hop]}, upstream="smtp://x:25?starttls=1",
                                   tls={"cert": "c", "key": "k", "client_ca": "ca"}))
     assert full == []

@@ -661,7 +661,8 @@ class PolicyHandler:
         hop = self.hosted_hop(server)
         if hop is None:
             return None
-        login = hosted.hosted_login(hop.service, mail_from, content, self.disposer.rules.directory.domains)
+        login = hosted.hosted_login(hop.service, mail_from, content, self.disposer.rules.directory.domains,
+                                    hop.tenant_id)
         self.log.info("hosted_hop", service=hop.service, client=server.peer_ip, login=login)
         return login
 

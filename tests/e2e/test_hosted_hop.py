@@ -19,6 +19,7 @@ from tests.e2e.harness import RelayProcess, SinkHandler, free_port
 
 B = "barrancabermeja.gov.co"
 LAURA = f"laura.pinto@{B}"
+TENANT = "1f2e3d4c-0000-4000-8000-00000000abcd"
 EXO_NAME = "barrancabermeja-gov-co.mail.protection.outlook.com"
 
 
@@ -66,15 +67,16 @@ def relay(tmp_path: Path, pki: dict[str, Path], tls_sink: SinkHandler) -> Iterat
         upstream_options={"tls_ca_file": str(pki["ca"])},
         tls={"cert": str(pki["server"]), "key": str(pki["server.key"]), "client_ca": str(pki["ca"])},
         trust={"hosted": [{"service": "exchange_online", "clients": ["127.0.0.0/8"],
-                           "certificate_names": ["*.mail.protection.outlook.com"]}]},
+                           "certificate_names": ["*.mail.protection.outlook.com"], "tenant_id": TENANT}]},
         auth={"allow_plaintext_on_loopback": False}).start()
     yield proc
     proc.stop()
 
 
-def exo_message(authas: str = "Internal", subject: str = "Informe") -> bytes:
+def exo_message(authas: str = "Internal", subject: str = "Informe", tenant: str = TENANT) -> bytes:
     return (f"X-MS-Exchange-Organization-AuthAs: {authas}\r\n"
             f"X-MS-Exchange-Organization-AuthSource: BN8PR12MB3456.namprd12.prod.outlook.com\r\n"
+            f"X-MS-Exchange-CrossTenant-Id: {tenant}\r\n"
             f"From: {LAURA}\r\nTo: jose@gmail.com\r\nSubject: {subject}\r\n\r\nCordial saludo.\r\n").encode()
 
 
@@ -121,6 +123,14 @@ def test_the_same_message_from_outside_the_trust_is_outside_mail(
 def test_anonymous_stamp_on_the_trusted_hop_is_not_staff(
         relay: RelayProcess, pki: dict[str, Path], tls_sink: SinkHandler) -> None:
     code, _ = send(relay.port, pki, "exo", exo_message(authas="Anonymous"))
+    assert 500 <= code < 600
+    time.sleep(0.3)
+    assert tls_sink.messages == []
+
+
+def test_another_tenants_mail_on_the_same_servers_is_not_staff(
+        relay: RelayProcess, pki: dict[str, Path], tls_sink: SinkHandler) -> None:
+    code, _ = send(relay.port, pki, "exo", exo_message(tenant="99999999-0000-4000-8000-000000000000"))
     assert 500 <= code < 600
     time.sleep(0.3)
     assert tls_sink.messages == []
