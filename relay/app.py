@@ -46,6 +46,9 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
         tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls_context.load_cert_chain(config.resolve(config_path, config.tls.cert),
                                     config.resolve(config_path, config.tls.key))
+        if config.tls.client_ca:  # asked for, not required: only trust.hosted looks at it
+            tls_context.load_verify_locations(config.resolve(config_path, config.tls.client_ca))
+            tls_context.verify_mode = ssl.CERT_OPTIONAL
     return Rules(load_pack(config.resolve(config_path, config.policy)),
                  server_directory(ldapdir.open_directory(config, config_path), config),
                  credentials, tls_context, generation)

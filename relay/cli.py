@@ -154,6 +154,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 config = yamlconf.validate(RelayConfig, data, node, path)
                 config.check_files(path)
                 detail = "relay config"
+                from relay.hosted import half_configured
+
+                for warning in half_configured(config):
+                    print(f"{path}: warning: {warning}", file=sys.stderr)
                 if not ldapdir.is_ldap_url(config.directory):
                     detail += _pack_against(load_pack(config.resolve(path, config.policy)),
                                             config.resolve(path, config.policy),

@@ -39,6 +39,8 @@ class Tls(_Strict):
     cert: str
     key: str
     require_for_auth: bool = True
+    client_ca: str | None = Field(default=None, description="CA bundle to verify TLS client certificates "
+                                  "(asked for, not required); needed by trust.hosted certificate_names")
 
 
 class Auth(_Strict):
@@ -50,11 +52,41 @@ class Auth(_Strict):
     failure_delay: float = Field(default=1.0, ge=0, description="seconds before the first 535 (doubles, max 16x)")
 
 
+class HostedHop(_Strict):
+    """A hosted mail service (Exchange Online, Google Workspace) accepted as a trusted hop."""
+
+    service: Literal["exchange_online", "google_workspace"]
+    clients: tuple[str, ...] = Field(default=(), description="the service's sending ranges "
+                                     "(e.g. Exchange Online 40.92.0.0/15)")
+    certificate_names: tuple[str, ...] = Field(
+        default=(), description="names its TLS client certificate must carry (*.mail.protection.outlook.com)")
+    require: Literal["both", "any"] = Field(
+        default="both", description="both: address and certificate must match; any: either one")
+    tenant_id: str | None = Field(
+        default=None, description="Exchange Online: the tenant's id (GUID); X-MS-Exchange-CrossTenant-Id must "
+        "be it, since every tenant's mail comes from the same servers and certificate")
+
+    @field_validator("clients")
+    @classmethod
+    def _clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for net in value:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"{net!r}: use an IP address or network (40.92.0.0/15)") from None
+        return value
+
+
 class Trust(_Strict):
     """Hops whose XFORWARD and recorded SASL login we believe (a content_filter Postfix)."""
 
     xforward_hosts: tuple[str, ...] = ()
     login_header: str = "X-Authenticated-Sender"
+    hosted: tuple[HostedHop, ...] = Field(
+        default=(), description="hosted services in front of the relay (docs/microsoft365.md, "
+        "docs/google-workspace.md)")
 
 
 class LocalSubmission(_Strict):
@@ -338,6 +370,7 @@ class RelayConfig(_Strict):
         files: list[tuple[tuple[str, ...], str | None]] = [
             (("tls", "cert"), self.tls.cert if self.tls else None),
             (("tls", "key"), self.tls.key if self.tls else None),
+            (("tls", "client_ca"), self.tls.client_ca if self.tls else None),
             (("auth", "credentials_file"), self.auth.credentials_file if self.auth else None),
             (("upstream_options", "tls_ca_file"), self.upstream_options.tls_ca_file),
             (("upstream_options", "password_file"), self.upstream_options.password_file),

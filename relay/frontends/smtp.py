@@ -29,7 +29,7 @@ from typing import IO, Any, cast
 import aiosmtpd.smtp
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from relay import logs
+from relay import hosted, logs
 from relay.dispose import NO_TRANSACTION, Disposer, Submitted, WeDeliver, clean_token
 from relay.frontends import replies
 from relay.frontends.guard import guard_for
@@ -598,7 +598,8 @@ class PolicyHandler:
         # whole list (counts) waits for DATA, where the full envelope is decided.
         refusal = await self.disposer.rcpt(envelope.mail_from or "", [address], address,
                                            self.login(server, session), self.client_ip(server),
-                                           trusted_hop=server.trusted_hop, notify=not server.refused)
+                                           trusted_hop=server.trusted_hop or self.hosted_hop(server) is not None,
+                                           notify=not server.refused)
         if refusal is not None:
             server.refused = True
             return replies.smtp(refusal)
@@ -620,9 +621,12 @@ class PolicyHandler:
         content = bytes(envelope.original_content or b"")  # read_data normalised it
         if txn is None:
             return replies.smtp(NO_TRANSACTION)
+        login = self.login(server, session)
+        if login is None and not server.trusted_hop:
+            login = self.hosted_login(server, envelope.mail_from or "", content)
         submitted = Submitted(
             secrets.token_hex(6).upper(), envelope.mail_from or "", tuple(envelope.rcpt_tos), content,
-            self.login(server, session), self.client_ip(server),
+            login, self.client_ip(server),
             server.xforward.get("HELO") or session.host_name or "", tls=server._tls_protocol is not None,
             trusted_hop=server.trusted_hop)
         return replies.smtp(await self.disposer.dispose(submitted, WeDeliver(txn)))
@@ -636,6 +640,31 @@ class PolicyHandler:
             data = session.login_data
             return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         return None  # a trusted hop's login comes from its Received header, read by the disposer
+
+    def hosted_hop(self, server: RelaySMTP) -> Any:
+        """The trust.hosted entry this connection is (address and/or verified client certificate), or None."""
+        hops = self.disposer.config.trust.hosted
+        if not hops or server.trusted_hop:
+            return None
+        transport = server.transport
+        peercert = transport.get_extra_info("peercert") if server._tls_protocol is not None and transport else None
+        names = hosted.certificate_names(peercert)
+        for hop in hops:
+            if hosted.HostedTrust.build(hop.service, hop.clients, hop.certificate_names,
+                                        hop.require).matches(server.peer_ip, names):
+                return hop
+        return None
+
+    def hosted_login(self, server: RelaySMTP, mail_from: str, content: bytes) -> str | None:
+        """The sender a trusted hosted service (trust.hosted) authenticated, else None: a client
+        outside that trust gets nothing from the same headers (its mail is outside mail)."""
+        hop = self.hosted_hop(server)
+        if hop is None:
+            return None
+        login = hosted.hosted_login(hop.service, mail_from, content, self.disposer.rules.directory.domains,
+                                    hop.tenant_id)
+        self.log.info("hosted_hop", service=hop.service, client=server.peer_ip, login=login)
+        return login
 
     def client_ip(self, server: RelaySMTP) -> str:
         if server.trusted_hop and server.xforward.get("ADDR"):
