@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -21,8 +21,13 @@ from relay import __version__, apitokens, views
 from relay.apitokens import ApiClient
 from relay.store import StoreError
 
-if TYPE_CHECKING:
-    from relay.web.server import AdminSite
+
+class AdminSite(Protocol):
+    """What the API needs of the admin site (relay.web.server.AdminSite), without importing it."""
+
+    web: web.Application
+    relay: Any
+    ready: bool
 
 PREFIX = "/api/v1"
 HOLD_ID = r"{id:[A-Za-z0-9_-]{1,64}}"
