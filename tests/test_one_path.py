@@ -117,7 +117,7 @@ class FakeStore:
     def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:
         self.notices += notices
 
-    def add_audit(self, entries: list[AuditEntry]) -> None:
+    def add_audit(self, entries: list[AuditEntry], trace: list[Any] | None = None) -> None:
         self.audit += entries
 
     def record_accounts(self, accounts: list[Any]) -> None:

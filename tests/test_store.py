@@ -13,6 +13,7 @@ import pytest
 
 from relay.store import AuditEntry, HoldFilter, HoldState, NewHold, SocialAccount, SqliteStore, Store, StoreError
 from relay.store.postgres import PostgresStore
+from relay.store.sqlite import MIGRATIONS
 
 T0 = datetime(2026, 11, 27, 20, 0, tzinfo=UTC)
 
@@ -155,7 +156,7 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(tmp_path: Path) -> No
     path = tmp_path / "s.sqlite3"
     SqliteStore(path).close()
     again = SqliteStore(path)
-    assert again.schema_version == 2
+    assert again.schema_version == len(MIGRATIONS)
     again.close()
     with sqlite3.connect(path) as db:
         db.execute("INSERT INTO schema_version VALUES (99)")
@@ -245,7 +246,7 @@ def test_a_hold_added_by_one_relay_wakes_the_others(pg_url: str) -> None:
 def test_postgres_migrations_run_once_and_a_newer_schema_is_refused(pg_url: str) -> None:
     PostgresStore(pg_url).close()
     again = PostgresStore(pg_url)
-    assert again.schema_version == 2
+    assert again.schema_version == len(MIGRATIONS)
     again._run(again._pool.execute("INSERT INTO schema_version VALUES (99)"))
     again.close()
     with pytest.raises(StoreError, match="newer"):
