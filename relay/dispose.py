@@ -28,6 +28,8 @@ from email.utils import format_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import structlog
+
 from relay import holds, logs, moderation, notices, rewrite
 from relay.addresses import AddressError
 from relay.auth import Credentials
@@ -41,7 +43,7 @@ from relay.policy import automatic
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack
 from relay.policy.verdicts import Decision, Notice, SmtpReply, Verdict
-from relay.store import AuditEntry, Hold, NewHold, OutboxNotice, SocialAccount, Store, StoreError
+from relay.store import AuditEntry, Hold, NewHold, OutboxNotice, SocialAccount, Store, StoreError, TraceEvent
 from relay.upstream import Reply, Transaction, Upstream
 from relay.web import links
 
@@ -240,6 +242,7 @@ class Disposer:
         self.active = 0  # sessions open, all front-ends
         self.tasks: set[asyncio.Task[Any]] = set()
         self.audit_buffer: list[AuditEntry] = []
+        self.trace_buffer: list[TraceEvent] = []  # stored with the audit entries (relay trace)
         self.unrecorded_holds: dict[str, Any] = {}  # the scheduler's: outcomes the store refused (/readyz)
         self.audit_added = 0  # entries ever buffered
         self.audit_stored = 0  # of those, how many are committed (in order)
@@ -303,7 +306,7 @@ class Disposer:
                                                    "action": finding.action.value}])
         self.add_audit(AuditEntry(
             self.clock.now(), queue_id, "reject", str(reply), envelope.mail_from, 1, envelope.auth, client_ip,
-            ((finding.rule_id, finding.cites, finding.action.value),)))
+            ((finding.rule_id, finding.cites, finding.action.value),), rcpt_to=(rcpt,)))
         if notify:
             found = envelope_notices(envelope, finding, rcpt, rules.pack, rules.directory, self.clock.now())
             if found:
@@ -360,6 +363,7 @@ class Disposer:
                 await ours.abort()
             reply = await self.deliver_split(m.mail_from, list(m.rcpts), trace, fields, rest, log, login, subject)
             log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
+            self.trace_reply(m.queue_id, reply, len(m.rcpts))
             if not reply.ok:
                 return from_reply(reply)
             await self.notify(decision.notices, log)
@@ -367,11 +371,13 @@ class Disposer:
         if ours:
             reply = await ours.data(rewrite.join(trace + fields, rest))
             log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
+            self.trace_reply(m.queue_id, reply, len(m.rcpts))
             if not reply.ok:
                 return from_reply(reply)
             await self.notify(decision.notices, log)
             return Accept(m.queue_id)
         await self.notify(decision.notices, log)
+        self.trace(m.queue_id, "accepted", f"{len(m.rcpts)} recipient(s) handed back to the MTA (milter)")
         return Accept(m.queue_id, header_edits=edits, body=body)
 
     async def hold(self, m: Submitted, ours: Transaction | None, decision: Decision, login: str | None,
@@ -393,6 +399,7 @@ class Disposer:
             reply = await self.deliver_to(m.mail_from, now_rcpts, content)
             log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe(),
                      recipients=len(now_rcpts))
+            self.trace_reply(m.queue_id, reply, len(now_rcpts))
             if not reply.ok:
                 try:
                     await asyncio.to_thread(self.store.remove, ids)
@@ -408,6 +415,8 @@ class Disposer:
         if not now_rcpts:
             return Held(m.queue_id, len(held_keys), tuple(ids))
         removed = () if ours else tuple(r for r in m.rcpts if address_key(r) in held_keys)
+        if not ours:
+            self.trace(m.queue_id, "accepted", f"{len(now_rcpts)} recipient(s) handed back to the MTA (milter)")
         return Accept(m.queue_id, header_edits=edits, removed=removed, body=body if not ours else None,
                       held=len(held_keys), hold_ids=tuple(ids))
 
@@ -424,7 +433,8 @@ class Disposer:
             log.warning("dns_failed", what=failure.what)
             self.add_audit(AuditEntry(self.clock.now(), queue_id, "tempfail", failure.reply, envelope.mail_from,
                                       len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
-                                      (("dns-unavailable", "dns.on_failure: tempfail", "tempfail"),)))
+                                      (("dns-unavailable", "dns.on_failure: tempfail", "tempfail"),),
+                                      rcpt_to=tuple(envelope.rcpt_to)))
             raise
 
     async def rate_refusal(self, queue_id: str, envelope: Envelope, log: Any) -> Tempfail | None:
@@ -452,7 +462,7 @@ class Disposer:
                 self.add_audit(AuditEntry(now, queue_id, "tempfail", str(reply), envelope.mail_from,
                                           len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
                                           (("rate-limit", f"rate_limits: {limit.limit} per {limit.window} s",
-                                            "tempfail"),)))
+                                            "tempfail"),), rcpt_to=tuple(envelope.rcpt_to)))
                 return reply
         return None
 
@@ -477,7 +487,7 @@ class Disposer:
                  login=envelope.auth, client_ip=envelope.client_ip, defects=len(decision.defects),
                  audit=[{"rule": f.rule_id, "cites": f.cites, "action": f.action.value} for f in decision.findings],
                  why={f.rule_id: f.why.line() for f in decision.findings + decision.monitored if f.why})
-        self.audit(queue_id, envelope, decision)
+        self.audit(queue_id, envelope, decision, subject, message_id(content))
         await self.commit_audit()  # durable before the message goes anywhere (upstream, hold store)
         await self.record(decision, log)
         return decision, subject
@@ -589,6 +599,9 @@ class Disposer:
         except StoreError as error:
             log.error("notice_not_stored", error=str(error)[:200], count=len(found))
             return
+        queue_id = _bound_queue_id(log)
+        for n in found:
+            self.trace(queue_id, "notice", f"{n.kind} to {n.to}: {n.subject}")
         self.wake()
 
     def queue_notice(self, notice: Notice, log: Any) -> None:
@@ -662,14 +675,25 @@ class Disposer:
 
     # -- the audit trail --------------------------------------------------------------------------
 
-    def audit(self, queue_id: str, envelope: Envelope, decision: Decision) -> None:
+    def audit(self, queue_id: str, envelope: Envelope, decision: Decision, subject: str = "",
+              message_id: str = "") -> None:
         """Buffer the decision for the audit trail (flushed in batches by `flush_audit`)."""
         self.add_audit(AuditEntry(
             self.clock.now(), queue_id, decision.verdict.value, str(decision.reply), envelope.mail_from,
             len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
             tuple((f.rule_id, f.cites, f.action.value, *((f.why.line(),) if f.why else ()))
                   for f in decision.findings),
-            tuple(f.rule_id for f in decision.monitored)))
+            tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id))
+
+    def trace(self, queue_id: str, event: str, detail: str) -> None:
+        """What happened after the decision (relay trace): stored with the next audit commit."""
+        if queue_id:
+            self.trace_buffer.append(TraceEvent(queue_id, self.clock.now(), event, detail))
+            self.audit_added += 1
+
+    def trace_reply(self, queue_id: str, reply: Reply, recipients: int) -> None:
+        self.trace(queue_id, "delivered" if reply.ok else "upstream_refused",
+                   f"{recipients} recipient(s): {reply.code} {reply.text[:300]}")
 
     def add_audit(self, entry: AuditEntry) -> None:
         """One decision: counted in the metrics and buffered for the audit trail, together."""
@@ -694,15 +718,20 @@ class Disposer:
 
     async def flush_audit(self) -> bool:
         batch, self.audit_buffer = self.audit_buffer, []
+        events, self.trace_buffer = self.trace_buffer, []
         upto = self.audit_added
-        if not batch:
+        if not batch and not events:
             self.audit_stored = upto
             return True
         try:
-            await asyncio.to_thread(self.store.add_audit, batch)
+            if events:
+                await asyncio.to_thread(self.store.add_audit, batch, events)
+            else:
+                await asyncio.to_thread(self.store.add_audit, batch)
         except StoreError as error:
             self.log.error("audit_not_stored", error=str(error)[:200], count=len(batch))
             self.audit_buffer[:0] = batch[-10000:]  # try again later, bounded
+            self.trace_buffer[:0] = events[-10000:]
             return False
         self.audit_stored = upto
         return True
@@ -736,6 +765,24 @@ class Disposer:
         await self.flush_audit()
         await self.upstream.close()
         self.store.close()
+
+
+def _bound_queue_id(log: Any) -> str:
+    """The queue id a logger was bound with (the message a notice is about), or ''."""
+    try:
+        return str(structlog.get_context(log).get("queue_id") or "")
+    except (AttributeError, TypeError):
+        return ""
+
+
+def message_id(content: bytes) -> str:
+    """The Message-ID of a message (without <>), from its header only; '' when it has none."""
+    fields, _ = rewrite.split_head(content[:256 * 1024])
+    for field in fields:
+        name, _, value = field.partition(b":")
+        if name.strip().lower() == b"message-id":
+            return " ".join(value.decode("utf-8", "replace").split()).strip("<>")[:300]
+    return ""
 
 
 async def _aborted(txn: Transaction | None, reply: Refusal) -> Refusal:

@@ -104,7 +104,7 @@ class FakeStore:
     """What the disposer writes, kept in lists."""
 
     holds: list[NewHold] = field(default_factory=list)
-    notices: list[tuple[str, str, str, str]] = field(default_factory=list)
+    notices: list[tuple[str, ...]] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
 
     def add_holds(self, holds: list[NewHold], now: datetime) -> list[str]:
@@ -114,10 +114,10 @@ class FakeStore:
     def remove(self, ids: list[str]) -> None:
         self.holds = [h for i, h in enumerate(self.holds) if f"H{i}" not in ids]
 
-    def add_notices(self, notices: list[tuple[str, str, str, str]], now: datetime) -> None:
+    def add_notices(self, notices: list[tuple[str, ...]], now: datetime) -> None:
         self.notices += notices
 
-    def add_audit(self, entries: list[AuditEntry]) -> None:
+    def add_audit(self, entries: list[AuditEntry], trace: list[Any] | None = None) -> None:
         self.audit += entries
 
     def record_accounts(self, accounts: list[Any]) -> None:
@@ -223,7 +223,7 @@ class Outcome:
     fates: dict[str, str]
     verdicts: list[str]
     holds: list[tuple[str, tuple[str, ...], str]]
-    notices: list[tuple[str, str, str, str]]
+    notices: list[tuple[str, ...]]
     delivered: list[tuple[str, tuple[str, ...], str]]
     data_reply: str  # the relay's own reply at end of data ("" when it accepted)
     reached_data: bool  # the relay saw the message (the SMTP path stops at RCPT when no recipient is left)
@@ -248,7 +248,7 @@ def outcome(store: FakeStore, up: FakeUpstream, fates: dict[str, str], data_repl
             held = next((h.reason for h in store.holds if rcpt in h.recipients), None)
             done = any(rcpt in d[1] for d in up.delivered)
             fates[rcpt] = f"held {held}" if held else "delivered" if done else fate
-    for _to, kind, _subject, text in store.notices:  # a copy the next hop refused after we said 250
+    for _to, kind, _subject, text, *_attached in store.notices:  # a copy the next hop refused after we said 250
         if kind == "bounce":
             for rcpt in fates:
                 if m := re.search(rf"- {re.escape(rcpt)}: (\d+)", text):
@@ -256,7 +256,8 @@ def outcome(store: FakeStore, up: FakeUpstream, fates: dict[str, str], data_repl
     return Outcome(
         fates, [e.verdict for e in store.audit],
         [(h.reason, h.recipients, normal(h.content)) for h in store.holds],
-        [(to, kind, subject, re.sub(r"\b[0-9A-F]{12}\b", "QID", text)) for to, kind, subject, text in store.notices],
+        [(to, kind, subject, re.sub(r"\b[0-9A-F]{12}\b", "QID", text))
+         for to, kind, subject, text, *_ in store.notices],
         [(f, r, normal(c)) for f, r, c in up.delivered], data_reply, reached)
 
 

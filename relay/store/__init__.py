@@ -11,10 +11,13 @@ from relay.store.base import (
     SocialAccount,
     Store,
     StoreError,
+    TraceEvent,
+    TraceQuery,
     Transition,
 )
 from relay.store.factory import open_store
 from relay.store.sqlite import SqliteStore
 
 __all__ = ["AuditEntry", "Hold", "HoldEvent", "HoldFilter", "HoldState", "NewHold", "OutboxNotice",
-           "SocialAccount", "SqliteStore", "Store", "StoreError", "Transition", "open_store"]
+           "SocialAccount", "SqliteStore", "Store", "StoreError", "TraceEvent", "TraceQuery", "Transition",
+           "open_store"]

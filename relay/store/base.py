@@ -216,6 +216,35 @@ class AuditEntry:
     # (rule id, circular cited, action), and for text rules a fourth item: why (Explanation.line())
     rules: tuple[tuple[str, ...], ...] = ()
     monitored: tuple[str, ...] = ()
+    # the message trace (store migration 3): the recipients' addresses, the subject, the Message-ID
+    rcpt_to: tuple[str, ...] = ()
+    subject: str = ""
+    message_id: str = ""
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """What happened to a message after its decision, for `relay trace`: delivered upstream (and
+    the reply), refused by the upstream, handed back to the MTA, a notice queued."""
+
+    queue_id: str
+    at: datetime
+    event: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TraceQuery:
+    """A search of the audit trail: every given field must match (addresses case-insensitively;
+    `sender` matches the envelope sender or the SASL login)."""
+
+    sender: str | None = None
+    recipient: str | None = None
+    message_id: str | None = None
+    queue_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 1000
 
 
 @dataclass(frozen=True)
@@ -270,9 +299,15 @@ class Store(Protocol):
     def notice_retry(self, notice_id: int, next_attempt: datetime) -> None: ...
     def next_notice_due(self) -> datetime | None: ...
     # audit and inventory
-    def add_audit(self, entries: list[AuditEntry]) -> None: ...
+    def add_audit(self, entries: list[AuditEntry], trace: list[TraceEvent] | None = None) -> None: ...
     def query_audit(self, since: datetime | None = None, until: datetime | None = None,
                     rule: str | None = None, verdict: str | None = None, limit: int = 10000) -> list[AuditEntry]: ...
+    # the message trace
+    def add_trace(self, events: list[TraceEvent]) -> None: ...
+    def search_audit(self, query: TraceQuery) -> list[AuditEntry]: ...
+    def trace_events(self, queue_id: str) -> list[TraceEvent]: ...
+    def holds_of(self, queue_id: str) -> list[Hold]: ...
+    def purge_before(self, before: datetime) -> dict[str, int]: ...
     def record_accounts(self, accounts: list[SocialAccount]) -> None: ...
     def inventory(self) -> list[SocialAccount]: ...
     def close(self) -> None: ...

@@ -34,6 +34,8 @@ from relay.store.base import (
     OutboxNotice,
     SocialAccount,
     StoreError,
+    TraceEvent,
+    TraceQuery,
     event_detail,
     expire_each,
     utc,
@@ -108,6 +110,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX holds_age ON holds (state, created_at);
     ALTER TABLE outbox ADD COLUMN attach_hold TEXT NOT NULL DEFAULT '';
     """,
+    # 4: the message trace (as SQLite's migration 3)
+    """
+    ALTER TABLE audit ADD COLUMN rcpt_to JSONB NOT NULL DEFAULT '[]';
+    ALTER TABLE audit ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN message_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX audit_queue ON audit (queue_id);
+    CREATE INDEX audit_sender ON audit (lower(mail_from));
+    CREATE INDEX audit_message_id ON audit (message_id);
+    CREATE TABLE trace_events (
+        id BIGSERIAL PRIMARY KEY, queue_id TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, event TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX trace_events_queue ON trace_events (queue_id);
+    CREATE INDEX trace_events_at ON trace_events (at);
+    CREATE INDEX holds_created ON holds (created_at);
+    """,
 )
 
 _COLUMNS = ("id, queue_id, reason, state, mail_from, recipients, deliver_at, next_attempt, attempts, "
@@ -126,6 +144,12 @@ def _hold(row: Any, attempts_before: bool = False) -> Hold:
         moderators=tuple(json.loads(row["moderators"])), last_error=row["last_error"],
         deliver_at_local=row["deliver_at_local"], size=row["size"], decided_by=row["decided_by"],
         decided_at=row["decided_at"], decision=row["decision"])
+
+
+def _count(status: str) -> int:
+    """The row count of a command status ("DELETE 3")."""
+    tail = status.rpartition(" ")[2]
+    return int(tail) if tail.isdigit() else 0
 
 
 class PostgresStore:
@@ -468,14 +492,42 @@ class PostgresStore:
         return value
 
     # -- audit and inventory -------------------------------------------------------------------
-    def add_audit(self, entries: list[AuditEntry]) -> None:
-        if not entries:
+    _AUDIT = ("at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored, rcpt_to, "
+              "subject, message_id")
+
+    @staticmethod
+    def _audit(r: Any) -> AuditEntry:
+        return AuditEntry(r["at"], r["queue_id"], r["verdict"], r["reply"], r["mail_from"], r["recipients"],
+                          r["login"], r["client_ip"], tuple(tuple(x) for x in json.loads(r["rules"])),
+                          tuple(json.loads(r["monitored"])), tuple(json.loads(r["rcpt_to"])), r["subject"],
+                          r["message_id"])
+
+    def add_audit(self, entries: list[AuditEntry], trace: list[TraceEvent] | None = None) -> None:
+        """Decisions (and trace events, in the same transaction)."""
+        if not entries and not trace:
             return
-        self._run(self._pool.executemany(
-            "INSERT INTO audit (at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, "
-            "monitored) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [(utc(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
-              json.dumps(e.rules), json.dumps(e.monitored)) for e in entries]))
+
+        async def run(db: Any) -> None:
+            if entries:
+                await db.executemany(
+                    f"INSERT INTO audit ({self._AUDIT}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
+                    "$13)",
+                    [(utc(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
+                      json.dumps(e.rules), json.dumps(e.monitored), json.dumps(e.rcpt_to), e.subject[:300],
+                      e.message_id[:300]) for e in entries])
+            if trace:
+                await self._add_trace(db, trace)
+
+        self._run(self._tx(run))
+
+    @staticmethod
+    async def _add_trace(db: Any, events: list[TraceEvent]) -> None:
+        await db.executemany("INSERT INTO trace_events (queue_id, at, event, detail) VALUES ($1, $2, $3, $4)",
+                             [(e.queue_id, utc(e.at), e.event, e.detail[:500]) for e in events])
+
+    def add_trace(self, events: list[TraceEvent]) -> None:
+        if events:
+            self._run(self._tx(lambda db: self._add_trace(db, events)))
 
     def query_audit(self, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
                     verdict: str | None = None, limit: int = 10000) -> list[AuditEntry]:
@@ -488,11 +540,55 @@ class PostgresStore:
                 where.append(clause % len(args))
         args.append(limit)
         rows = self._run(self._pool.fetch(
-            "SELECT at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored "
-            f"FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ${len(args)}", *args))
-        return [AuditEntry(r["at"], r["queue_id"], r["verdict"], r["reply"], r["mail_from"], r["recipients"],
-                           r["login"], r["client_ip"], tuple(tuple(x) for x in json.loads(r["rules"])),
-                           tuple(json.loads(r["monitored"]))) for r in rows]
+            f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ${len(args)}", *args))
+        return [self._audit(r) for r in rows]
+
+    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
+        """Decisions matching a trace search, newest first."""
+        where, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
+        for clause, value in (
+                ("(lower(mail_from) = lower($%d) OR lower(login) = lower($%d))", query.sender),
+                ("EXISTS (SELECT 1 FROM jsonb_array_elements_text(rcpt_to) x WHERE lower(x) = lower($%d))",
+                 query.recipient),
+                ("message_id = $%d", query.message_id.strip().strip("<>") if query.message_id else None),
+                ("queue_id = $%d", query.queue_id),
+                ("at >= $%d", utc(query.since) if query.since else None),
+                ("at < $%d", utc(query.until) if query.until else None)):
+            if value:
+                args.append(value)
+                where.append(clause.replace("%d", str(len(args))))
+        args.append(query.limit)
+        rows = self._run(self._pool.fetch(
+            f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC "
+            f"LIMIT ${len(args)}", *args))
+        return [self._audit(r) for r in rows]
+
+    def trace_events(self, queue_id: str) -> list[TraceEvent]:
+        rows = self._run(self._pool.fetch(
+            "SELECT queue_id, at, event, detail FROM trace_events WHERE queue_id = $1 ORDER BY at, id", queue_id))
+        return [TraceEvent(r["queue_id"], r["at"], r["event"], r["detail"]) for r in rows]
+
+    def holds_of(self, queue_id: str) -> list[Hold]:
+        rows = self._run(self._pool.fetch(
+            f"SELECT {_COLUMNS} FROM holds WHERE queue_id = $1 ORDER BY created_at, id", queue_id))
+        return [_hold(r) for r in rows]
+
+    def purge_before(self, before: datetime) -> dict[str, int]:
+        """Retention, as SqliteStore.purge_before."""
+        async def run(db: Any) -> dict[str, int]:
+            done = ("SELECT id FROM holds WHERE created_at < $1 AND state NOT IN "
+                    "('waiting', 'moderation', 'delivering')")
+            counts = {}
+            counts["hold_events"] = _count(await db.execute(f"DELETE FROM hold_events WHERE hold_id IN ({done})",
+                                                            utc(before)))
+            await db.execute(f"DELETE FROM hold_content WHERE id IN ({done})", utc(before))
+            counts["holds"] = _count(await db.execute("DELETE FROM holds WHERE created_at < $1 AND state NOT IN "
+                                                      "('waiting', 'moderation', 'delivering')", utc(before)))
+            counts["audit"] = _count(await db.execute("DELETE FROM audit WHERE at < $1", utc(before)))
+            counts["trace_events"] = _count(await db.execute("DELETE FROM trace_events WHERE at < $1", utc(before)))
+            return counts
+
+        return self._run(self._tx(run))
 
     def record_accounts(self, accounts: list[SocialAccount]) -> None:
         if not accounts:

@@ -29,6 +29,8 @@ from relay.store.base import (
     OutboxNotice,
     SocialAccount,
     StoreError,
+    TraceEvent,
+    TraceQuery,
     event_detail,
     expire_each,
     utc,
@@ -100,6 +102,23 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE holds ADD COLUMN decision TEXT NOT NULL DEFAULT '';
     CREATE INDEX holds_age ON holds (state, created_at);
     ALTER TABLE outbox ADD COLUMN attach_hold TEXT NOT NULL DEFAULT '';
+    """,
+    # 4: the message trace: the audit trail keeps recipients, subject and Message-ID; what happened
+    # after the decision (delivered and the upstream's reply, notices) in trace_events
+    """
+    ALTER TABLE audit ADD COLUMN rcpt_to TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE audit ADD COLUMN subject TEXT NOT NULL DEFAULT '';
+    ALTER TABLE audit ADD COLUMN message_id TEXT NOT NULL DEFAULT '';
+    CREATE INDEX audit_queue ON audit (queue_id);
+    CREATE INDEX audit_sender ON audit (mail_from COLLATE NOCASE);
+    CREATE INDEX audit_message_id ON audit (message_id);
+    CREATE TABLE trace_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, queue_id TEXT NOT NULL, at REAL NOT NULL, event TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX trace_events_queue ON trace_events (queue_id);
+    CREATE INDEX trace_events_at ON trace_events (at);
+    CREATE INDEX holds_created ON holds (created_at);
     """,
 )
 
@@ -436,15 +455,37 @@ class SqliteStore:
         return _dt(self._read(lambda db: db.execute("SELECT min(next_attempt) FROM outbox").fetchone())[0])
 
     # -- audit and inventory -------------------------------------------------------------------
-    def add_audit(self, entries: list[AuditEntry]) -> None:
-        if not entries:
+    _AUDIT = ("at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored, rcpt_to, "
+              "subject, message_id")
+
+    @staticmethod
+    def _audit(r: tuple[Any, ...]) -> AuditEntry:
+        return AuditEntry(_dt(r[0]) or datetime.fromtimestamp(0, UTC), r[1], r[2], r[3], r[4], r[5], r[6], r[7],
+                          tuple(tuple(x) for x in json.loads(r[8])), tuple(json.loads(r[9])),
+                          tuple(json.loads(r[10])), r[11], r[12])
+
+    def add_audit(self, entries: list[AuditEntry], trace: list[TraceEvent] | None = None) -> None:
+        """Decisions (and trace events, in the same transaction)."""
+        if not entries and not trace:
             return
         with self._tx() as db:
             db.executemany(
-                "INSERT INTO audit (at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, "
-                "monitored) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO audit ({self._AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(_ts(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
-                  json.dumps(e.rules), json.dumps(e.monitored)) for e in entries])
+                  json.dumps(e.rules), json.dumps(e.monitored), json.dumps(e.rcpt_to), e.subject[:300],
+                  e.message_id[:300]) for e in entries])
+            if trace:
+                self._add_trace(db, trace)
+
+    @staticmethod
+    def _add_trace(db: sqlite3.Connection, events: list[TraceEvent]) -> None:
+        db.executemany("INSERT INTO trace_events (queue_id, at, event, detail) VALUES (?, ?, ?, ?)",
+                       [(e.queue_id, _ts(e.at), e.event, e.detail[:500]) for e in events])
+
+    def add_trace(self, events: list[TraceEvent]) -> None:
+        if events:
+            with self._tx() as db:
+                self._add_trace(db, events)
 
     def query_audit(self, since: datetime | None = None, until: datetime | None = None, rule: str | None = None,
                     verdict: str | None = None, limit: int = 10000) -> list[AuditEntry]:
@@ -462,11 +503,61 @@ class SqliteStore:
         if rule:
             where.append("EXISTS (SELECT 1 FROM json_each(audit.rules) WHERE json_extract(value, '$[0]') = ?)")
             args.append(rule)
-        sql = (f"SELECT at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored "
-               f"FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ?")
+        sql = f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ?"
         rows = self._read(lambda db: db.execute(sql, (*args, limit)).fetchall())
-        return [AuditEntry(_dt(r[0]) or datetime.fromtimestamp(0, UTC), r[1], r[2], r[3], r[4], r[5], r[6], r[7],
-                           tuple(tuple(x) for x in json.loads(r[8])), tuple(json.loads(r[9]))) for r in rows]
+        return [self._audit(r) for r in rows]
+
+    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
+        """Decisions matching a trace search, newest first."""
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
+        if query.sender:
+            where.append("(mail_from = ? COLLATE NOCASE OR login = ? COLLATE NOCASE)")
+            args.extend((query.sender, query.sender))
+        if query.recipient:
+            where.append("EXISTS (SELECT 1 FROM json_each(audit.rcpt_to) WHERE lower(value) = lower(?))")
+            args.append(query.recipient)
+        if query.message_id:
+            where.append("message_id = ?")
+            args.append(query.message_id.strip().strip("<>"))
+        if query.queue_id:
+            where.append("queue_id = ?")
+            args.append(query.queue_id)
+        if query.since:
+            where.append("at >= ?")
+            args.append(_ts(query.since))
+        if query.until:
+            where.append("at < ?")
+            args.append(_ts(query.until))
+        sql = f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT ?"
+        rows = self._read(lambda db: db.execute(sql, (*args, query.limit)).fetchall())
+        return [self._audit(r) for r in rows]
+
+    def trace_events(self, queue_id: str) -> list[TraceEvent]:
+        rows = self._read(lambda db: db.execute(
+            "SELECT queue_id, at, event, detail FROM trace_events WHERE queue_id = ? ORDER BY at, id",
+            (queue_id,)).fetchall())
+        return [TraceEvent(r[0], _dt(r[1]) or datetime.fromtimestamp(0, UTC), r[2], r[3]) for r in rows]
+
+    def holds_of(self, queue_id: str) -> list[Hold]:
+        rows = self._read(lambda db: db.execute(
+            f"SELECT {self._COLUMNS} FROM holds WHERE queue_id = ? ORDER BY created_at, id", (queue_id,)).fetchall())
+        return [self._hold(r) for r in rows]
+
+    def purge_before(self, before: datetime) -> dict[str, int]:
+        """Retention: decisions, trace events and finished holds (with their history) older than
+        `before` are deleted; open holds stay whatever their age. Rows deleted, by kind."""
+        cut = _ts(before)
+        with self._tx() as db:
+            done = ("SELECT id FROM holds WHERE created_at < ? AND state NOT IN "
+                    "('waiting', 'moderation', 'delivering')")
+            events = db.execute(f"DELETE FROM hold_events WHERE hold_id IN ({done})", (cut,)).rowcount
+            db.execute(f"DELETE FROM hold_content WHERE id IN ({done})", (cut,))
+            held = db.execute("DELETE FROM holds WHERE created_at < ? AND state NOT IN "
+                              "('waiting', 'moderation', 'delivering')", (cut,)).rowcount
+            audit = db.execute("DELETE FROM audit WHERE at < ?", (cut,)).rowcount
+            trace = db.execute("DELETE FROM trace_events WHERE at < ?", (cut,)).rowcount
+        return {"audit": audit, "trace_events": trace, "holds": held, "hold_events": events}
 
     def record_accounts(self, accounts: list[SocialAccount]) -> None:
         if not accounts:
