@@ -291,6 +291,61 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def trace_json(store: Store, entry: AuditEntry) -> dict[str, Any]:
+    """One message's life: its decision, then what happened to it (holds and their history, the
+    upstream's reply, notices), in time order, ISO 8601 with offsets."""
+    events: list[dict[str, Any]] = [{
+        "at": _iso(entry.at), "event": "decided", "detail": entry.verdict + (f": {entry.reply}" if entry.reply else ""),
+        "rules": [{"rule": r[0], "cite": r[1], "action": r[2]} for r in entry.rules if len(r) > 2]}]
+    for hold in store.holds_of(entry.queue_id):
+        for e in store.hold_events(hold.id):
+            events.append({"at": _iso(e.at), "event": f"hold {e.event}", "detail": e.detail, "hold": hold.id})
+    for t in store.trace_events(entry.queue_id):
+        events.append({"at": _iso(t.at), "event": t.event, "detail": t.detail})
+    events.sort(key=lambda e: datetime.fromisoformat(e["at"]) if e["at"] else entry.at)
+    return {"queue_id": entry.queue_id, "at": _iso(entry.at), "mail_from": entry.mail_from, "login": entry.login,
+            "recipients": list(entry.rcpt_to), "subject": entry.subject, "message_id": entry.message_id,
+            "verdict": entry.verdict, "events": events}
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    """`relay trace`: where is my mail? Search the audit trail, then tell each message's life."""
+    from relay.store.base import TraceQuery
+
+    config, store = _open(args)
+    zone = institution_zone(config, args.config)
+    try:
+        query = TraceQuery(sender=args.sender, recipient=args.recipient, message_id=args.message_id,
+                           queue_id=args.queue_id, since=parse_instant(args.since, zone),
+                           until=parse_instant(args.until, zone), limit=args.limit)
+        traces = [trace_json(store, e) for e in store.search_audit(query)]
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(traces, ensure_ascii=False, indent=2))
+        return EXIT_OK
+    if not traces:
+        print("no message matches")
+        return EXIT_OK
+
+    def local(at: str) -> str:
+        return datetime.fromisoformat(at).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+
+    for n, t in enumerate(traces):
+        if n:
+            print()
+        print(f"{t['queue_id']}  {local(t['at'])} ({zone.key})  {t['mail_from'] or '<>'} -> "
+              f"{', '.join(t['recipients']) or '?'}")
+        if t["subject"] or t["message_id"]:
+            print(f"  {t['subject']}" + (f"  <{t['message_id']}>" if t["message_id"] else ""))
+        for e in t["events"]:
+            print(f"  {local(e['at'])}  {e['event']:<16} {e['detail']}")
+            for r in e.get("rules", []):
+                print(f"  {'':19}  {r['rule']} ({r['action']}) — {r['cite']}")
+    print(f"\n{len(traces)} message(s)")
+    return EXIT_OK
+
+
 # The columns Bogotá's Circular 004 de 2024, numeral 4, asks the inventory to hold; the relay fills
 # what mail shows, the communications office the rest.
 INVENTORY_COLUMNS = ["red_social", "usuario_cuenta", "url_perfil", "correo_institucional_asociado",
@@ -439,6 +494,18 @@ def add_parsers(sub: Any) -> None:
     audit.add_argument("--csv", action="store_true", help="CSV on standard output")
     audit.add_argument("--json", action="store_true")
     audit.set_defaults(func=cmd_audit)
+
+    trace = sub.add_parser("trace", help="where is my mail? each message's life: decision, holds, delivery, notices")
+    trace.add_argument("--config", required=True)
+    trace.add_argument("--sender", help="envelope sender or SASL login")
+    trace.add_argument("--recipient")
+    trace.add_argument("--message-id")
+    trace.add_argument("--queue-id")
+    trace.add_argument("--since", help="as for relay audit: 2026-11-27, '2026-11-27 08:00', today, ISO 8601")
+    trace.add_argument("--until")
+    trace.add_argument("--limit", type=int, default=100)
+    trace.add_argument("--json", action="store_true")
+    trace.set_defaults(func=cmd_trace)
 
     inventory = sub.add_parser("inventory", help="social-network accounts seen (Bogotá Circular 004 de 2024)")
     inventory.add_argument("--config", required=True)

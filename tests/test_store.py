@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from relay.store import AuditEntry, HoldFilter, HoldState, NewHold, SocialAccount, SqliteStore, Store, StoreError
+from relay.store.base import TraceEvent, TraceQuery
 from relay.store.postgres import MIGRATIONS as PG_MIGRATIONS
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import MIGRATIONS
@@ -366,3 +367,34 @@ def test_outbox_backlog_and_moderation_counts_for_metrics(store: Store) -> None:
     store.reject(m3, T0, "a", "no")
     store.release(m1, T0, "a")  # approved, so waiting: release is allowed
     assert store.moderation_counts() == {"approved": 2, "rejected": 1, "released": 1}
+
+
+def test_the_message_trace_is_searchable_and_purged_by_age(store: Store) -> None:
+    """Issue 27: the audit trail keeps recipients, subject and Message-ID; trace events are written
+    with the decision; a search by sender (or login), recipient, Message-ID, queue id and dates finds
+    the message; retention deletes what is older than the cut, never an open hold."""
+    t0 = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
+    entries = [AuditEntry(at=t0 + timedelta(minutes=n), queue_id=f"T{n}", verdict="deliver", reply="250 2.0.0",
+                          mail_from=sender, recipients=len(rcpts), login=login, client_ip="127.0.0.1",
+                          rcpt_to=rcpts, subject=f"Asunto {n}", message_id=f"<m{n}@c.gov.co>")
+               for n, (sender, login, rcpts) in enumerate([
+                   ("luis@c.gov.co", "luis@c.gov.co", ("Maria@c.gov.co", "ana@c.gov.co")),
+                   ("prensa@c.gov.co", "luis@c.gov.co", ("beto@gmail.com",)),
+                   ("otra@c.gov.co", None, ("ana@c.gov.co",))])]
+    store.add_audit(entries, trace=[TraceEvent("T0", t0 + timedelta(seconds=1), "delivered", "250 2.0.0 Ok")])
+
+    def found(**query: object) -> list[str]:
+        return [e.queue_id for e in store.search_audit(TraceQuery(**query))]  # type: ignore[arg-type]
+
+    assert found(sender="LUIS@c.gov.co") == ["T1", "T0"]  # the sender or the login; newest first
+    assert found(recipient="maria@C.gov.co") == ["T0"]
+    assert found(message_id="m2@c.gov.co") == found(message_id="<m2@c.gov.co>") == ["T2"]
+    assert found(queue_id="T1") == ["T1"]
+    assert found(since=t0 + timedelta(minutes=1), until=t0 + timedelta(minutes=2)) == ["T1"]
+    [entry] = store.search_audit(TraceQuery(queue_id="T0"))
+    assert entry.rcpt_to == ("Maria@c.gov.co", "ana@c.gov.co") and entry.subject == "Asunto 0"
+    assert [(e.event, e.detail) for e in store.trace_events("T0")] == [("delivered", "250 2.0.0 Ok")]
+    [open_id] = store.add_holds([new("T9", t0 + timedelta(days=1))], t0)
+    gone = store.purge_before(t0 + timedelta(minutes=1, seconds=30))
+    assert gone["audit"] == 2 and gone["trace_events"] == 1
+    assert found() == ["T2"] and store.get_hold(open_id) is not None

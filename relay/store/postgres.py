@@ -514,7 +514,7 @@ class PostgresStore:
                     "$13)",
                     [(utc(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
                       json.dumps(e.rules), json.dumps(e.monitored), json.dumps(e.rcpt_to), e.subject[:300],
-                      e.message_id[:300]) for e in entries])
+                      e.message_id.strip().strip("<>")[:300]) for e in entries])
             if trace:
                 await self._add_trace(db, trace)
 

@@ -141,3 +141,44 @@ def test_social_signups_fill_the_inventory(tmp_path: Path, sink: Sink) -> None:
         assert rows[0]["primera_vez_visto"].startswith("2026-11-24T19:00")  # 14:00 in Bogotá, in UTC
     finally:
         relay.stop()
+
+
+def test_trace_tells_a_messages_life_and_agrees_with_the_sink(relay: RelayProcess, sink: Sink) -> None:
+    """Issue 27: `relay trace` by sender, recipient, Message-ID and queue id finds the moderated
+    message and tells its life — decided (rule, circular), held, approved by whom, delivered with the
+    upstream's reply, notices queued — in that order, and what it says was delivered is what the sink
+    received."""
+    promo = PROMO.replace(b"Subject:", b"Message-ID: <promo-77@pasto.gov.co>\r\nSubject:", 1)
+    with smtplib.SMTP("127.0.0.1", relay.port, timeout=15) as smtp:
+        smtp.login(EDUARDO, PASSWORD)
+        assert smtp.sendmail(EDUARDO, RCPTS, promo) == {}
+    sink.wait_for(2)
+    hold = moderated(relay)
+    assert relay_cli(relay, "queue", "approve", str(hold["id"]), "--by", "yanet.bastidas").returncode == 0
+    sink.wait_for(4)
+
+    def trace(*args: str) -> list[dict[str, Any]]:
+        done = relay_cli(relay, "trace", *args, "--json")
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+    by_queue = trace("--queue-id", str(hold["queue_id"]))
+    assert len(by_queue) == 1
+    for query in (("--sender", EDUARDO), ("--recipient", RCPTS[1].upper()), ("--message-id", "<promo-77@pasto.gov.co>"),
+                  ("--since", "2026-11-24", "--recipient", RCPTS[0])):
+        assert [t["queue_id"] for t in trace(*query)] == [hold["queue_id"]], query
+    [life] = by_queue
+    assert life["recipients"] == RCPTS and life["message_id"] == "promo-77@pasto.gov.co"
+    assert life["subject"].startswith("Promocion exclusiva")
+    events = [e["event"] for e in life["events"]]
+    assert events[0] == "decided" and "commercial" in {r["rule"].split("-")[0] for r in life["events"][0]["rules"]}
+    order = [events.index(e) for e in ("decided", "hold held", "hold approved", "hold delivered")]
+    assert order == sorted(order), events
+    approved = next(e for e in life["events"] if e["event"] == "hold approved")
+    assert "yanet.bastidas" in approved["detail"]
+    assert any(e["event"].startswith("notice") for e in life["events"]), events
+    delivered = [m for m in sink.messages if m.mail_from not in ("<>", "") and b"promo-77" in m.content]
+    assert [m.rcpts for m in delivered] == [RCPTS]
+    text = relay_cli(relay, "trace", "--queue-id", str(hold["queue_id"]))
+    assert "America/Bogota" in text.stdout and "yanet.bastidas" in text.stdout and "1 message(s)" in text.stdout
+    assert relay_cli(relay, "trace", "--sender", "nadie@pasto.gov.co").stdout.strip() == "no message matches"
