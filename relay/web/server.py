@@ -57,6 +57,9 @@ SECURITY_HEADERS = {
 STATE_NAMES = {"waiting": "en espera", "moderation": "espera moderación", "delivering": "entregándose",
                "delivered": "entregado", "rejected": "rechazado", "failed": "fallido", "deleted": "eliminado",
                "withdrawn": "retirado por el remitente", "expired": "vencido sin decisión"}
+ERROR_TITLES = {400: "Solicitud no válida", 403: "Acceso denegado", 404: "No encontrado",
+                405: "Método no permitido", 409: "Ya decidido", 413: "Demasiado grande",
+                500: "Error interno", 503: "Servicio no disponible por ahora"}
 REASON_NAMES = {"hold": "retenido por horario (derecho a la desconexión)", "moderate": "requiere aprobación"}
 ACTION_NAMES = {"approve": "Aprobar", "reject": "Rechazar", "release": "Liberar ahora", "delete": "Eliminar"}
 _DUMMY_HASH = hash_password("x", salt=b"0" * 16)
@@ -78,6 +81,9 @@ class AdminSite:
         self.relay = relay
         self.key = key
         self.sessions: dict[str, Session] = {}
+        # One cookie name per relay (from its own secret): two relays on one host, or a test relay
+        # beside the real one, never read or overwrite each other's sign-ins (cookies ignore ports).
+        self.cookie = f"{SESSION_COOKIE}_{hmac.new(key, b'session-cookie-name', 'sha256').hexdigest()[:10]}"
         self.failures = AuthFailures()  # failed sign-ins, keyed "login:…" and "client:…"
         self.templates = jinja2.Environment(loader=jinja2.PackageLoader("relay.web", "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
@@ -106,12 +112,30 @@ class AdminSite:
         try:
             response = await handler(request)
         except web.HTTPException as exc:
-            response = exc
+            response = self._error_page(request, exc)
         except Exception as error:  # our fault: logged with its type, never shown to the browser
             self.relay.log.exception("admin_error", path=request.path, error=type(error).__name__)
-            response = web.Response(status=500, text="Error interno del relay; consulte el registro (log).\n")
+            response = self._error_page(request, web.HTTPInternalServerError(
+                text="Error interno del relay; consulte el registro (log)."))
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        return response
+
+    def _error_page(self, request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
+        """A person's error (403, 404, 400, 503, 500...) as a page in the site's style with a way back;
+        machines (/api, /healthz, /readyz, /metrics) and redirects keep their plain answers."""
+        machine = request.path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+        if exc.status < 400 or machine or exc.content_type != "text/plain":
+            return exc
+        title = ERROR_TITLES.get(exc.status, "No se pudo atender la solicitud")
+        back = "/holds" if self.session(request) else "/login"
+        try:
+            response = self.notice(request, title, (exc.text or "").strip(), exc.status, back=back)
+        except Exception:  # a broken template must not hide the original error
+            return exc
+        for name, value in exc.headers.items():
+            if name.lower() not in ("content-type", "content-length"):
+                response.headers.setdefault(name, value)
         return response
 
     def _when(self, at: datetime | None) -> str:
@@ -135,7 +159,7 @@ class AdminSite:
         return self.page("notice.html", request, status, title=title, text=text, back=back)
 
     def session(self, request: web.Request) -> Session | None:
-        sid = request.cookies.get(SESSION_COOKIE, "")
+        sid = request.cookies.get(self.cookie, "")
         session = self.sessions.get(sid)
         if session is None:
             return None
@@ -248,7 +272,7 @@ class AdminSite:
         ttl = self.relay.config.admin.session_ttl if self.relay.config.admin else 3600
         self.sessions[sid] = Session(login, secrets.token_urlsafe(32), time.monotonic() + ttl)
         response = web.HTTPSeeOther(next_path)
-        response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", path="/",
+        response.set_cookie(self.cookie, sid, httponly=True, samesite="Strict", path="/",
                             secure=self.relay.config.admin is not None
                             and self.relay.config.admin.base_url().startswith("https://"))
         raise response
@@ -263,9 +287,9 @@ class AdminSite:
     async def logout(self, request: web.Request) -> web.Response:
         form = await request.post()
         self.require_post(request, form)
-        self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
+        self.sessions.pop(request.cookies.get(self.cookie, ""), None)
         response = web.HTTPSeeOther("/login")
-        response.del_cookie(SESSION_COOKIE, path="/")
+        response.del_cookie(self.cookie, path="/")
         raise response
 
     # ------------------------------------------------------------------ held mail

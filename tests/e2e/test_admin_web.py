@@ -58,7 +58,7 @@ def client(relay: RelayProcess) -> Client:
 def signed_in(relay: RelayProcess) -> Client:
     c = client(relay)
     page = c.sign_in(MODERATOR, MOD_PASSWORD)
-    assert page.status == 303 and "relay_session" in c.cookies, page.text
+    assert page.status == 303 and any(n.startswith("relay_session_") for n in c.cookies), page.text
     return c
 
 
@@ -98,7 +98,8 @@ def test_nothing_is_shown_or_done_without_signing_in(relay: RelayProcess, sink: 
         assert c.post(path, {**form, "csrf": "guess"}).status == 403, path
     assert moderated(relay)["state"] == "moderation"
     wrong = c.sign_in(MODERATOR, "not-the-password")
-    assert wrong.status == 401 and "incorrectos" in wrong.text and "relay_session" not in c.cookies
+    assert wrong.status == 401 and "incorrectos" in wrong.text
+    assert not any(n.startswith("relay_session") for n in c.cookies)
     assert c.sign_in("nobody", MOD_PASSWORD).status == 401
 
 
@@ -311,3 +312,39 @@ def test_promo_link_approve_end_to_end_over_http(relay: RelayProcess, sink: Sink
     sink.wait_for(4)
     assert originals(sink) == [RCPTS]
     assert PROMO.split(b"\r\n\r\n", 1)[1] in next(m.content for m in sink.messages if m.rcpts == RCPTS)
+
+
+def test_errors_are_pages_with_a_way_back_and_machines_keep_plain_answers(relay: RelayProcess) -> None:
+    """Issue 26: a person who meets a 404 or 403 sees the site's page in Spanish with a link back,
+    not a bare line of text; /api, /healthz and /metrics keep their machine answers."""
+    c = signed_in(relay)
+    page = c.get("/holds/NO-SUCH-HOLD-1")
+    assert page.status == 404 and "text/html" in page.headers.get("content-type", "")
+    assert "No encontrado" in page.text and "NO-SUCH-HOLD-1" in page.text and 'href="/holds"' in page.text
+    assert "/static/relay.css" in page.text
+    forged = c.post("/holds/NO-SUCH-HOLD-1/approve", {"csrf": "guess"})
+    assert forged.status == 403 and "Acceso denegado" in forged.text and "CSRF" in forged.text
+    stranger = client(relay).get("/m/not-a-signed-token")
+    assert stranger.status == 403 and "Enlace rechazado" in stranger.text and 'href="/login"' in stranger.text
+    api = client(relay).get("/api/v1/holds")
+    assert api.status == 401 and api.headers.get("content-type", "").startswith("application/json")
+    assert client(relay).get("/healthz").text == "ok\n"
+
+
+def test_each_relay_has_its_own_session_cookie(tmp_path: Path, sink: Sink, relay: RelayProcess) -> None:
+    """Two relays on one host (cookies ignore ports): signing in to one does not sign out of, or into,
+    the other; the name is stable across restarts (it comes from the relay's own secret)."""
+    first = signed_in(relay)
+    (tmp_path / "other").mkdir()
+    other = admin_relay(tmp_path / "other", sink)
+    try:
+        second = signed_in(other)
+        [one] = [n for n in first.cookies if n.startswith("relay_session_")]
+        [two] = [n for n in second.cookies if n.startswith("relay_session_")]
+        assert one != two
+    finally:
+        other.stop()
+    relay.stop()
+    relay.start()
+    again = signed_in(relay)
+    assert [n for n in again.cookies if n.startswith("relay_session_")] == [one]
