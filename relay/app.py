@@ -62,7 +62,7 @@ RESTART_FIELDS = ("listen", "milter", "upstream", "upstream_options", "store", "
 def scheduler_settings(config: RelayConfig) -> SchedulerSettings:
     sched = config.scheduler
     return SchedulerSettings(sched.batch, sched.concurrency, sched.retry_base, sched.retry_max,
-                             sched.alert_after_attempts, sched.alert_to, sched.max_sleep)
+                             sched.alert_after_attempts, sched.alert_to, sched.max_sleep, sched.retention_days)
 
 
 class RelayApp:

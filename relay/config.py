@@ -139,6 +139,9 @@ class Scheduler(_Strict):
     alert_after_attempts: int = Field(default=6, ge=1, description="attempts before alert_to is told")
     alert_to: str | None = Field(default=None, description="mailbox told about a hold that cannot be delivered")
     max_sleep: float = Field(default=60, gt=0, le=3600, description="longest sleep; bounds a wall-clock jump")
+    retention_days: int | None = Field(default=None, ge=1, le=3650, description="days the message trace is kept "
+                                       "(decisions with addresses and subjects, trace events, finished holds: "
+                                       "personal data, Ley 1581 de 2012); purged hourly; null keeps everything")
 
 
 class Milter(_Strict):

@@ -34,6 +34,7 @@ class SchedulerSettings:
     alert_after_attempts: int = 6
     alert_to: str | None = None
     max_sleep: float = 60.0
+    retention_days: int | None = None  # the message trace is purged after this many days (None: kept)
 
 
 RECORD_RETRY = 2.0  # seconds between attempts to record what the store refused
@@ -130,6 +131,17 @@ class Scheduler:
         found += await asyncio.to_thread(lifecycle.digests, self.store, now, settings, directory.is_local)
         if found:
             await self.disposer.notify(tuple(found), self.log)
+        await self.purge(now)
+
+    async def purge(self, now: datetime) -> None:
+        """Retention of the message trace: at most once an hour (across relays sharing the store),
+        what is older than `retention_days` goes; open holds stay whatever their age."""
+        days = self.settings.retention_days
+        if days is None or not await asyncio.to_thread(self.store.take_once, "trace-retention", now, 3600):
+            return
+        gone = await asyncio.to_thread(self.store.purge_before, now - timedelta(days=days))
+        if any(gone.values()):
+            self.log.info("trace_purged", days=days, **gone)
 
     async def send_notice(self, notice: OutboxNotice, now: datetime) -> None:
         reply = await self.disposer.send_notice(notice, now)

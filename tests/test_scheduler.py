@@ -16,7 +16,7 @@ from relay.clock import FixedClock
 from relay.config import RelayConfig
 from relay.dispose import Disposer, Rules
 from relay.scheduler import Scheduler, SchedulerSettings
-from relay.store import HoldState, NewHold, SqliteStore
+from relay.store import AuditEntry, HoldState, NewHold, SqliteStore
 from relay.upstream import Reply, Transaction
 from tests.helpers import directory, pack
 
@@ -181,3 +181,27 @@ def test_a_clock_that_jumps_back_and_forth_releases_each_hold_once_and_never_ear
     early = [r for r, at in released_at.items() if at < due[r]]
     assert early == []
     assert len(up.delivered) == 1000
+
+
+def test_the_message_trace_is_purged_after_the_retention_period_at_most_hourly(tmp_path: Path) -> None:
+    """scheduler.retention_days: decisions older than the period go (Ley 1581: personal data kept no
+    longer than needed), the purge runs at most once an hour, an open hold stays whatever its age;
+    without the setting nothing is ever purged."""
+    scheduler, store, _ = make(tmp_path, FakeUpstream(), retention_days=30)
+    old, recent = T0 - timedelta(days=31), T0 - timedelta(days=29)
+    store.add_audit([AuditEntry(at, f"A{n}", "deliver", "250", "luis@c.gov.co", 1, None, None)
+                     for n, at in enumerate((old, recent))])
+    [open_id] = store.add_holds([hold(("maria@c.gov.co",), due=T0 + timedelta(days=1))], old)
+    asyncio.run(scheduler.purge(T0))
+    assert [e.queue_id for e in store.query_audit()] == ["A1"]
+    assert store.get_hold(open_id) is not None
+    store.add_audit([AuditEntry(old, "A2", "deliver", "250", "luis@c.gov.co", 1, None, None)])
+    asyncio.run(scheduler.purge(T0 + timedelta(minutes=30)))  # within the hour: not again
+    assert {e.queue_id for e in store.query_audit()} == {"A1", "A2"}
+    asyncio.run(scheduler.purge(T0 + timedelta(hours=1, seconds=1)))
+    assert [e.queue_id for e in store.query_audit()] == ["A1"]
+    (tmp_path / "keep").mkdir()
+    keep, kept_store, _ = make(tmp_path / "keep", FakeUpstream())
+    kept_store.add_audit([AuditEntry(old, "K", "deliver", "250", "luis@c.gov.co", 1, None, None)])
+    asyncio.run(keep.purge(T0))
+    assert [e.queue_id for e in kept_store.query_audit()] == ["K"]
