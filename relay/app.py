@@ -35,7 +35,7 @@ from relay.upstream.factory import make_upstream
 from relay.web import links
 from relay.web.server import AdminSite, is_loopback_host
 from relay.web.server import listen as listen_admin
-from relay.workers import Inherited, try_lock
+from relay.workers import DEFERRED, Inherited, one_at_a_time, try_lock
 
 
 def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> Rules:
@@ -215,7 +215,8 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None, wor
     logs.configure(config.log.level, config.log.format)
     clock = clock_from_env()
     try:
-        app = RelayApp(config, Path(config_path), clock)
+        with one_at_a_time(worker):  # workers open (and may create) the store in turn
+            app = RelayApp(config, Path(config_path), clock)
     except OSError as error:
         raise ServeError(f"cannot read {error.filename or 'a file the config names'}: "
                          f"{error.strerror or error}") from None
@@ -253,6 +254,8 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None, wor
             systemd.ready(f"rules generation {result.generation}")
 
     loop.add_signal_handler(signal.SIGHUP, lambda: app.disposer.spawn(reload()))
+    if worker is not None:  # what the supervisor passed on while this worker started (relay.workers)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED)
     pid_file = config.resolve(config_path, config.pid_file)
     if worker is None:  # under workers: N the supervisor's pid is in the pid file
         pid_file.parent.mkdir(parents=True, exist_ok=True)

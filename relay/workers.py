@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ EXIT_CANNOT_START = 3  # a worker's ServeError (said on stderr): the supervisor 
 EXIT_CONFIG = 2
 STOP_GRACE = 45.0  # seconds a stopping worker gets (sessions 10 s, scheduler 30 s) before SIGKILL
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
+DEFERRED = (signal.SIGHUP, signal.SIGUSR1)
 QUICK_DEATH = 10.0  # a worker that dies younger than this counts towards the backoff
 BACKOFF_MAX = 30.0
 
@@ -74,6 +75,22 @@ def try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+@contextlib.contextmanager
+def one_at_a_time(worker: Inherited | None) -> Iterator[None]:
+    """Workers starting together open the store one after another (its schema is created by the
+    first): an flock on a file beside the scheduler lock. Nothing for a single relay."""
+    if worker is None:
+        yield
+        return
+    path = worker.lock_path.with_name(worker.lock_path.name + ".start")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def bind_smtp(host: str, port: int) -> socket.socket:
@@ -188,7 +205,9 @@ class Supervisor:
         try:
             for sig in SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
+            # SIGHUP and SIGUSR1 stay blocked (pending) until serve() has its handlers: a reload
+            # asked while a worker starts is done once it runs, instead of killing it
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, set(SIGNALS) - set(DEFERRED))
             _die_with_parent(parent)
             logs.WORKER = index
             os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the supervisor only
