@@ -198,3 +198,42 @@ def test_one_worker_releases_holds_and_another_takes_over_after_kill_9(tmp_path:
     finally:
         relay.stop()
         sink.stop()
+
+
+@pytest.mark.skipif(not Path("/usr/sbin/postfix").exists(), reason="Postfix is installed by ./dev test")
+def test_postfix_milter_sessions_are_served_by_both_workers(tmp_path: Path) -> None:
+    from tests.e2e.test_milter import Chain, connect
+
+    chain = Chain(tmp_path, "barrancabermeja")
+    chain.relay.config["workers"] = 2
+    chain.start(datetime.fromisoformat("2026-11-24T10:00:00-05:00"))
+    try:
+        pids = worker_pids(chain.relay)
+        boss, pmu = "patriciah.fierro@barrancabermeja.gov.co", "pmu@barrancabermeja.gov.co"
+        accepted: list[str] = []
+        lock = threading.Lock()
+        todo = iter(range(40))
+
+        def client() -> None:
+            for i in todo:
+                tag = f"p-{i}"
+                body = (f"From: {boss}\r\nTo: {pmu}\r\nSubject: {tag}\r\nMessage-ID: <{tag}@test>\r\n\r\n"
+                        "Texto.\r\n").encode()
+                with connect(chain.postfix, boss) as smtp:
+                    if smtp.sendmail(boss, [pmu], body) == {}:
+                        with lock:
+                            accepted.append(tag)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(accepted) == 40
+        chain.sink.wait_for(40, timeout=60)
+        assert collections.Counter(tags(chain.sink, "p")) == collections.Counter(accepted)
+        decisions = [e for e in chain.relay.events("decision") if e.get("frontend") == "milter"]
+        assert len(decisions) == 40
+        assert {e["pid"] for e in decisions} == set(pids.values())  # both workers took milter connections
+    finally:
+        chain.stop()
