@@ -174,7 +174,10 @@ def test_one_worker_releases_holds_and_another_takes_over_after_kill_9(tmp_path:
     relay.start()
     try:
         pids = worker_pids(relay)
-        [leader] = relay.wait_events("scheduler_leader")
+        assert len(relay.wait_events("listening", 2)) == 2
+        time.sleep(1.5)  # the other worker has tried the scheduler lock meanwhile (every 0.5 s)
+        [leader] = relay.events("scheduler_leader")
+        assert leader["pid"] in pids.values()
         held = blast(relay.port, LUIS, MARIA, "h", 80)
         assert len(held) == 80
         assert not tags(sink, "h")  # held until Monday
@@ -182,8 +185,11 @@ def test_one_worker_releases_holds_and_another_takes_over_after_kill_9(tmp_path:
         assert holding == set(pids.values()), holding  # both workers stored holds
         os.kill(leader["pid"], signal.SIGKILL)  # the releasing worker dies: another takes over
         relay.wait_events("worker_died")
-        leaders = relay.wait_events("scheduler_leader", 2)
-        assert len(leaders) == 2 and leaders[1]["pid"] != leader["pid"]
+        relay.wait_events("scheduler_leader", 2)
+        relay.wait_events("listening", 3)  # the restarted worker is up and tries the lock too
+        time.sleep(1.5)
+        leaders = relay.events("scheduler_leader")
+        assert len(leaders) == 2 and leaders[1]["pid"] != leader["pid"], leaders
         FileClock.write(relay.clock_path, datetime.fromisoformat("2026-11-30T08:00:00-05:00"))  # Monday
         deadline = time.monotonic() + 60
         while len(set(tags(sink, "h"))) < 80 and time.monotonic() < deadline:
