@@ -26,6 +26,7 @@ README table. Loopback only; every run sends a fixed number of messages.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -70,6 +71,13 @@ def wait_port(port: int, timeout: float = 20) -> None:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_tree(pid: int) -> float:
+    """CPU seconds of a process and its children now running (the relay's workers under workers: N)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = [int(c) for c in children.read_text().split()] if children.exists() else []
+    return cpu_seconds(pid) + sum(cpu_seconds(k) for k in kids if Path(f"/proc/{k}/stat").exists())
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -275,6 +283,11 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
     procs["passthrough uvloop"], ports["passthrough uvloop"] = start_passthrough("--uvloop", upstream_port=sink_port)
     relay, ports["relay"], log = start_relay(folder, args.pack, sink_port)
     procs["relay"] = relay
+    multi = f"relay x{args.workers}"
+    if args.workers > 1:  # the same relay with workers: N (its own folder, store and log)
+        (folder / "multi").mkdir()
+        procs[multi], ports[multi], multi_log = start_relay(folder / "multi", args.pack, sink_port,
+                                                            {"workers": args.workers})
     try:
         for port in ports.values():
             source(port, 1, 20, sender, rcpt, msg)  # warm up (imports, pools)
@@ -287,18 +300,20 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
         for sessions in (int(s) for s in args.sessions.split(",")):
             count = args.messages if sessions > 1 else max(args.messages // 4, 100)
             rates: dict[str, list[float]] = {n: [] for n in names}
-            cpu: dict[str, list[float]] = {"relay": [], "passthrough": []}
+            cpu: dict[str, list[float]] = {"relay": [], "passthrough": [], multi: []}
             for _ in range(args.runs):
                 for name in names:
                     proc = procs.get(name)
-                    before = cpu_seconds(proc.pid) if proc else 0.0
+                    before = cpu_tree(proc.pid) if proc else 0.0
                     rates[name].append(count / source(ports[name], sessions, count, sender, rcpt, msg))
                     if proc and name in cpu:
-                        cpu[name].append((cpu_seconds(proc.pid) - before) / count * 1000)
+                        cpu[name].append((cpu_tree(proc.pid) - before) / count * 1000)
             med = {n: statistics.median(v) for n, v in rates.items()}
             print(f"{sessions:>8} " + " ".join(f"{med[n]:>18,.0f}" for n in names)
                   + f" {med['relay'] / med['passthrough']:>18.1%} {statistics.median(cpu['relay']):>17.2f}"
-                  f" {statistics.median(cpu['passthrough']):>19.2f} {peak_rss_mib(relay.pid):>14.0f}")
+                  f" {statistics.median(cpu['passthrough']):>19.2f} {peak_rss_mib(relay.pid):>14.0f}"
+                  + (f"   {multi}: {med[multi] / med['relay']:.2f}x relay, CPU s/1000 "
+                     f"{statistics.median(cpu[multi]):.2f}" if args.workers > 1 else ""))
         for rate in ((0.0, args.paced) if args.latency else ()):
             load = f"paced at {rate:.0f} msg/s" if rate else "as fast as they can"
             print(f"\nlatency, end of DATA to reply, {args.latency} messages from 10 sessions, {load} (ms)")
@@ -310,6 +325,11 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
         decisions = sum(1 for e in events if e["event"] == "decision")
         delivered = sum(1 for e in events if e["event"] == "upstream_reply" and e.get("code") == 250)
         print(f"relay decisions: {decisions}, delivered upstream with 250: {delivered}")
+        if args.workers > 1:
+            events = [json.loads(line) for line in multi_log.read_text(errors="replace").splitlines()
+                      if line.startswith("{")]
+            print(f"{multi} decisions: {sum(1 for e in events if e['event'] == 'decision')}, by pid: "
+                  f"{dict(collections.Counter(e['pid'] for e in events if e['event'] == 'decision'))}")
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
@@ -411,6 +431,7 @@ def main() -> int:
     parser.add_argument("--large", type=int, default=0, metavar="MIB", help="large-message rows of this size instead")
     parser.add_argument("--large-messages", type=int, default=20)
     parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")
+    parser.add_argument("--workers", type=int, default=1, help="also the relay with workers: N (SMTP rows)")
     parser.add_argument("--dns", action="store_true", help="the relay with DNS checks on against off (dnsmasq)")
     args = parser.parse_args()
     for tool in (SMTP_SOURCE, SMTP_SINK):

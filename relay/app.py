@@ -35,6 +35,7 @@ from relay.upstream.factory import make_upstream
 from relay.web import links
 from relay.web.server import AdminSite, is_loopback_host
 from relay.web.server import listen as listen_admin
+from relay.workers import DEFERRED, Inherited, one_at_a_time, try_lock
 
 
 def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> Rules:
@@ -56,7 +57,7 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
 
 # Settings read only at start: a reload that changes them says so and keeps the running value.
 RESTART_FIELDS = ("listen", "milter", "upstream", "upstream_options", "store", "store_options", "pid_file", "log",
-                  "event_loop", "admin", "dns")
+                  "event_loop", "admin", "dns", "workers")
 
 
 def scheduler_settings(config: RelayConfig) -> SchedulerSettings:
@@ -171,12 +172,14 @@ class ServeError(Exception):
     """The relay cannot start (a port in use, a missing certificate): said plainly, no traceback."""
 
 
-async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]:
-    """The SMTP listener and the milter listener, whichever the config names."""
+async def _listeners(app: RelayApp, config: RelayConfig, worker: Inherited | None = None) -> list[asyncio.Server]:
+    """The SMTP listener and the milter listener, whichever the config names (a worker: on the
+    sockets its supervisor bound)."""
     servers = []
     if config.listen is not None:
         try:
-            server = await smtp_listen(app.disposer, config.listen.host, config.listen.port)
+            server = await smtp_listen(app.disposer, config.listen.host, config.listen.port,
+                                       worker.smtp if worker else None)
         except OSError as error:
             raise ServeError(f"cannot listen on {config.listen.host}:{config.listen.port}: {error.strerror}") from None
         servers.append(server)
@@ -184,7 +187,7 @@ async def _listeners(app: RelayApp, config: RelayConfig) -> list[asyncio.Server]
                      upstream=app.disposer.upstream.describe())
     if config.milter is not None:
         try:
-            servers.append(await milter_listen(app.disposer, config.milter))
+            servers.append(await milter_listen(app.disposer, config.milter, worker.milter if worker else None))
         except OSError as error:
             raise ServeError(f"cannot listen on milter {config.milter.listen}: {error.strerror}") from None
         app.log.info("milter_listening", listen=config.milter.listen, upstream=app.disposer.upstream.describe())
@@ -207,13 +210,16 @@ def reload_status_path(config: RelayConfig, config_path: str | Path) -> Path:
     return config.resolve(config_path, config.pid_file).with_suffix(".reload.json")
 
 
-async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> None:
-    """Run the relay until SIGTERM or SIGINT; finish sessions in flight, then stop. SIGHUP reloads."""
+async def serve(config_path: str | Path, ready: asyncio.Event | None = None, worker: Inherited | None = None) -> None:
+    """Run the relay until SIGTERM or SIGINT; finish sessions in flight, then stop. SIGHUP reloads.
+    `worker`: one of `workers: N` (relay.workers): serve the supervisor's sockets, release holds
+    only while holding the scheduler lock, admin listener and reload status in worker 0 only."""
     config = load_config(config_path)
     logs.configure(config.log.level, config.log.format)
     clock = clock_from_env()
     try:
-        app = RelayApp(config, Path(config_path), clock)
+        with one_at_a_time(worker):  # workers open (and may create) the store in turn
+            app = RelayApp(config, Path(config_path), clock)
     except OSError as error:
         raise ServeError(f"cannot read {error.filename or 'a file the config names'}: "
                          f"{error.strerror or error}") from None
@@ -224,10 +230,11 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     if isinstance(clock, FileClock):
         app.log.warning("test_clock", path=str(clock.path), now=clock.now().isoformat())
     loop = asyncio.get_running_loop()
-    servers = await _listeners(app, config)
+    servers = await _listeners(app, config, worker)
     if not servers:
         raise ServeError("nothing to listen on: set listen (SMTP) or milter.listen")
-    admin = await _admin_listener(app, config)
+    first = worker is None or worker.index == 0
+    admin = await _admin_listener(app, config) if first else None
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -244,19 +251,24 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
         async with reloading:  # signals in a burst reload one after another, the last one wins
             systemd.reloading()
             result = await app.reload()
-            with contextlib.suppress(OSError):
-                _write_status(status_path, result)
+            if first:
+                with contextlib.suppress(OSError):
+                    _write_status(status_path, result)
             systemd.ready(f"rules generation {result.generation}")
 
     loop.add_signal_handler(signal.SIGHUP, lambda: app.disposer.spawn(reload()))
+    if worker is not None:  # what the supervisor passed on while this worker started (relay.workers)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, DEFERRED)
     pid_file = config.resolve(config_path, config.pid_file)
-    pid_file.parent.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(f"{os.getpid()}\n")
-    with contextlib.suppress(OSError):
-        _write_status(status_path, ReloadResult(True, 1, app.rules.pack.pack, len(app.rules.pack.rules), [], []))
+    if worker is None:  # under workers: N the supervisor's pid is in the pid file
+        pid_file.parent.mkdir(parents=True, exist_ok=True)
+        pid_file.write_text(f"{os.getpid()}\n")
+    if first:
+        with contextlib.suppress(OSError):
+            _write_status(status_path, ReloadResult(True, 1, app.rules.pack.pack, len(app.rules.pack.rules), [], []))
     # With the test clock, time may jump at any moment: the scheduler looks again every 0.1 s.
     poll = 0.1 if isinstance(clock, FileClock) else None
-    scheduler = loop.create_task(app.scheduler.run(poll))
+    scheduler = loop.create_task(app.scheduler.run(poll) if worker is None else _lead(app, worker, stop, poll))
     auditor = loop.create_task(app.disposer.audit_loop(stop))
     directory_refresh = ldapdir.start(app)  # LDAP: refresh on schedule (a YAML directory: idle)
     if admin is not None:
@@ -279,9 +291,49 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None) -> 
     directory_refresh.cancel()
     await asyncio.wait([scheduler, auditor], timeout=30)
     await app.disposer.close()
-    with contextlib.suppress(OSError):
-        pid_file.unlink()
+    if worker is None:
+        with contextlib.suppress(OSError):
+            pid_file.unlink()
     app.log.info("stopped")
+
+
+async def _lead(app: RelayApp, worker: Inherited, stop: asyncio.Event, poll: float | None) -> None:
+    """A worker's scheduler: it runs only in the worker that holds the scheduler lock (the others
+    try again every half second, so one takes over when the holder dies). A hold stored or
+    approved in another worker wakes the holder through the supervisor (SIGUSR1, passed on)."""
+    loop = asyncio.get_running_loop()
+    leading = False
+    pending = False
+
+    def tell_leader() -> None:
+        nonlocal pending
+        pending = False
+        with contextlib.suppress(OSError):
+            os.kill(os.getppid(), signal.SIGUSR1)
+
+    def wake() -> None:
+        nonlocal pending
+        if leading:
+            app.scheduler.wake()
+        elif not pending:  # a burst of holds: one signal
+            pending = True
+            loop.call_later(0.01, tell_leader)
+
+    app.disposer.wake = wake
+    while not stop.is_set():
+        fd = await asyncio.to_thread(try_lock, worker.lock_path)
+        if fd is not None:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    else:
+        return
+    leading = True
+    app.log.info("scheduler_leader", worker=worker.index, lock=str(worker.lock_path))
+    try:
+        await app.scheduler.run(poll)
+    finally:
+        os.close(fd)
 
 
 async def _admin_listener(app: RelayApp, config: RelayConfig) -> tuple[AdminSite, web.AppRunner] | None:

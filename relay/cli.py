@@ -291,6 +291,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     print("relay serve: event_loop is uvloop but uvloop is not installed "
                           "(pip install uvloop, or set event_loop: asyncio)", file=sys.stderr)
                     return EXIT_CONFIG
+        config = load_config(args.config)
+        if config.worker_count() > 1:  # pre-forked workers on shared sockets (relay.workers)
+            from relay import logs
+            from relay.workers import supervise
+
+            logs.configure(config.log.level, config.log.format)
+            return supervise(args.config, run)
         run(serve(args.config))
     except yamlconf.ConfigError as error:
         for problem in error.problems:

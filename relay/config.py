@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -332,6 +333,23 @@ class RelayConfig(_Strict):
     ldap: LdapSettings | None = Field(default=None, description="the LDAP / Active Directory mapping (docs/ldap.md)")
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto: uvloop when it is installed (faster), else asyncio's own")
+    workers: int | Literal["auto"] = Field(
+        default=1, description="relay processes sharing the SMTP and milter sockets (1: one process); "
+        "auto: one per CPU core (docs in README, Workers)")
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 256):
+            return value
+        raise ValueError(f"{value!r}: use a number of processes from 1 to 256 (e.g. workers: 2), "
+                         "or workers: auto for one per CPU core")
+
+    def worker_count(self) -> int:
+        """How many serving processes `relay serve` runs (auto: the CPU cores this process may use)."""
+        if self.workers == "auto":
+            return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return self.workers
 
     @field_validator("upstream")
     @classmethod

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+WORKER: int | None = None  # the worker's index under `workers: N` (relay.workers sets it after fork)
+
+
+def _process(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Which process wrote the line: its pid, and under `workers: N` its worker index."""
+    event["pid"] = os.getpid()
+    if WORKER is not None:
+        event["worker"] = WORKER
+    return event
 
 
 def configure(level: str = "info", fmt: str = "json") -> None:
@@ -15,11 +28,13 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            _process,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # one write per line (message and newline together): workers sharing stderr never interleave
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
 

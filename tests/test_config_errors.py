@@ -136,3 +136,28 @@ def test_a_bad_event_loop_names_its_line_and_the_choices(tmp_path: Path) -> None
     [problem] = problems(path, load_config)
     assert problem.startswith(f"{path}:{line_of(text, 'event_loop: tokio')}: event_loop:"), problem
     assert "uvloop" in problem and "asyncio" in problem
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", "true", "1.5"])
+def test_a_bad_workers_count_names_its_line_and_the_forms(tmp_path: Path, value: str) -> None:
+    from relay.config import load_config
+
+    example = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text(encoding="utf-8")
+    text = example.replace("workers: 1", f"workers: {value}")
+    path = broken(tmp_path, text.replace("policies/", str(POLICIES) + "/").replace(
+        "../shared/", str(POLICIES.parent.parent / "shared") + "/"), "relay.yaml")
+    [problem] = problems(path, load_config)
+    assert problem.startswith(f"{path}:{line_of(text, f'workers: {value}')}: workers:"), problem
+    assert "workers: auto" in problem and "workers: 2" in problem
+
+
+def test_workers_auto_is_the_cores_this_process_may_use() -> None:
+    import os
+
+    from relay.config import RelayConfig
+
+    base = {"policy": "p.yaml", "directory": "d.yaml"}
+    assert RelayConfig.model_validate(base).worker_count() == 1  # the default: one process
+    auto = RelayConfig.model_validate({**base, "workers": "auto"})
+    assert auto.workers == "auto" and auto.worker_count() == len(os.sched_getaffinity(0))
+    assert RelayConfig.model_validate({**base, "workers": 3}).worker_count() == 3

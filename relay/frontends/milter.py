@@ -228,14 +228,19 @@ class MilterSession:
             return [mc.reply_code(INTERNAL_ERROR)]
 
 
-async def listen(disposer: Disposer, milter: Milter) -> asyncio.Server:
+async def listen(disposer: Disposer, milter: Milter, sock: socket.socket | None = None) -> asyncio.Server:
     """The milter listener: a unix socket (a stale one from a previous run replaced, mode set) or
-    TCP; OSError when it cannot be opened."""
+    TCP; OSError when it cannot be opened. `sock`: a listening socket already bound (a worker
+    serving the supervisor's socket, relay.workers.bind_milter)."""
     kind, where, port = milter.address()
 
     async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await MilterSession(disposer, reader, writer).run()
 
+    if sock is not None:
+        if sock.family == socket.AF_UNIX:
+            return await asyncio.start_unix_server(session, sock=sock)
+        return await asyncio.start_server(session, sock=sock)
     if kind != "unix":
         return await asyncio.start_server(session, where, port)
     with contextlib.suppress(FileNotFoundError):

@@ -21,6 +21,7 @@ import inspect
 import ipaddress
 import re
 import secrets
+import socket
 import tempfile
 import time
 from base64 import b64decode
@@ -543,9 +544,13 @@ class RelaySMTP(SMTP):
         await self.push("250 2.0.0 Ok")
 
 
-async def listen(disposer: Disposer, host: str, port: int) -> asyncio.Server:
-    """The SMTP listener: one RelaySMTP per connection; OSError when the port cannot be opened."""
-    return await asyncio.get_running_loop().create_server(lambda: RelaySMTP(disposer), host, port)
+async def listen(disposer: Disposer, host: str, port: int, sock: socket.socket | None = None) -> asyncio.Server:
+    """The SMTP listener: one RelaySMTP per connection; OSError when the port cannot be opened.
+    `sock`: a listening socket already bound (a worker serving the supervisor's socket)."""
+    loop = asyncio.get_running_loop()
+    if sock is not None:
+        return await loop.create_server(lambda: RelaySMTP(disposer), sock=sock)
+    return await loop.create_server(lambda: RelaySMTP(disposer), host, port)
 def _printable(text: str, limit: int) -> str:
     """Client text fit for a log line: control characters out, bounded."""
     return re.sub(r"[\x00-\x1f\x7f]", "?", text)[:limit]
