@@ -29,13 +29,13 @@ from relay.frontends.smtp import listen as smtp_listen
 from relay.identity import server_directory
 from relay.metrics import MeteredUpstream, Metrics, TimedStore
 from relay.policy.pack import load_pack
+from relay.prefork import DEFERRED, Inherited, ServeError, one_at_a_time, try_lock
 from relay.scheduler import Scheduler, SchedulerSettings
 from relay.store import Store, StoreError, open_store
 from relay.upstream.factory import make_upstream
 from relay.web import links
 from relay.web.server import AdminSite, is_loopback_host
 from relay.web.server import listen as listen_admin
-from relay.workers import DEFERRED, Inherited, one_at_a_time, try_lock
 
 
 def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> Rules:
@@ -166,10 +166,6 @@ class ReloadResult:
     def as_json(self) -> dict[str, Any]:
         return {"ok": self.ok, "generation": self.generation, "pack": self.pack, "rules": self.rules,
                 "problems": self.problems, "restart_needed": self.restart_needed}
-
-
-class ServeError(Exception):
-    """The relay cannot start (a port in use, a missing certificate): said plainly, no traceback."""
 
 
 async def _listeners(app: RelayApp, config: RelayConfig, worker: Inherited | None = None) -> list[asyncio.Server]:

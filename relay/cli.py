@@ -276,8 +276,9 @@ def cmd_directory(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from relay.app import ServeError, serve
+    from relay.app import serve
     from relay.config import load_config
+    from relay.prefork import ServeError
 
     try:
         run = asyncio.run

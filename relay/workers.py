@@ -21,81 +21,29 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import fcntl
 import os
 import signal
 import socket
 import sys
 import time
 import traceback
-from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from relay import logs, systemd, yamlconf
-from relay.config import Milter, RelayConfig, load_config
+from relay.config import Milter, load_config
+from relay.prefork import DEFERRED, Inherited, ServeError, scheduler_lock_path
 
 EXIT_CANNOT_START = 3  # a worker's ServeError (said on stderr): the supervisor gives up
 EXIT_CONFIG = 2
 STOP_GRACE = 45.0  # seconds a stopping worker gets (sessions 10 s, scheduler 30 s) before SIGKILL
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD)
-DEFERRED = (signal.SIGHUP, signal.SIGUSR1)
 QUICK_DEATH = 10.0  # a worker that dies younger than this counts towards the backoff
 BACKOFF_MAX = 30.0
 
 
-@dataclass(frozen=True)
-class Inherited:
-    """What a worker gets from its supervisor."""
-
-    index: int
-    count: int
-    smtp: socket.socket | None
-    milter: socket.socket | None
-    lock_path: Path  # the scheduler lock (flock)
-
-
-def scheduler_lock_path(config: RelayConfig, config_path: str | Path) -> Path:
-    """The file whose flock makes one worker the scheduler: beside the SQLite store (so two relays
-    on one store never both release holds), beside the pid file for PostgreSQL."""
-    if config.store.startswith("sqlite:"):
-        store = config.resolve(config_path, config.store.removeprefix("sqlite:"))
-        return store.with_name(store.name + ".scheduler.lock")
-    return config.resolve(config_path, config.pid_file).with_suffix(".scheduler.lock")
-
-
-def try_lock(path: Path) -> int | None:
-    """The scheduler lock's file descriptor if this process now holds it, else None."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-@contextlib.contextmanager
-def one_at_a_time(worker: Inherited | None) -> Iterator[None]:
-    """Workers starting together open the store one after another (its schema is created by the
-    first): an flock on a file beside the scheduler lock. Nothing for a single relay."""
-    if worker is None:
-        yield
-        return
-    path = worker.lock_path.with_name(worker.lock_path.name + ".start")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def bind_smtp(host: str, port: int) -> socket.socket:
-    from relay.app import ServeError
-
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         family, kind, proto, _, address = infos[0]
@@ -110,8 +58,6 @@ def bind_smtp(host: str, port: int) -> socket.socket:
 
 
 def bind_milter(milter: Milter) -> socket.socket:
-    from relay.app import ServeError
-
     kind, where, port = milter.address()
     try:
         if kind == "unix":
@@ -155,8 +101,6 @@ class Supervisor:
         self.exit_code = 0
 
     def serve(self) -> int:
-        from relay.app import ServeError
-
         config = self.config
         smtp = bind_smtp(config.listen.host, config.listen.port) if config.listen else None
         milter = bind_milter(config.milter) if config.milter else None
@@ -199,7 +143,7 @@ class Supervisor:
         self.log.info("worker_started", worker_pid=pid, worker_index=index)
 
     def _worker(self, index: int, parent: int) -> None:
-        from relay.app import ServeError, serve
+        from relay.app import serve
 
         code = 1
         try:
