@@ -37,8 +37,8 @@ from relay.auth import hash_password, verify_password
 from relay.frontends.guard import AuthFailures
 from relay.message import Envelope, Submission, parse_message
 from relay.policy.engine import evaluate
-from relay.store import Hold, HoldFilter, HoldState, StoreError
-from relay.web import links
+from relay.store import Hold, StoreError
+from relay.web import links, queue
 
 if TYPE_CHECKING:
     from relay.dispose import Disposer
@@ -98,6 +98,8 @@ class AdminSite:
             web.post("/logout", self.logout),
             web.get("/holds", self.holds), web.get(r"/holds/{id:[A-Za-z0-9_-]{1,64}}", self.hold),
             web.post(r"/holds/{id:[A-Za-z0-9_-]{1,64}}/{action:approve|reject|release|delete}", self.act),
+            web.get(r"/holds/{id:[A-Za-z0-9_-]{1,64}}/{action:approve|reject|release|delete}", self.act_form),
+            web.post("/holds/bulk", self.bulk_form), web.post("/holds/bulk/confirm", self.bulk),
             web.get("/m/{token}", self.link_form), web.post("/m/{token}", self.link_act),
             web.get("/w/{token}", self.withdraw_form), web.post("/w/{token}", self.withdraw),
             web.get("/check", self.check_form), web.post("/check", self.check),
@@ -294,12 +296,25 @@ class AdminSite:
 
     # ------------------------------------------------------------------ held mail
     async def holds(self, request: web.Request) -> web.Response:
+        """The list: searched (text, sender, recipient, rule, reason, state, dates in the institution's
+        zone), counted, and shown a page at a time; each open row can be ticked for a bulk action."""
         self.require(request)
-        show_all = request.query.get("todos") == "1"
-        states = tuple(HoldState) if show_all else (HoldState.MODERATION, HoldState.WAITING, HoldState.DELIVERING)
-        rows: list[Hold] = await self._store(self.relay.store.list_holds, HoldFilter(states=states, limit=500))
-        rows.sort(key=lambda h: (h.state is not HoldState.MODERATION, h.created_at))
-        return self.page("holds.html", request, holds=rows, show_all=show_all)
+        search = queue.Search.from_query(request.query)
+        try:
+            filters = search.filters(self.relay.zone)
+        except queue.SearchError as error:
+            return self.page("holds.html", request, 400, holds=[], search=search, pages=queue.Pages(0, 1, search.size),
+                             error=_sentence(str(error)), page_sizes=queue.PAGE_SIZES, bulk=queue.BULK_ACTIONS,
+                             **self._list_context())
+        total: int = await self._store(self.relay.store.count_matching, filters)
+        pages = queue.Pages(total, search.page, search.size)
+        rows: list[Hold] = await self._store(self.relay.store.list_holds, filters) if total else []
+        return self.page("holds.html", request, holds=rows, search=search, pages=pages, error="",
+                         page_sizes=queue.PAGE_SIZES, bulk=queue.BULK_ACTIONS, **self._list_context())
+
+    def _list_context(self) -> dict[str, Any]:
+        return {"rule_ids": [r.id for r in self.relay.rules.pack.rules],
+                "zone_name": getattr(self.relay.zone, "key", str(self.relay.zone))}
 
     async def _hold_or_404(self, request: web.Request, hold_id: str) -> Hold:
         hold: Hold | None = await self._store(self.relay.store.get_hold, hold_id)
@@ -313,6 +328,7 @@ class AdminSite:
         content: bytes = await self._store(self.relay.store.hold_content, hold.id) or b""
         events = await self._store(self.relay.store.hold_events, hold.id)
         message = await asyncio.to_thread(parse_message, content)
+        events = [(e.at, queue.event_es(e.event, e.detail, REASON_NAMES)) for e in events]
         return self.page("hold.html", request, hold=hold, message=message, events=events,
                          rules=list(zip(hold.rule_ids, hold.cites, strict=False)),
                          explanations=self._explanations(hold.rule_ids, message))
@@ -336,7 +352,8 @@ class AdminSite:
         except moderation.AlreadyDecided as error:
             return self.notice(request, "Ya decidido", _sentence(str(error)), 409, f"/holds/{hold_id}")
         except ValueError as error:
-            return self.notice(request, "No se pudo", _spanish_state_error(str(error)), 409, f"/holds/{hold_id}")
+            return self.notice(request, "No se pudo", queue.state_error_es(str(error), STATE_NAMES), 409,
+                               f"/holds/{hold_id}")
         done = {"approve": "Aprobado: se entregará en unos segundos.",
                 "reject": "Rechazado: el remitente recibirá su motivo.",
                 "release": "Liberado: se entregará en unos segundos.",
@@ -351,6 +368,69 @@ class AdminSite:
         session = self.require_post(request, form)
         return await self._act(request, session, request.match_info["id"], request.match_info["action"],
                                str(form.get("reason", "")))
+
+    async def act_form(self, request: web.Request) -> web.Response:
+        """One message's approve / refuse / release / delete, asked again before it is done (the
+        hold page's buttons lead here; the form here posts the action)."""
+        self.require(request)
+        hold = await self._hold_or_404(request, request.match_info["id"])
+        return self._confirm_page(request, request.match_info["action"], [hold], f"/holds/{hold.id}",
+                                  f"/holds/{hold.id}/{request.match_info['action']}")
+
+    def _confirm_page(self, request: web.Request, action: str, holds: list[Hold], back: str, target: str,
+                      status: int = 200) -> web.Response:
+        verb, effect, allowed = queue.BULK_ACTIONS[action]
+        rows = [(h, h.state in allowed) for h in holds]
+        return self.page("act_confirm.html", request, status, action=action, verb=verb, effect=effect, rows=rows,
+                         doable=sum(ok for _, ok in rows), back=_local(back), target=target)
+
+    async def _selected(self, form: Any) -> tuple[str, list[Hold]]:
+        action = str(form.get("action", ""))
+        if action not in queue.BULK_ACTIONS:
+            raise web.HTTPBadRequest(text="Elija una acción: aprobar, rechazar, liberar ahora o eliminar.")
+        ids = list(dict.fromkeys(str(i) for i in form.getall("id", [])))
+        if not ids:
+            raise web.HTTPBadRequest(text="No marcó ningún mensaje: marque las casillas de los que quiere tratar.")
+        if len(ids) > queue.MAX_BULK or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
+            raise web.HTTPBadRequest(text=f"Se pueden tratar hasta {queue.MAX_BULK} mensajes a la vez.")
+        found = [await self._store(self.relay.store.get_hold, i) for i in ids]
+        return action, [h for h in found if h is not None]
+
+    async def bulk_form(self, request: web.Request) -> web.Response:
+        """The ticked rows of the list and the action chosen: a page saying what will be done to
+        each (and which cannot be), to confirm. Nothing changes here."""
+        form = await request.post()
+        self.require_post(request, form)
+        action, holds = await self._selected(form)
+        return self._confirm_page(request, action, holds, str(form.get("back", "/holds")), "/holds/bulk/confirm")
+
+    async def bulk(self, request: web.Request) -> web.Response:
+        """A confirmed bulk action: each message in turn, and a page with what happened to each."""
+        form = await request.post()
+        session = self.require_post(request, form)
+        action, holds = await self._selected(form)
+        reason = str(form.get("reason", "")).strip()
+        if action == "reject" and not reason:
+            return self._confirm_page(request, action, holds, str(form.get("back", "/holds")),
+                                      "/holds/bulk/confirm", 400)
+        results = []
+        for hold in holds:
+            try:
+                done = await self.relay.moderate(hold.id, action, f"{session.login} (web, en lote)", reason)
+            except StoreError as error:
+                self.relay.log.error("admin_store_failed", error=str(error)[:200])
+                results.append((hold, False, "el almacén de mensajes no responde; intente de nuevo"))
+            except KeyError:
+                results.append((hold, False, "ya no existe"))
+            except moderation.AlreadyDecided as error:
+                results.append((hold, False, str(error)))
+            except ValueError as error:
+                results.append((hold, False, queue.state_error_es(str(error), STATE_NAMES)))
+            else:
+                results.append((done, True, STATE_NAMES.get(done.state.value, done.state.value)))
+        ok = sum(1 for _, good, _ in results if good)
+        return self.page("bulk_done.html", request, 200 if ok else 409, results=results, ok=ok,
+                         done_name=queue.DONE_NAMES[action], back=_local(str(form.get("back", "/holds"))))
 
     # ------------------------------------------------------------------ signed links
     def _claim(self, token: str) -> links.LinkClaim:
@@ -474,7 +554,7 @@ class AdminSite:
 # The pages a sign-in may go back to, and nothing else: no scheme, no host, no control characters
 # or spaces (browsers drop tabs and newlines from a URL, so "/\t/evil.test" is "//evil.test").
 _NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_.=-]{1,4096})")
-_NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.-]{0,200}")
+_NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.+-]{0,400}")
 
 
 def _probe_store(store: Any, now: datetime) -> None:
@@ -529,10 +609,6 @@ def _printable(text: str, limit: int = 200) -> str:
 
 def _sentence(text: str) -> str:
     return (text[:1].upper() + text[1:] + ".") if text else text
-
-
-def _spanish_state_error(text: str) -> str:
-    return f"La acción no es posible en el estado actual del mensaje ({text})."
 
 
 async def start(site: AdminSite, host: str, port: int) -> web.AppRunner:
