@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -29,6 +30,8 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
+from aiohttp_session import get_session, new_session, session_middleware
+from aiohttp_session.nacl_storage import NaClCookieStorage
 
 from relay import moderation
 from relay.addresses import AddressError
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from relay.dispose import Disposer
 
 SESSION_COOKIE = "relay_session"
-MAX_SESSIONS = 10_000
+MAX_SIGNED_OUT = 10_000  # signed-out sessions remembered until they would have expired anyway
 MAX_CHECK_BYTES = 10 * 1024 * 1024
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -71,16 +74,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Session:
     login: str
     csrf: str
-    expires: float
+    expires: float  # wall-clock seconds (a sign-in outlives a restart of the relay)
+    sid: str = ""
 
 
 class AdminSite:
     """The admin web application bound to one running relay."""
 
-    def __init__(self, relay: Disposer, key: bytes, token_file: Path | None = None) -> None:
+    def __init__(self, relay: Disposer, key: bytes, token_file: Path | None = None,
+                 signed_out_file: Path | None = None) -> None:
         self.relay = relay
         self.key = key
-        self.sessions: dict[str, Session] = {}
+        # Sessions live in a cookie encrypted and authenticated (aiohttp-session, NaCl secretbox) with
+        # a key derived from the relay's persistent secret: a sign-in outlives a restart or a reload.
+        # Signing out is remembered (in `signed_out_file`, beside the secret) until the session would
+        # have expired, so a kept copy of the cookie is refused, also after a restart.
+        self.signed_out_file = signed_out_file
+        self.signed_out: dict[str, float] = _read_signed_out(signed_out_file)
         # One cookie name per relay (from its own secret): two relays on one host, or a test relay
         # beside the real one, never read or overwrite each other's sign-ins (cookies ignore ports).
         self.cookie = f"{SESSION_COOKIE}_{hmac.new(key, b'session-cookie-name', 'sha256').hexdigest()[:10]}"
@@ -90,7 +100,14 @@ class AdminSite:
         self.templates.filters["when"] = self._when
         self.templates.filters["decided"] = lambda hold: moderation.decided_es(hold, self.relay.zone)
         self.ready = False
-        self.web = web.Application(middlewares=[self._headers], client_max_size=MAX_CHECK_BYTES + 64 * 1024)
+        admin = self.relay.config.admin
+        self.ttl = admin.session_ttl if admin else 3600
+        storage = NaClCookieStorage(hmac.new(key, b"admin-session-cookie-key", "sha256").digest(),
+                                    cookie_name=self.cookie, max_age=int(self.ttl), path="/", httponly=True,
+                                    samesite="Strict",
+                                    secure=admin is not None and admin.base_url().startswith("https://"))
+        self.web = web.Application(middlewares=[session_middleware(storage), self._signed_in, self._headers],
+                                   client_max_size=MAX_CHECK_BYTES + 64 * 1024)
         self.web.add_routes([
             web.get("/healthz", self.healthz), web.get("/readyz", self.readyz), web.get("/metrics", self.metrics),
             web.get("/static/relay.css", self.css),
@@ -110,6 +127,30 @@ class AdminSite:
 
     # ------------------------------------------------------------------ plumbing
     @web.middleware
+    async def _signed_in(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The request's sign-in, read once from its session cookie (machines' paths have none)."""
+        if not request.path.startswith(MACHINE_PATHS) and self.cookie in request.cookies:
+            request["relay.session"] = self._valid(await get_session(request))
+        return await handler(request)
+
+    def _valid(self, stored: Any) -> Session | None:
+        """A session cookie's sign-in while it lasts, was not signed out, and its account still
+        exists with the password it signed in with."""
+        login, csrf, sid = stored.get("login"), stored.get("csrf"), stored.get("sid")
+        if not (isinstance(login, str) and isinstance(csrf, str) and isinstance(sid, str)) or stored.created is None:
+            return None
+        expires = float(stored.created) + self.ttl
+        admin = self.relay.config.admin
+        account = next((a for a in admin.accounts if a.login == login), None) if admin else None
+        if expires < time.time() or sid in self.signed_out or account is None \
+                or not hmac.compare_digest(stored.get("pw", ""), self._password_mark(account.password_hash)):
+            return None
+        return Session(login, csrf, expires, sid)
+
+    def _password_mark(self, password_hash: str) -> str:
+        return hmac.new(self.key, f"session-password:{password_hash}".encode(), "sha256").hexdigest()[:32]
+
+    @web.middleware
     async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             response = await handler(request)
@@ -126,7 +167,7 @@ class AdminSite:
     def _error_page(self, request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
         """A person's error (403, 404, 400, 503, 500...) as a page in the site's style with a way back;
         machines (/api, /healthz, /readyz, /metrics) and redirects keep their plain answers."""
-        machine = request.path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+        machine = request.path.startswith(MACHINE_PATHS)
         if exc.status < 400 or machine or exc.content_type != "text/plain":
             return exc
         title = ERROR_TITLES.get(exc.status, "No se pudo atender la solicitud")
@@ -161,12 +202,8 @@ class AdminSite:
         return self.page("notice.html", request, status, title=title, text=text, back=back)
 
     def session(self, request: web.Request) -> Session | None:
-        sid = request.cookies.get(self.cookie, "")
-        session = self.sessions.get(sid)
-        if session is None:
-            return None
-        if session.expires < time.monotonic():
-            self.sessions.pop(sid, None)
+        session: Session | None = request.get("relay.session")
+        if session is not None and session.expires < time.time():
             return None
         return session
 
@@ -269,30 +306,23 @@ class AdminSite:
                              error="Usuario o contraseña incorrectos.")
         for key in keys:
             self.failures.undo(key, now)
-        self._purge()
-        sid = secrets.token_urlsafe(32)
-        ttl = self.relay.config.admin.session_ttl if self.relay.config.admin else 3600
-        self.sessions[sid] = Session(login, secrets.token_urlsafe(32), time.monotonic() + ttl)
-        response = web.HTTPSeeOther(next_path)
-        response.set_cookie(self.cookie, sid, httponly=True, samesite="Strict", path="/",
-                            secure=self.relay.config.admin is not None
-                            and self.relay.config.admin.base_url().startswith("https://"))
-        raise response
-
-    def _purge(self) -> None:
-        now = time.monotonic()
-        for sid in [s for s, v in self.sessions.items() if v.expires < now]:
-            del self.sessions[sid]
-        while len(self.sessions) >= MAX_SESSIONS:
-            self.sessions.pop(next(iter(self.sessions)))
+        assert account is not None
+        stored = await new_session(request)  # a new session id and CSRF token at each sign-in
+        stored.update({"login": login, "csrf": secrets.token_urlsafe(32), "sid": secrets.token_urlsafe(16),
+                       "pw": self._password_mark(account.password_hash)})
+        raise web.HTTPSeeOther(next_path)
 
     async def logout(self, request: web.Request) -> web.Response:
         form = await request.post()
-        self.require_post(request, form)
-        self.sessions.pop(request.cookies.get(self.cookie, ""), None)
-        response = web.HTTPSeeOther("/login")
-        response.del_cookie(self.cookie, path="/")
-        raise response
+        session = self.require_post(request, form)
+        now = time.time()
+        self.signed_out = {sid: until for sid, until in self.signed_out.items() if until > now}
+        while len(self.signed_out) >= MAX_SIGNED_OUT:
+            self.signed_out.pop(next(iter(self.signed_out)))
+        self.signed_out[session.sid] = session.expires
+        await asyncio.to_thread(_write_signed_out, self.signed_out_file, dict(self.signed_out))
+        (await get_session(request)).invalidate()  # the browser's cookie is cleared
+        raise web.HTTPSeeOther("/login")
 
     # ------------------------------------------------------------------ held mail
     async def holds(self, request: web.Request) -> web.Response:
@@ -557,6 +587,35 @@ _NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_
 _NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.+-]{0,400}")
 
 
+MACHINE_PATHS = ("/api/", "/healthz", "/readyz", "/metrics", "/static/")
+
+
+def _read_signed_out(path: Path | None) -> dict[str, float]:
+    """The signed-out sessions kept beside the secret (an unreadable file: none)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    now = time.time()
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float) and v > now} \
+        if isinstance(data, dict) else {}
+
+
+def _write_signed_out(path: Path | None, signed_out: dict[str, float]) -> None:
+    """Written whole to a temporary file, fsynced and renamed over the old one."""
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(signed_out, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def _probe_store(store: Any, now: datetime) -> None:
     """A write the store must commit (a rate counter nobody reads), and for a file store the disk
     space a hold needs (64 KiB written and fsynced next to the database, then removed)."""
@@ -618,8 +677,8 @@ async def start(site: AdminSite, host: str, port: int) -> web.AppRunner:
     return runner
 
 
-async def listen(disposer: Disposer, link_key: bytes | None, admin: Any,
-                 log: Any, token_file: Path | None = None) -> tuple[AdminSite, web.AppRunner] | None:
+async def listen(disposer: Disposer, link_key: bytes | None, admin: Any, log: Any, token_file: Path | None = None,
+                 signed_out_file: Path | None = None) -> tuple[AdminSite, web.AppRunner] | None:
     """Open the admin listener a config's `admin` section names (None: no section, said in the log
     with what to do); OSError when its port cannot be opened."""
     if admin is None or link_key is None:
@@ -630,7 +689,7 @@ async def listen(disposer: Disposer, link_key: bytes | None, admin: Any,
         log.warning("no_admin_account", advice="nobody can sign in to the moderation pages; add "
                     "admin.accounts with a password_hash made by `relay passwd LOGIN`")
     host, port = admin.address()
-    site = AdminSite(disposer, link_key, token_file)
+    site = AdminSite(disposer, link_key, token_file, signed_out_file)
     runner = await start(site, host, port)
     log.info("admin_listening", listen=admin.listen, url=admin.base_url(), accounts=len(admin.accounts))
     if not is_loopback_host(host):
