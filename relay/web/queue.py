@@ -101,6 +101,12 @@ class Search:
         return "/holds" + (f"?{urlencode(query)}" if query else "")
 
     @property
+    def filtered(self) -> bool:
+        """A filter beyond the search box is set (the page shows them open)."""
+        return self.state != "pendientes" or self.size != PAGE_SIZE or any(
+            getattr(self, name) for name in ("sender", "recipient", "rule", "reason", "since", "until"))
+
+    @property
     def narrowed(self) -> bool:
         return any(getattr(self, name) for name in ("q", "sender", "recipient", "rule", "reason", "since", "until"))
 

@@ -188,7 +188,8 @@ class AdminSite:
             zone = ZoneInfo(self.relay.directory.timezone)
         except (KeyError, ValueError):
             zone = ZoneInfo("UTC")
-        return at.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
+        here = at.astimezone(zone)  # as `relay queue list` prints it: '2026-11-30 08:00 -05 (America/Bogota)'
+        return f"{here:%Y-%m-%d %H:%M %Z} ({zone.key})"
 
     def page(self, name: str, request: web.Request, status: int = 200, **context: Any) -> web.Response:
         session = self.session(request)

@@ -102,7 +102,7 @@ def test_the_list_is_searched_and_filtered(relay: RelayProcess) -> None:
     assert sorted(row_ids(c.get("/holds?desde=2026-11-24"))) == sorted([timed, promo])
     assert row_ids(c.get("/holds?desde=2026-11-24+11:33")) == [promo]
     narrowed = c.get("/holds?motivo=moderate&regla=commercial-content-approval")
-    assert "2 mensajes que coinciden" in narrowed.text and 'value="commercial-content-approval"' in narrowed.text
+    assert "2 mensajes coinciden" in narrowed.text and 'value="commercial-content-approval"' in narrowed.text
     bad = c.get("/holds?desde=ayer-noche")
     assert bad.status == 400 and "no es una fecha" in bad.text and "2026-11-27" in bad.text
     assert "Ningún mensaje coincide" in c.get("/holds?q=nadie-envia-esto").text
