@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from relay.auth import hash_password
 from relay.store import HoldState, NewHold
 from relay.store.sqlite import SqliteStore
 from tests.e2e.harness import RelayProcess, Sink
 from tests.e2e.http import Client, Page
-from tests.e2e.test_admin_web import START, admin_relay, signed_in
+from tests.e2e.test_admin_web import MODERATOR, START, admin_relay, signed_in
 from tests.e2e.test_queue_tools import moderated, send_promo
 
 P = "pasto.gov.co"
@@ -208,3 +209,22 @@ def test_a_signed_out_cookie_is_refused_even_if_kept(relay: RelayProcess) -> Non
     relay.stop()
     relay.start()
     assert Client(c.port, dict(kept)).get("/holds").status == 303
+
+
+def test_a_new_password_or_a_removed_account_ends_its_sign_ins(relay: RelayProcess) -> None:
+    """A sign-in kept in its cookie is still the account's: once the relay runs with the account's
+    password changed (or the account gone; `admin:` is read at start), it ends, and the new
+    password signs in again."""
+    c = signed_in(relay)
+    assert c.get("/holds").status == 200
+    [account] = [a for a in relay.config["admin"]["accounts"] if a["login"] == MODERATOR]
+    account["password_hash"] = hash_password("una-clave-nueva-larga", iterations=1000)
+    relay.stop()
+    relay.start()  # writes the config
+    assert c.get("/holds").status == 303
+    again = Client(c.port)
+    assert again.sign_in(MODERATOR, "una-clave-nueva-larga").status == 303 and again.get("/holds").status == 200
+    relay.config["admin"]["accounts"] = [a for a in relay.config["admin"]["accounts"] if a["login"] != MODERATOR]
+    relay.stop()
+    relay.start()  # writes the config
+    assert again.get("/holds").status == 303
