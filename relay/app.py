@@ -337,7 +337,9 @@ async def _admin_listener(app: RelayApp, config: RelayConfig) -> tuple[AdminSite
     try:
         token_file = (config.resolve(app.config_path, config.admin.api_token_file)
                       if config.admin and config.admin.api_token_file else None)
-        return await listen_admin(app.disposer, app.link_key, config.admin, app.log, token_file)
+        signed_out = (config.resolve(app.config_path, config.admin.secret_file + ".signed-out")
+                      if config.admin else None)
+        return await listen_admin(app.disposer, app.link_key, config.admin, app.log, token_file, signed_out)
     except OSError as error:
         assert config.admin is not None
         raise ServeError(f"cannot listen on admin {config.admin.listen}: {error.strerror}") from None

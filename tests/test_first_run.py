@@ -281,7 +281,9 @@ def moderate_on_the_page(admin: int, box: Path, holds: list[dict[str, object]], 
     assert "Promoción por tiempo limitado" in listing.text and "Informe de cooperación" in listing.text
     page = c.get(f"/holds/{ad['id']}")
     assert page.status == 200 and "Aprobar y entregar" in page.text
-    done = c.post(f"/holds/{ad['id']}/approve", {"csrf": page.field("csrf")})
+    ask = c.get(f"/holds/{ad['id']}/approve")  # the button asks first
+    assert ask.status == 200 and "Sí, aprobar 1 mensaje" in ask.text, ask.text[:500]
+    done = c.post(f"/holds/{ad['id']}/approve", ask.hidden_fields(f"/holds/{ad['id']}/approve"))
     assert done.status == 200 and "Aprobado" in done.text, done.text[:500]
 
     def delivered() -> bool:

@@ -398,3 +398,37 @@ def test_the_message_trace_is_searchable_and_purged_by_age(store: Store) -> None
     gone = store.purge_before(t0 + timedelta(minutes=1, seconds=30))
     assert gone["audit"] == 2 and gone["trace_events"] == 1
     assert found() == ["T2"] and store.get_hold(open_id) is not None
+
+
+def test_the_moderation_list_searches_filters_counts_and_pages(store: Store) -> None:
+    """Issue 26 (web): by rule, by a part of the sender, recipient, subject or id, by when stored;
+    counted without a cap and read page by page, awaiting moderation first then oldest first."""
+    holds = []
+    for n in range(7):
+        made = NewHold(queue_id=f"Q{n}", reason="moderate" if n % 2 else "hold",
+                       mail_from=f"sender{n}@c.gov.co", recipients=(f"rcpt{n}@c.gov.co", "all@c.gov.co"),
+                       content=b"Subject: x\r\n\r\nbody\r\n", deliver_at=None if n % 2 else T0 + timedelta(days=1),
+                       rule_ids=("commercial-content-approval",) if n % 2 else ("right-to-disconnect",),
+                       cites=("c",), subject=f"Asunto {n} 100%_off")
+        [hold_id] = store.add_holds([made], T0 + timedelta(hours=n))
+        holds.append(hold_id)
+    every = HoldFilter(order="queue")
+    assert store.count_matching(every) == 7
+    ordered = [h.id for h in store.list_holds(every)]
+    assert ordered == [holds[i] for i in (1, 3, 5, 0, 2, 4, 6)]
+    pages = [[h.id for h in store.list_holds(HoldFilter(order="queue", limit=3, offset=o))] for o in (0, 3, 6, 9)]
+    assert pages == [ordered[0:3], ordered[3:6], ordered[6:], []]
+    rule = HoldFilter(rule="commercial-content-approval")
+    assert store.count_matching(rule) == 3 and {h.id for h in store.list_holds(rule)} == {holds[1], holds[3], holds[5]}
+    assert [h.id for h in store.list_holds(HoldFilter(text="SENDER4"))] == [holds[4]]
+    assert [h.id for h in store.list_holds(HoldFilter(text="rcpt6@"))] == [holds[6]]
+    assert store.count_matching(HoldFilter(text="all@c.gov")) == 7
+    assert [h.id for h in store.list_holds(HoldFilter(text="asunto 2"))] == [holds[2]]
+    assert store.count_matching(HoldFilter(text="100%_")) == 7 and store.count_matching(HoldFilter(text="0%x")) == 0
+    assert store.count_matching(HoldFilter(text="q_")) == 0  # _ is a character, not a wildcard
+    window = HoldFilter(since=T0 + timedelta(hours=2), until=T0 + timedelta(hours=4))
+    assert [h.id for h in store.list_holds(window)] == [holds[2], holds[3]]
+    both = HoldFilter(rule="right-to-disconnect", since=T0 + timedelta(hours=3), reason="hold")
+    assert store.count_matching(both) == 2
+    store.approve(holds[1], T0 + timedelta(hours=9), "yanet")
+    assert store.count_matching(HoldFilter(states=(HoldState.MODERATION,))) == 2

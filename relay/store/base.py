@@ -121,6 +121,12 @@ def expire_each(store: Store, hold_ids: list[str], now: datetime) -> list[Hold]:
     return done
 
 
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere (its own %, _ and \\ escaped with \\)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def utc(at: datetime) -> datetime:
     if at.tzinfo is None:
         raise ValueError("timezone-aware instants only")
@@ -188,6 +194,12 @@ class HoldFilter:
     queue_id: str | None = None  # the SMTP queue id of the message: all its holds (one per plan)
     states: tuple[HoldState, ...] = (HoldState.WAITING, HoldState.MODERATION, HoldState.DELIVERING)
     limit: int = 1000
+    offset: int = 0  # rows skipped first (a page of the moderation list)
+    rule: str | None = None  # holds one of whose rules has this id
+    since: datetime | None = None  # stored at or after (created_at)
+    until: datetime | None = None  # stored before
+    text: str | None = None  # a part of the id, queue id, sender, a recipient or the subject (any case)
+    order: str = "due"  # due: next attempt first; queue: awaiting moderation first, then oldest stored
 
 
 @dataclass(frozen=True)
@@ -285,6 +297,7 @@ class Store(Protocol):
     def expire_moderation(self, now: datetime, created_before: datetime, limit: int) -> list[Hold]: ...
     def remove(self, hold_ids: list[str]) -> None: ...
     def count_holds(self, states: tuple[HoldState, ...] = OPEN_STATES) -> int: ...
+    def count_matching(self, filters: HoldFilter) -> int: ...
     def hold_stats(self) -> dict[str, tuple[int, datetime | None]]: ...
     def outbox_stats(self) -> tuple[int, datetime | None]: ...
     def moderation_counts(self) -> dict[str, int]: ...

@@ -38,6 +38,7 @@ from relay.store.base import (
     TraceQuery,
     event_detail,
     expire_each,
+    like_pattern,
     utc,
 )
 
@@ -270,7 +271,8 @@ class PostgresStore:
             "SELECT at, event, detail FROM hold_events WHERE hold_id = $1 ORDER BY seq", hold_id))
         return [HoldEvent(r["at"], r["event"], r["detail"]) for r in rows]
 
-    def list_holds(self, filters: HoldFilter) -> list[Hold]:
+    @staticmethod
+    def _where(filters: HoldFilter) -> tuple[str, list[Any]]:
         args: list[Any] = [[s.value for s in filters.states]]
         where = ["state = ANY($1::text[])"]
         if filters.reason:
@@ -289,10 +291,35 @@ class PostgresStore:
         if filters.queue_id:
             args.append(filters.queue_id)
             where.append(f"queue_id = ${len(args)}")
-        args.append(filters.limit)
-        sql = (f"SELECT {_COLUMNS} FROM holds WHERE {' AND '.join(where)} "
-               f"ORDER BY next_attempt IS NULL, next_attempt, created_at LIMIT ${len(args)}")
+        if filters.rule:
+            args.append(filters.rule)
+            where.append(f"EXISTS (SELECT 1 FROM jsonb_array_elements_text(rule_ids) r WHERE r = ${len(args)})")
+        if filters.since:
+            args.append(utc(filters.since))
+            where.append(f"created_at >= ${len(args)}")
+        if filters.until:
+            args.append(utc(filters.until))
+            where.append(f"created_at < ${len(args)}")
+        if filters.text:
+            args.append(like_pattern(filters.text))
+            like = f"LIKE ${len(args)} ESCAPE '\\'"
+            where.append(f"(lower(id) {like} OR lower(queue_id) {like} OR lower(mail_from) {like} "
+                         f"OR lower(subject) {like} OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(recipients) r "
+                         f"WHERE lower(r) {like}))")
+        return " AND ".join(where), args
+
+    def list_holds(self, filters: HoldFilter) -> list[Hold]:
+        where, args = self._where(filters)
+        order = ("state <> 'moderation', created_at, id" if filters.order == "queue"
+                 else "next_attempt IS NULL, next_attempt, created_at")
+        args.extend((filters.limit, max(0, filters.offset)))
+        sql = (f"SELECT {_COLUMNS} FROM holds WHERE {where} "
+               f"ORDER BY {order} LIMIT ${len(args) - 1} OFFSET ${len(args)}")
         return [_hold(r) for r in self._run(self._pool.fetch(sql, *args))]
+
+    def count_matching(self, filters: HoldFilter) -> int:
+        where, args = self._where(filters)
+        return int(self._run(self._pool.fetchval(f"SELECT count(*) FROM holds WHERE {where}", *args)))
 
     def count_holds(self, states: tuple[HoldState, ...] = (HoldState.WAITING, HoldState.MODERATION,
                                                             HoldState.DELIVERING)) -> int:

@@ -33,6 +33,7 @@ from relay.store.base import (
     TraceQuery,
     event_detail,
     expire_each,
+    like_pattern,
     utc,
 )
 
@@ -257,7 +258,8 @@ class SqliteStore:
             "SELECT at, event, detail FROM hold_events WHERE hold_id = ? ORDER BY rowid", (hold_id,)).fetchall())
         return [HoldEvent(_dt(r[0]) or datetime.fromtimestamp(0, UTC), r[1], r[2]) for r in rows]
 
-    def list_holds(self, filters: HoldFilter) -> list[Hold]:
+    @staticmethod
+    def _where(filters: HoldFilter) -> tuple[str, list[Any]]:
         where = [f"state IN ({', '.join('?' * len(filters.states))})"]
         args: list[Any] = [s.value for s in filters.states]
         if filters.reason:
@@ -275,10 +277,33 @@ class SqliteStore:
         if filters.queue_id:
             where.append("queue_id = ?")
             args.append(filters.queue_id)
-        sql = (f"SELECT {self._COLUMNS} FROM holds WHERE {' AND '.join(where)} "
-               "ORDER BY next_attempt IS NULL, next_attempt, created_at LIMIT ?")
-        rows = self._read(lambda db: db.execute(sql, (*args, filters.limit)).fetchall())
+        if filters.rule:
+            where.append("EXISTS (SELECT 1 FROM json_each(holds.rule_ids) WHERE value = ?)")
+            args.append(filters.rule)
+        if filters.since:
+            where.append("created_at >= ?")
+            args.append(_ts(filters.since))
+        if filters.until:
+            where.append("created_at < ?")
+            args.append(_ts(filters.until))
+        if filters.text:
+            like = "LIKE ? ESCAPE '\\'"
+            where.append(f"(lower(id) {like} OR lower(queue_id) {like} OR lower(mail_from) {like} "
+                         f"OR lower(subject) {like} OR lower(recipients) {like})")
+            args.extend([like_pattern(filters.text)] * 5)
+        return " AND ".join(where), args
+
+    def list_holds(self, filters: HoldFilter) -> list[Hold]:
+        where, args = self._where(filters)
+        order = ("state != 'moderation', created_at, id" if filters.order == "queue"
+                 else "next_attempt IS NULL, next_attempt, created_at")
+        sql = f"SELECT {self._COLUMNS} FROM holds WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+        rows = self._read(lambda db: db.execute(sql, (*args, filters.limit, max(0, filters.offset))).fetchall())
         return [self._hold(r) for r in rows]
+
+    def count_matching(self, filters: HoldFilter) -> int:
+        where, args = self._where(filters)
+        return int(self._read(lambda db: db.execute(f"SELECT count(*) FROM holds WHERE {where}", args).fetchone()[0]))
 
     def count_holds(self, states: tuple[HoldState, ...] = (HoldState.WAITING, HoldState.MODERATION,
                                                             HoldState.DELIVERING)) -> int:

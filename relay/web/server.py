@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -29,6 +30,8 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
+from aiohttp_session import get_session, new_session, session_middleware
+from aiohttp_session.nacl_storage import NaClCookieStorage
 
 from relay import moderation
 from relay.addresses import AddressError
@@ -37,14 +40,14 @@ from relay.auth import hash_password, verify_password
 from relay.frontends.guard import AuthFailures
 from relay.message import Envelope, Submission, parse_message
 from relay.policy.engine import evaluate
-from relay.store import Hold, HoldFilter, HoldState, StoreError
-from relay.web import links
+from relay.store import Hold, StoreError
+from relay.web import links, queue
 
 if TYPE_CHECKING:
     from relay.dispose import Disposer
 
 SESSION_COOKIE = "relay_session"
-MAX_SESSIONS = 10_000
+MAX_SIGNED_OUT = 10_000  # signed-out sessions remembered until they would have expired anyway
 MAX_CHECK_BYTES = 10 * 1024 * 1024
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -71,16 +74,23 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Session:
     login: str
     csrf: str
-    expires: float
+    expires: float  # wall-clock seconds (a sign-in outlives a restart of the relay)
+    sid: str = ""
 
 
 class AdminSite:
     """The admin web application bound to one running relay."""
 
-    def __init__(self, relay: Disposer, key: bytes, token_file: Path | None = None) -> None:
+    def __init__(self, relay: Disposer, key: bytes, token_file: Path | None = None,
+                 signed_out_file: Path | None = None) -> None:
         self.relay = relay
         self.key = key
-        self.sessions: dict[str, Session] = {}
+        # Sessions live in a cookie encrypted and authenticated (aiohttp-session, NaCl secretbox) with
+        # a key derived from the relay's persistent secret: a sign-in outlives a restart or a reload.
+        # Signing out is remembered (in `signed_out_file`, beside the secret) until the session would
+        # have expired, so a kept copy of the cookie is refused, also after a restart.
+        self.signed_out_file = signed_out_file
+        self.signed_out: dict[str, float] = _read_signed_out(signed_out_file)
         # One cookie name per relay (from its own secret): two relays on one host, or a test relay
         # beside the real one, never read or overwrite each other's sign-ins (cookies ignore ports).
         self.cookie = f"{SESSION_COOKIE}_{hmac.new(key, b'session-cookie-name', 'sha256').hexdigest()[:10]}"
@@ -90,7 +100,14 @@ class AdminSite:
         self.templates.filters["when"] = self._when
         self.templates.filters["decided"] = lambda hold: moderation.decided_es(hold, self.relay.zone)
         self.ready = False
-        self.web = web.Application(middlewares=[self._headers], client_max_size=MAX_CHECK_BYTES + 64 * 1024)
+        admin = self.relay.config.admin
+        self.ttl = admin.session_ttl if admin else 3600
+        storage = NaClCookieStorage(hmac.new(key, b"admin-session-cookie-key", "sha256").digest(),
+                                    cookie_name=self.cookie, max_age=int(self.ttl), path="/", httponly=True,
+                                    samesite="Strict",
+                                    secure=admin is not None and admin.base_url().startswith("https://"))
+        self.web = web.Application(middlewares=[session_middleware(storage), self._signed_in, self._headers],
+                                   client_max_size=MAX_CHECK_BYTES + 64 * 1024)
         self.web.add_routes([
             web.get("/healthz", self.healthz), web.get("/readyz", self.readyz), web.get("/metrics", self.metrics),
             web.get("/static/relay.css", self.css),
@@ -98,6 +115,8 @@ class AdminSite:
             web.post("/logout", self.logout),
             web.get("/holds", self.holds), web.get(r"/holds/{id:[A-Za-z0-9_-]{1,64}}", self.hold),
             web.post(r"/holds/{id:[A-Za-z0-9_-]{1,64}}/{action:approve|reject|release|delete}", self.act),
+            web.get(r"/holds/{id:[A-Za-z0-9_-]{1,64}}/{action:approve|reject|release|delete}", self.act_form),
+            web.post("/holds/bulk", self.bulk_form), web.post("/holds/bulk/confirm", self.bulk),
             web.get("/m/{token}", self.link_form), web.post("/m/{token}", self.link_act),
             web.get("/w/{token}", self.withdraw_form), web.post("/w/{token}", self.withdraw),
             web.get("/check", self.check_form), web.post("/check", self.check),
@@ -107,6 +126,30 @@ class AdminSite:
         self.api = Api(self, TokenFile(token_file))  # /api/v1: the JSON API, its own tokens
 
     # ------------------------------------------------------------------ plumbing
+    @web.middleware
+    async def _signed_in(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The request's sign-in, read once from its session cookie (machines' paths have none)."""
+        if not request.path.startswith(MACHINE_PATHS) and self.cookie in request.cookies:
+            request["relay.session"] = self._valid(await get_session(request))
+        return await handler(request)
+
+    def _valid(self, stored: Any) -> Session | None:
+        """A session cookie's sign-in while it lasts, was not signed out, and its account still
+        exists with the password it signed in with."""
+        login, csrf, sid = stored.get("login"), stored.get("csrf"), stored.get("sid")
+        if not (isinstance(login, str) and isinstance(csrf, str) and isinstance(sid, str)) or stored.created is None:
+            return None
+        expires = float(stored.created) + self.ttl
+        admin = self.relay.config.admin
+        account = next((a for a in admin.accounts if a.login == login), None) if admin else None
+        if expires < time.time() or sid in self.signed_out or account is None \
+                or not hmac.compare_digest(stored.get("pw", ""), self._password_mark(account.password_hash)):
+            return None
+        return Session(login, csrf, expires, sid)
+
+    def _password_mark(self, password_hash: str) -> str:
+        return hmac.new(self.key, f"session-password:{password_hash}".encode(), "sha256").hexdigest()[:32]
+
     @web.middleware
     async def _headers(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -124,7 +167,7 @@ class AdminSite:
     def _error_page(self, request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
         """A person's error (403, 404, 400, 503, 500...) as a page in the site's style with a way back;
         machines (/api, /healthz, /readyz, /metrics) and redirects keep their plain answers."""
-        machine = request.path.startswith(("/api/", "/healthz", "/readyz", "/metrics"))
+        machine = request.path.startswith(MACHINE_PATHS)
         if exc.status < 400 or machine or exc.content_type != "text/plain":
             return exc
         title = ERROR_TITLES.get(exc.status, "No se pudo atender la solicitud")
@@ -145,7 +188,8 @@ class AdminSite:
             zone = ZoneInfo(self.relay.directory.timezone)
         except (KeyError, ValueError):
             zone = ZoneInfo("UTC")
-        return at.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
+        here = at.astimezone(zone)  # as `relay queue list` prints it: '2026-11-30 08:00 -05 (America/Bogota)'
+        return f"{here:%Y-%m-%d %H:%M %Z} ({zone.key})"
 
     def page(self, name: str, request: web.Request, status: int = 200, **context: Any) -> web.Response:
         session = self.session(request)
@@ -159,12 +203,8 @@ class AdminSite:
         return self.page("notice.html", request, status, title=title, text=text, back=back)
 
     def session(self, request: web.Request) -> Session | None:
-        sid = request.cookies.get(self.cookie, "")
-        session = self.sessions.get(sid)
-        if session is None:
-            return None
-        if session.expires < time.monotonic():
-            self.sessions.pop(sid, None)
+        session: Session | None = request.get("relay.session")
+        if session is not None and session.expires < time.time():
             return None
         return session
 
@@ -267,39 +307,45 @@ class AdminSite:
                              error="Usuario o contraseña incorrectos.")
         for key in keys:
             self.failures.undo(key, now)
-        self._purge()
-        sid = secrets.token_urlsafe(32)
-        ttl = self.relay.config.admin.session_ttl if self.relay.config.admin else 3600
-        self.sessions[sid] = Session(login, secrets.token_urlsafe(32), time.monotonic() + ttl)
-        response = web.HTTPSeeOther(next_path)
-        response.set_cookie(self.cookie, sid, httponly=True, samesite="Strict", path="/",
-                            secure=self.relay.config.admin is not None
-                            and self.relay.config.admin.base_url().startswith("https://"))
-        raise response
-
-    def _purge(self) -> None:
-        now = time.monotonic()
-        for sid in [s for s, v in self.sessions.items() if v.expires < now]:
-            del self.sessions[sid]
-        while len(self.sessions) >= MAX_SESSIONS:
-            self.sessions.pop(next(iter(self.sessions)))
+        assert account is not None
+        stored = await new_session(request)  # a new session id and CSRF token at each sign-in
+        stored.update({"login": login, "csrf": secrets.token_urlsafe(32), "sid": secrets.token_urlsafe(16),
+                       "pw": self._password_mark(account.password_hash)})
+        raise web.HTTPSeeOther(next_path)
 
     async def logout(self, request: web.Request) -> web.Response:
         form = await request.post()
-        self.require_post(request, form)
-        self.sessions.pop(request.cookies.get(self.cookie, ""), None)
-        response = web.HTTPSeeOther("/login")
-        response.del_cookie(self.cookie, path="/")
-        raise response
+        session = self.require_post(request, form)
+        now = time.time()
+        self.signed_out = {sid: until for sid, until in self.signed_out.items() if until > now}
+        while len(self.signed_out) >= MAX_SIGNED_OUT:
+            self.signed_out.pop(next(iter(self.signed_out)))
+        self.signed_out[session.sid] = session.expires
+        await asyncio.to_thread(_write_signed_out, self.signed_out_file, dict(self.signed_out))
+        (await get_session(request)).invalidate()  # the browser's cookie is cleared
+        raise web.HTTPSeeOther("/login")
 
     # ------------------------------------------------------------------ held mail
     async def holds(self, request: web.Request) -> web.Response:
+        """The list: searched (text, sender, recipient, rule, reason, state, dates in the institution's
+        zone), counted, and shown a page at a time; each open row can be ticked for a bulk action."""
         self.require(request)
-        show_all = request.query.get("todos") == "1"
-        states = tuple(HoldState) if show_all else (HoldState.MODERATION, HoldState.WAITING, HoldState.DELIVERING)
-        rows: list[Hold] = await self._store(self.relay.store.list_holds, HoldFilter(states=states, limit=500))
-        rows.sort(key=lambda h: (h.state is not HoldState.MODERATION, h.created_at))
-        return self.page("holds.html", request, holds=rows, show_all=show_all)
+        search = queue.Search.from_query(request.query)
+        try:
+            filters = search.filters(self.relay.zone)
+        except queue.SearchError as error:
+            return self.page("holds.html", request, 400, holds=[], search=search, pages=queue.Pages(0, 1, search.size),
+                             error=_sentence(str(error)), page_sizes=queue.PAGE_SIZES, bulk=queue.BULK_ACTIONS,
+                             **self._list_context())
+        total: int = await self._store(self.relay.store.count_matching, filters)
+        pages = queue.Pages(total, search.page, search.size)
+        rows: list[Hold] = await self._store(self.relay.store.list_holds, filters) if total else []
+        return self.page("holds.html", request, holds=rows, search=search, pages=pages, error="",
+                         page_sizes=queue.PAGE_SIZES, bulk=queue.BULK_ACTIONS, **self._list_context())
+
+    def _list_context(self) -> dict[str, Any]:
+        return {"rule_ids": [r.id for r in self.relay.rules.pack.rules],
+                "zone_name": getattr(self.relay.zone, "key", str(self.relay.zone))}
 
     async def _hold_or_404(self, request: web.Request, hold_id: str) -> Hold:
         hold: Hold | None = await self._store(self.relay.store.get_hold, hold_id)
@@ -313,6 +359,7 @@ class AdminSite:
         content: bytes = await self._store(self.relay.store.hold_content, hold.id) or b""
         events = await self._store(self.relay.store.hold_events, hold.id)
         message = await asyncio.to_thread(parse_message, content)
+        events = [(e.at, queue.event_es(e.event, e.detail, REASON_NAMES)) for e in events]
         return self.page("hold.html", request, hold=hold, message=message, events=events,
                          rules=list(zip(hold.rule_ids, hold.cites, strict=False)),
                          explanations=self._explanations(hold.rule_ids, message))
@@ -336,7 +383,8 @@ class AdminSite:
         except moderation.AlreadyDecided as error:
             return self.notice(request, "Ya decidido", _sentence(str(error)), 409, f"/holds/{hold_id}")
         except ValueError as error:
-            return self.notice(request, "No se pudo", _spanish_state_error(str(error)), 409, f"/holds/{hold_id}")
+            return self.notice(request, "No se pudo", queue.state_error_es(str(error), STATE_NAMES), 409,
+                               f"/holds/{hold_id}")
         done = {"approve": "Aprobado: se entregará en unos segundos.",
                 "reject": "Rechazado: el remitente recibirá su motivo.",
                 "release": "Liberado: se entregará en unos segundos.",
@@ -351,6 +399,69 @@ class AdminSite:
         session = self.require_post(request, form)
         return await self._act(request, session, request.match_info["id"], request.match_info["action"],
                                str(form.get("reason", "")))
+
+    async def act_form(self, request: web.Request) -> web.Response:
+        """One message's approve / refuse / release / delete, asked again before it is done (the
+        hold page's buttons lead here; the form here posts the action)."""
+        self.require(request)
+        hold = await self._hold_or_404(request, request.match_info["id"])
+        return self._confirm_page(request, request.match_info["action"], [hold], f"/holds/{hold.id}",
+                                  f"/holds/{hold.id}/{request.match_info['action']}")
+
+    def _confirm_page(self, request: web.Request, action: str, holds: list[Hold], back: str, target: str,
+                      status: int = 200) -> web.Response:
+        verb, effect, allowed = queue.BULK_ACTIONS[action]
+        rows = [(h, h.state in allowed) for h in holds]
+        return self.page("act_confirm.html", request, status, action=action, verb=verb, effect=effect, rows=rows,
+                         doable=sum(ok for _, ok in rows), back=_local(back), target=target)
+
+    async def _selected(self, form: Any) -> tuple[str, list[Hold]]:
+        action = str(form.get("action", ""))
+        if action not in queue.BULK_ACTIONS:
+            raise web.HTTPBadRequest(text="Elija una acción: aprobar, rechazar, liberar ahora o eliminar.")
+        ids = list(dict.fromkeys(str(i) for i in form.getall("id", [])))
+        if not ids:
+            raise web.HTTPBadRequest(text="No marcó ningún mensaje: marque las casillas de los que quiere tratar.")
+        if len(ids) > queue.MAX_BULK or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
+            raise web.HTTPBadRequest(text=f"Se pueden tratar hasta {queue.MAX_BULK} mensajes a la vez.")
+        found = [await self._store(self.relay.store.get_hold, i) for i in ids]
+        return action, [h for h in found if h is not None]
+
+    async def bulk_form(self, request: web.Request) -> web.Response:
+        """The ticked rows of the list and the action chosen: a page saying what will be done to
+        each (and which cannot be), to confirm. Nothing changes here."""
+        form = await request.post()
+        self.require_post(request, form)
+        action, holds = await self._selected(form)
+        return self._confirm_page(request, action, holds, str(form.get("back", "/holds")), "/holds/bulk/confirm")
+
+    async def bulk(self, request: web.Request) -> web.Response:
+        """A confirmed bulk action: each message in turn, and a page with what happened to each."""
+        form = await request.post()
+        session = self.require_post(request, form)
+        action, holds = await self._selected(form)
+        reason = str(form.get("reason", "")).strip()
+        if action == "reject" and not reason:
+            return self._confirm_page(request, action, holds, str(form.get("back", "/holds")),
+                                      "/holds/bulk/confirm", 400)
+        results = []
+        for hold in holds:
+            try:
+                done = await self.relay.moderate(hold.id, action, f"{session.login} (web, en lote)", reason)
+            except StoreError as error:
+                self.relay.log.error("admin_store_failed", error=str(error)[:200])
+                results.append((hold, False, "el almacén de mensajes no responde; intente de nuevo"))
+            except KeyError:
+                results.append((hold, False, "ya no existe"))
+            except moderation.AlreadyDecided as error:
+                results.append((hold, False, str(error)))
+            except ValueError as error:
+                results.append((hold, False, queue.state_error_es(str(error), STATE_NAMES)))
+            else:
+                results.append((done, True, STATE_NAMES.get(done.state.value, done.state.value)))
+        ok = sum(1 for _, good, _ in results if good)
+        return self.page("bulk_done.html", request, 200 if ok else 409, results=results, ok=ok,
+                         done_name=queue.DONE_NAMES[action], back=_local(str(form.get("back", "/holds"))))
 
     # ------------------------------------------------------------------ signed links
     def _claim(self, token: str) -> links.LinkClaim:
@@ -474,7 +585,36 @@ class AdminSite:
 # The pages a sign-in may go back to, and nothing else: no scheme, no host, no control characters
 # or spaces (browsers drop tabs and newlines from a URL, so "/\t/evil.test" is "//evil.test").
 _NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_.=-]{1,4096})")
-_NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.-]{0,200}")
+_NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.+-]{0,400}")
+
+
+MACHINE_PATHS = ("/api/", "/healthz", "/readyz", "/metrics", "/static/")
+
+
+def _read_signed_out(path: Path | None) -> dict[str, float]:
+    """The signed-out sessions kept beside the secret (an unreadable file: none)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    now = time.time()
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float) and v > now} \
+        if isinstance(data, dict) else {}
+
+
+def _write_signed_out(path: Path | None, signed_out: dict[str, float]) -> None:
+    """Written whole to a temporary file, fsynced and renamed over the old one."""
+    if path is None:
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(signed_out, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
 
 
 def _probe_store(store: Any, now: datetime) -> None:
@@ -531,10 +671,6 @@ def _sentence(text: str) -> str:
     return (text[:1].upper() + text[1:] + ".") if text else text
 
 
-def _spanish_state_error(text: str) -> str:
-    return f"La acción no es posible en el estado actual del mensaje ({text})."
-
-
 async def start(site: AdminSite, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(site.web, access_log=None, handle_signals=False)
     await runner.setup()
@@ -542,8 +678,8 @@ async def start(site: AdminSite, host: str, port: int) -> web.AppRunner:
     return runner
 
 
-async def listen(disposer: Disposer, link_key: bytes | None, admin: Any,
-                 log: Any, token_file: Path | None = None) -> tuple[AdminSite, web.AppRunner] | None:
+async def listen(disposer: Disposer, link_key: bytes | None, admin: Any, log: Any, token_file: Path | None = None,
+                 signed_out_file: Path | None = None) -> tuple[AdminSite, web.AppRunner] | None:
     """Open the admin listener a config's `admin` section names (None: no section, said in the log
     with what to do); OSError when its port cannot be opened."""
     if admin is None or link_key is None:
@@ -554,7 +690,7 @@ async def listen(disposer: Disposer, link_key: bytes | None, admin: Any,
         log.warning("no_admin_account", advice="nobody can sign in to the moderation pages; add "
                     "admin.accounts with a password_hash made by `relay passwd LOGIN`")
     host, port = admin.address()
-    site = AdminSite(disposer, link_key, token_file)
+    site = AdminSite(disposer, link_key, token_file, signed_out_file)
     runner = await start(site, host, port)
     log.info("admin_listening", listen=admin.listen, url=admin.base_url(), accounts=len(admin.accounts))
     if not is_loopback_host(host):

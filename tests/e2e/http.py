@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import http.client
 import re
 import uuid
@@ -21,6 +22,14 @@ class Page:
         match = re.search(rf'name="{name}" value="([^"]*)"', self.text)
         assert match, f"no field {name} in page"
         return match.group(1)
+
+    def hidden_fields(self, form_action: str) -> list[tuple[str, str]]:
+        """The hidden inputs of the form that posts to `form_action` (repeated names kept), as a
+        browser would send them."""
+        match = re.search(rf'<form method="post" action="{re.escape(form_action)}">(.*?)</form>', self.text, re.S)
+        assert match, f"no form posting to {form_action} in page"
+        found = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', match.group(1))
+        return [(name, html.unescape(value)) for name, value in found]
 
 
 @dataclass
@@ -52,7 +61,8 @@ class Client:
     def get(self, path: str) -> Page:
         return self.request("GET", path)
 
-    def post(self, path: str, data: dict[str, str], headers: dict[str, str] | None = None) -> Page:
+    def post(self, path: str, data: dict[str, str] | list[tuple[str, str]],
+             headers: dict[str, str] | None = None) -> Page:
         return self.request("POST", path, urlencode(data).encode(),
                             {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})})
 
