@@ -297,7 +297,7 @@ def trace_json(store: Store, entry: AuditEntry) -> dict[str, Any]:
     events: list[dict[str, Any]] = [{
         "at": _iso(entry.at), "event": "decided", "detail": entry.verdict + (f": {entry.reply}" if entry.reply else ""),
         "rules": [{"rule": r[0], "cite": r[1], "action": r[2]} for r in entry.rules if len(r) > 2]}]
-    for hold in store.holds_of(entry.queue_id):
+    for hold in store.list_holds(HoldFilter(queue_id=entry.queue_id, states=tuple(HoldState))):
         for e in store.hold_events(hold.id):
             events.append({"at": _iso(e.at), "event": f"hold {e.event}", "detail": e.detail, "hold": hold.id})
     for t in store.trace_events(entry.queue_id):

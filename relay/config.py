@@ -53,6 +53,18 @@ class Auth(_Strict):
     failure_delay: float = Field(default=1.0, ge=0, description="seconds before the first 535 (doubles, max 16x)")
 
 
+def _networks(value: tuple[str, ...], example: str) -> tuple[str, ...]:
+    """Each item an IP address or network; the error shows `example`."""
+    import ipaddress
+
+    for net in value:
+        try:
+            ipaddress.ip_network(net, strict=False)
+        except ValueError:
+            raise ValueError(f"{net!r}: use an IP address or network ({example})") from None
+    return value
+
+
 class HostedHop(_Strict):
     """A hosted mail service (Exchange Online, Google Workspace) accepted as a trusted hop."""
 
@@ -67,17 +79,7 @@ class HostedHop(_Strict):
         default=None, description="Exchange Online: the tenant's id (GUID); X-MS-Exchange-CrossTenant-Id must "
         "be it, since every tenant's mail comes from the same servers and certificate")
 
-    @field_validator("clients")
-    @classmethod
-    def _clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress
-
-        for net in value:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ValueError(f"{net!r}: use an IP address or network (40.92.0.0/15)") from None
-        return value
+    _clients = field_validator("clients")(lambda value: _networks(value, "40.92.0.0/15"))
 
 
 class Trust(_Strict):
@@ -100,17 +102,7 @@ class LocalSubmission(_Strict):
     login: str | None = Field(default=None, description="identity such mail gets, as if it had logged "
                               "in (e.g. sistemas@inst.gov.co); null: the sender must be a known address")
 
-    @field_validator("clients")
-    @classmethod
-    def _clients(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        import ipaddress
-
-        for net in value:
-            try:
-                ipaddress.ip_network(net, strict=False)
-            except ValueError:
-                raise ValueError(f"{net!r}: use an IP address or network (127.0.0.1, ::1, 10.0.0.5/32)") from None
-        return value
+    _clients = field_validator("clients")(lambda value: _networks(value, "127.0.0.1, ::1, 10.0.0.5/32"))
 
     @field_validator("login")
     @classmethod

@@ -595,11 +595,6 @@ class PostgresStore:
             "SELECT queue_id, at, event, detail FROM trace_events WHERE queue_id = $1 ORDER BY at, id", queue_id))
         return [TraceEvent(r["queue_id"], r["at"], r["event"], r["detail"]) for r in rows]
 
-    def holds_of(self, queue_id: str) -> list[Hold]:
-        rows = self._run(self._pool.fetch(
-            f"SELECT {_COLUMNS} FROM holds WHERE queue_id = $1 ORDER BY created_at, id", queue_id))
-        return [_hold(r) for r in rows]
-
     def purge_before(self, before: datetime) -> dict[str, int]:
         """Retention, as SqliteStore.purge_before."""
         async def run(db: Any) -> dict[str, int]:

@@ -564,11 +564,6 @@ class SqliteStore:
             (queue_id,)).fetchall())
         return [TraceEvent(r[0], _dt(r[1]) or datetime.fromtimestamp(0, UTC), r[2], r[3]) for r in rows]
 
-    def holds_of(self, queue_id: str) -> list[Hold]:
-        rows = self._read(lambda db: db.execute(
-            f"SELECT {self._COLUMNS} FROM holds WHERE queue_id = ? ORDER BY created_at, id", (queue_id,)).fetchall())
-        return [self._hold(r) for r in rows]
-
     def purge_before(self, before: datetime) -> dict[str, int]:
         """Retention: decisions, trace events and finished holds (with their history) older than
         `before` are deleted; open holds stay whatever their age. Rows deleted, by kind."""
