@@ -42,7 +42,7 @@ from relay.metrics import Metrics
 from relay.policy import automatic
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack
-from relay.policy.verdicts import Decision, Notice, SmtpReply, Verdict
+from relay.policy.verdicts import Decision, Finding, Notice, SmtpReply, Verdict
 from relay.store import AuditEntry, Hold, NewHold, OutboxNotice, SocialAccount, Store, StoreError, TraceEvent
 from relay.upstream import Reply, Transaction, Upstream
 from relay.web import links
@@ -221,6 +221,16 @@ def login_from_trace(content: bytes) -> str | None:
 def clean_token(value: str, limit: int = 255) -> str:
     """A client-supplied token safe to write into a header (CVE-2026-1299: no header injection)."""
     return re.sub(r"[^A-Za-z0-9.:\[\]_-]", "", value)[:limit] or "unknown"
+
+
+def audit_why(finding: Finding) -> tuple[str, ...]:
+    """The audit trail's fourth item for a finding: why it fired. A text rule's terms and scores;
+    otherwise the facts the rule read (`detail`: an SPF result and its exp= text, a login), one line."""
+    if finding.why is not None:
+        return (finding.why.line(),)
+    if finding.detail:
+        return (notices.one_line("; ".join(f"{k}={v}" for k, v in finding.detail))[:500],)
+    return ()
 
 
 def _clean_ids(text: str) -> str:
@@ -681,8 +691,7 @@ class Disposer:
         self.add_audit(AuditEntry(
             self.clock.now(), queue_id, decision.verdict.value, str(decision.reply), envelope.mail_from,
             len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
-            tuple((f.rule_id, f.cites, f.action.value, *((f.why.line(),) if f.why else ()))
-                  for f in decision.findings),
+            tuple((f.rule_id, f.cites, f.action.value, *audit_why(f)) for f in decision.findings),
             tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id))
 
     def trace(self, queue_id: str, event: str, detail: str) -> None:
