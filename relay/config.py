@@ -49,6 +49,8 @@ class Auth(_Strict):
     allow_plaintext_on_loopback: bool = False
     max_failures_per_connection: int = Field(default=3, ge=1, description="failed AUTH, then 421 and close")
     max_failures_per_client: int = Field(default=10, ge=1, description="failed AUTH per address per window")
+    max_failures_per_login: int = Field(default=20, ge=1, description="failed AUTH for one login from any address "
+                                        "per window; then 454 from addresses it never signed in from")
     failure_window: float = Field(default=600, gt=0, description="seconds a failed AUTH is counted")
     failure_delay: float = Field(default=1.0, ge=0, description="seconds before the first 535 (doubles, max 16x)")
 
