@@ -326,7 +326,7 @@ def test_recipient_checks_cost_the_same_for_the_thousandth_rcpt(tmp_path: Path, 
                 smtp.rcpt(f"persona{n}@example.org")
             assert smtp.rcpt(f"funcionarios@{B}")[0] == 550, "a list among the recipients, from a non-broadcaster"
             smtp.rset()
-        assert cost[1000] < 6 * max(cost[200], 0.05), f"quadratic: {cost}"
+        assert cost[1000] < 10 * max(cost[200], 0.05), f"quadratic (25x) or worse: {cost}"  # linear is 5x
         assert cost[1000] < 5, f"{cost[1000]:.1f} CPU s for 1,000 RCPTs"
     finally:
         relay.stop()
