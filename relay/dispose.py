@@ -454,27 +454,31 @@ class Disposer:
         if not self.config.rate_limits or not sender:
             return None
         now = self.clock.now()
-        for limit in self.config.rate_limits:
-            start = datetime.fromtimestamp(now.timestamp() // limit.window * limit.window, UTC)
-            try:
-                count = await asyncio.to_thread(self.store.rate_take, f"sender:{sender.casefold()}", start,
-                                                len(envelope.rcpt_to), limit.limit)
-            except StoreError as error:
-                log.error("rate_store_failed", error=str(error)[:200])
-                return None  # a counter we cannot read never stops mail
-            if count is None:
-                hours = limit.window / 3600
-                reply = Tempfail(450, f"4.7.1 [rate-limit] Supera el limite de {limit.limit} destinatarios por "
-                                      f"{hours:g} hora(s) para {sender[:100]}; intente mas tarde (protege a la "
-                                      "entidad de listas de spam)")
-                log.warning("rate_limited", sender=sender, window=limit.window, limit=limit.limit,
-                            recipients=len(envelope.rcpt_to))
-                self.add_audit(AuditEntry(now, queue_id, "tempfail", str(reply), envelope.mail_from,
-                                          len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
-                                          (("rate-limit", f"rate_limits: {limit.limit} per {limit.window} s",
-                                            "tempfail"),), rcpt_to=tuple(envelope.rcpt_to)))
-                return reply
-        return None
+        # one counter per window length, all taken or none: a message refused by one limit does
+        # not count against the others it passed
+        limits = self.config.rate_limits
+        takes = [(f"sender:{sender.casefold()}:{limit.window:g}",
+                  datetime.fromtimestamp(now.timestamp() // limit.window * limit.window, UTC), limit.limit)
+                 for limit in limits]
+        try:
+            refused = await asyncio.to_thread(self.store.rate_take_all, takes, len(envelope.rcpt_to))
+        except StoreError as error:
+            log.error("rate_store_failed", error=str(error)[:200])
+            return None  # a counter we cannot read never stops mail
+        if refused is None:
+            return None
+        limit = limits[refused]
+        hours = limit.window / 3600
+        reply = Tempfail(450, f"4.7.1 [rate-limit] Supera el limite de {limit.limit} destinatarios por "
+                              f"{hours:g} hora(s) para {sender[:100]}; intente mas tarde (protege a la "
+                              "entidad de listas de spam)")
+        log.warning("rate_limited", sender=sender, window=limit.window, limit=limit.limit,
+                    recipients=len(envelope.rcpt_to))
+        self.add_audit(AuditEntry(now, queue_id, "tempfail", str(reply), envelope.mail_from,
+                                  len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
+                                  (("rate-limit", f"rate_limits: {limit.limit} per {limit.window} s",
+                                    "tempfail"),), rcpt_to=tuple(envelope.rcpt_to)))
+        return reply
 
     def decide(self, envelope: Envelope, content: bytes) -> tuple[Decision, str]:
         """Parse and decide (run in a worker thread so a large message does not block the loop);
