@@ -411,7 +411,7 @@ class Disposer:
             return content
         qid = re.sub(r"[^A-Za-z0-9]", "", queue_id)[:40] or "0"
         return hosted.stamped(content, self.loop_key, guard.header, qid, int(self.clock.now().timestamp()),
-                              message_id(content))
+                              message_id(content), secrets.token_hex(4))
 
     async def loop_pass(self, m: Submitted, ours: Transaction | None, check: hosted.StampCheck,
                         log: Any) -> Disposition:
@@ -422,7 +422,7 @@ class Disposer:
         assert self.config.trust.loop_guard is not None
         guard = self.config.trust.loop_guard
         now = self.clock.now()
-        what = f"{guard.header} q={check.queue_id} t={check.stamped_at}"
+        what = f"{guard.header} q={check.queue_id} t={check.stamped_at} n={check.nonce}"
         try:
             first = await asyncio.to_thread(self.store.take_once, check.key, now, guard.max_age + hosted.FUTURE_SKEW)
         except StoreError as error:

@@ -177,13 +177,14 @@ def half_configured(config: Any) -> list[str]:
 
 
 # -- loop guard ---------------------------------------------------------------------------------
-# Every message the relay delivers carries `<header>: v1; q=QUEUEID; t=EPOCH; m=MAC`, MAC an
-# HMAC-SHA256 (the relay's secret, as the moderation links: relay/web/links.py) over the queue id,
-# the time and the message's Message-ID. The hosted service's routing rule excepts the header; if
-# the message still comes back from the trusted hop with a valid, fresh stamp, it is passed on
-# once unchanged. Anyone can copy the header's name; only the relay can make a value that checks.
+# Every message the relay delivers carries `<header>: v1; q=QUEUEID; t=EPOCH; n=NONCE; m=MAC`, MAC
+# an HMAC-SHA256 (the relay's secret, as the moderation links: relay/web/links.py) over the queue id,
+# the time, a per-delivery nonce (split copies and holds of one message differ) and the
+# Message-ID. The hosted service's routing rule excepts the header; if the message still comes
+# back from the trusted hop with a valid, fresh stamp, it is passed on once unchanged.
+# Anyone can copy the header's name; only the relay can make a value that checks.
 
-_STAMP = re.compile(r"v1; q=([A-Za-z0-9]{1,40}); t=([0-9]{1,12}); m=([A-Za-z0-9_-]{22})")
+_STAMP = re.compile(r"v1; q=([A-Za-z0-9]{1,40}); t=([0-9]{1,12}); n=([0-9a-f]{1,16}); m=([A-Za-z0-9_-]{22})")
 FUTURE_SKEW = 300  # seconds a stamp may be ahead of the clock (another relay of the same pool)
 
 
@@ -196,20 +197,21 @@ class StampCheck:
     queue_id: str = ""
     stamped_at: int = 0
     why: str = ""
+    nonce: str = ""
 
     @property
     def key(self) -> str:
         """Its key in the store's once-only table (a second arrival is a loop)."""
-        return f"loop-guard:{self.queue_id}:{self.stamped_at}"
+        return f"loop-guard:{self.queue_id}:{self.stamped_at}:{self.nonce}"
 
 
-def _mac(secret: bytes, queue_id: str, when: int, message_id: str) -> str:
-    data = f"loop:{queue_id}|{when}|{message_id}".encode("utf-8", "replace")
+def _mac(secret: bytes, queue_id: str, when: int, nonce: str, message_id: str) -> str:
+    data = f"loop:{queue_id}|{when}|{nonce}|{message_id}".encode("utf-8", "replace")
     return base64.urlsafe_b64encode(hmac.new(secret, data, hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
 
 
-def stamp_value(secret: bytes, queue_id: str, when: int, message_id: str) -> str:
-    return f"v1; q={queue_id}; t={when}; m={_mac(secret, queue_id, when, message_id)}"
+def stamp_value(secret: bytes, queue_id: str, when: int, nonce: str, message_id: str) -> str:
+    return f"v1; q={queue_id}; t={when}; n={nonce}; m={_mac(secret, queue_id, when, nonce, message_id)}"
 
 
 def _is(field: bytes, header: str) -> bool:
@@ -222,12 +224,13 @@ def without_stamp(fields: list[bytes], header: str) -> list[bytes]:
     return [f for f in fields if not _is(f, header)]
 
 
-def stamped(content: bytes, secret: bytes, header: str, queue_id: str, when: int, message_id: str) -> bytes:
+def stamped(content: bytes, secret: bytes, header: str, queue_id: str, when: int, message_id: str,
+            nonce: str = "0") -> bytes:
     """The message with our one stamp on top (any other copy of the header removed)."""
     fields, rest = rewrite.split_head(content)
     if not rest and not fields:
         return content
-    field = f"{header}: {stamp_value(secret, queue_id, when, message_id)}".encode()
+    field = f"{header}: {stamp_value(secret, queue_id, when, nonce, message_id)}".encode()
     return rewrite.join([field, *without_stamp(fields, header)], rest)
 
 
@@ -242,11 +245,11 @@ def check_stamp(fields: list[bytes], secret: bytes, header: str, now: float, max
     match = _STAMP.fullmatch(values[0])
     if not match:
         return StampCheck(False, why="malformed stamp")
-    queue_id, when, mac = match.group(1), int(match.group(2)), match.group(3)
-    if not hmac.compare_digest(mac, _mac(secret, queue_id, when, message_id)):
-        return StampCheck(False, queue_id, when, "stamp not made by this relay for this Message-ID")
+    queue_id, when, nonce, mac = match.group(1), int(match.group(2)), match.group(3), match.group(4)
+    if not hmac.compare_digest(mac, _mac(secret, queue_id, when, nonce, message_id)):
+        return StampCheck(False, queue_id, when, "stamp not made by this relay for this Message-ID", nonce)
     if when > now + FUTURE_SKEW:
-        return StampCheck(False, queue_id, when, "stamp from the future")
+        return StampCheck(False, queue_id, when, "stamp from the future", nonce)
     if now - when > max_age:
-        return StampCheck(False, queue_id, when, f"stamp older than {max_age:g} s")
-    return StampCheck(True, queue_id, when)
+        return StampCheck(False, queue_id, when, f"stamp older than {max_age:g} s", nonce)
+    return StampCheck(True, queue_id, when, nonce=nonce)

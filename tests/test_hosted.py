@@ -95,4 +95,5 @@ def test_relay_validate_prints_the_warnings(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert "warning: trust.hosted[0] (exchange_online): no certificate_names" in err, err
     assert "without STARTTLS required" in err
+    assert "without trust.loop_guard" in err and "without upstream_options.tls_client_cert" in err
     assert code == 0

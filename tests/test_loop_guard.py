@@ -36,16 +36,16 @@ def fields(content: bytes) -> list[bytes]:
 def test_a_stamp_checks_only_for_its_key_message_id_and_age() -> None:
     t = int(NOW.timestamp())
     out = stamped(MSG, KEY, H, "Q1", t, f"abc@{B}")
-    assert out.endswith(MSG) and out.startswith(f"{H}: v1; q=Q1; t={t}; m=".encode())
+    assert out.endswith(MSG) and out.startswith(f"{H}: v1; q=Q1; t={t}; n=0; m=".encode())
     assert check_stamp(fields(out), KEY, H, t + 10, 3600, f"abc@{B}").valid
-    assert check_stamp(fields(out), KEY, H, t + 10, 3600, f"abc@{B}").key == f"loop-guard:Q1:{t}"
+    assert check_stamp(fields(out), KEY, H, t + 10, 3600, f"abc@{B}").key == f"loop-guard:Q1:{t}:0"
     assert check_stamp(fields(out), b"x" * 32, H, t, 3600, f"abc@{B}").why.startswith("stamp not made")
     assert not check_stamp(fields(out), KEY, H, t, 3600, "other@x").valid  # copied onto another message
     assert "older" in check_stamp(fields(out), KEY, H, t + 3601, 3600, f"abc@{B}").why
     assert "future" in check_stamp(fields(out), KEY, H, t - 3600, 3600, f"abc@{B}").why
     assert check_stamp(fields(MSG), KEY, H, t, 3600, "").why == "no stamp"
-    tampered = out.replace(b"q=Q1", b"q=Q2")
-    assert not check_stamp(fields(tampered), KEY, H, t, 3600, f"abc@{B}").valid
+    for tampered in (out.replace(b"q=Q1", b"q=Q2"), out.replace(b"n=0", b"n=1")):
+        assert not check_stamp(fields(tampered), KEY, H, t, 3600, f"abc@{B}").valid
     twice = out.split(b"\r\n", 1)[0] + b"\r\n" + out
     assert check_stamp(fields(twice), KEY, H, t, 3600, f"abc@{B}").why == "2 stamps"
     restamped = stamped(stamped(MSG, b"x" * 32, H, "Q9", t, ""), KEY, H, "Q1", t, f"abc@{B}")
