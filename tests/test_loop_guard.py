@@ -15,7 +15,7 @@ from relay.clock import FixedClock
 from relay.config import RelayConfig
 from relay.dispose import Disposer, Rules, Submitted, WeDeliver
 from relay.hosted import check_stamp, half_configured, stamped
-from relay.store import SqliteStore
+from relay.store import NewHold, SqliteStore
 from relay.upstream import Reply
 from tests.helpers import directory, pack
 from tests.test_one_path import FakeUpstream
@@ -148,3 +148,24 @@ def test_a_refused_pass_can_be_retried(tmp_path: Path) -> None:
     del up.data_replies["jose@gmail.com"]
     assert asyncio.run(submit(disposer, up, back, "exchange_online", "CCC2")) == "Accept"
     assert [d[2] for d in up.delivered] == [back]
+
+
+def test_an_approved_moderation_copy_is_released_with_a_fresh_stamp(tmp_path: Path) -> None:
+    """Moderators' approvals and due holds leave through `Disposer.release`: stamped at release,
+    with the hold's queue id, any stamp the stored copy carried replaced."""
+    clock = FixedClock(NOW)
+    disposer, store, up = build(tmp_path, clock)
+    old = stamped(MSG, b"x" * 32, H, "OLD1", int(NOW.timestamp()) - 86400 * 3, f"abc@{B}")
+    (hold_id,) = store.add_holds([NewHold("MOD1", "moderate", LAURA, ("jose@gmail.com",), old, None,
+                                          ("commercial-content-approval",), ("Circular",))], NOW)
+    store.approve(hold_id, NOW, "moderador@" + B)
+    hold = store.get_hold(hold_id)
+    assert hold is not None
+    clock.set(NOW + timedelta(hours=5))
+    released = asyncio.run(disposer.release(hold, store.hold_content(hold_id) or b"", disposer.log))
+    assert released.accepted == ("jose@gmail.com",)
+    (_, _, out), = up.delivered
+    assert len([f for f in fields(out) if f.lower().startswith(H.lower().encode())]) == 1  # theirs replaced
+    check = check_stamp(fields(out), KEY, H, (NOW + timedelta(hours=5)).timestamp(), 3600, f"abc@{B}")
+    assert check.valid and check.queue_id == "MOD1" and check.stamped_at == int((NOW + timedelta(hours=5)).timestamp())
+    assert out.endswith(MSG)
