@@ -643,13 +643,14 @@ class PolicyHandler:
         if txn is None:
             return replies.smtp(NO_TRANSACTION)
         login = self.login(server, session)
-        if login is None and not server.trusted_hop:
+        hop = None if server.trusted_hop else self.hosted_hop(server)
+        if login is None and hop is not None:
             login = self.hosted_login(server, envelope.mail_from or "", content)
         submitted = Submitted(
             secrets.token_hex(6).upper(), envelope.mail_from or "", tuple(envelope.rcpt_tos), content,
             login, self.client_ip(server),
             server.xforward.get("HELO") or session.host_name or "", tls=server._tls_protocol is not None,
-            trusted_hop=server.trusted_hop)
+            trusted_hop=server.trusted_hop, hosted=hop.service if hop is not None else None)
         return replies.smtp(await self.disposer.dispose(submitted, WeDeliver(txn)))
 
     async def handle_exception(self, error: Exception) -> str:

@@ -511,6 +511,13 @@ class PostgresStore:
 
         return bool(self._run(self._tx(run)))
 
+    def give_back(self, key: str) -> None:
+        """Forget a `take_once` (what it guarded did not happen: the next take succeeds)."""
+        async def run(db: Any) -> None:
+            await db.execute("DELETE FROM rate_counters WHERE key = $1", key)
+
+        self._run(self._tx(run))
+
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:
         if not notices:

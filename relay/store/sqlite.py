@@ -470,6 +470,11 @@ class SqliteStore:
             db.execute("INSERT INTO rate_counters VALUES (?, ?, 1)", (key, stamp))
             return True
 
+    def give_back(self, key: str) -> None:
+        """Forget a `take_once` (what it guarded did not happen: the next take succeeds)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rate_counters WHERE key = ?", (key,))
+
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:
         if not notices:
