@@ -683,7 +683,8 @@ class Disposer:
             len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
             tuple((f.rule_id, f.cites, f.action.value, *((f.why.line(),) if f.why else ()))
                   for f in decision.findings),
-            tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id))
+            tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id,
+            tuple((r.kind, r.data) for r in decision.records if r.kind in AUDITED_RECORDS)))
 
     def trace(self, queue_id: str, event: str, detail: str) -> None:
         """What happened after the decision (relay trace): stored with the next audit commit."""
@@ -765,6 +766,11 @@ class Disposer:
         await self.flush_audit()
         await self.upstream.close()
         self.store.close()
+
+
+AUDITED_RECORDS = frozenset({"urgency", "exemption"})
+"""The records a decision keeps in its audit entry (the compliance report reads them); social
+accounts go to the inventory instead."""
 
 
 def _bound_queue_id(log: Any) -> str:

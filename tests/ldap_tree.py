@@ -87,6 +87,8 @@ def build_tree(name: str, inst: dict[str, Any]) -> tuple[str, str, dict[str, Any
         attrs.append(("mail", address if i % 2 else address.lower()))
         attrs += [("proxyAddresses", f"SMTP:{address}"), ("proxyAddresses", f"smtp:{local}.alias@{domain}"),
                   ("proxyAddresses", f"X500:/o=Org/ou=Exchange/cn=Recipients/cn={local}")]
+        if person.get("department"):  # AD's department (the mapping's default attribute)
+            attrs.append(("department", person["department"]))
         if person.get("timezone"):
             attrs.append(("extensionAttribute1", person["timezone"]))
         if person.get("holidays"):
