@@ -485,6 +485,7 @@ def report_csv(report: Report) -> str:
 # -- HTML and charts -------------------------------------------------------------------------
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.S | re.I)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
 _STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S | re.I)
 
 
@@ -507,6 +508,7 @@ def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, lis
         chart.add(name, values)
     svg: str = chart.render(is_unicode=True)
     svg = _SCRIPT.sub("", svg)  # pygal's tooltip configuration: no script runs on this page
+    svg = _COMMENT.sub("", svg)  # its credits, with links out
     return svg.replace("<svg ", '<svg role="img" aria-label="' + html.escape(title) + '" ', 1)
 
 
