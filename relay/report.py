@@ -304,8 +304,8 @@ def build_report(entries: Iterable[AuditEntry], holds: Iterable[Hold], accounts:
     decisions: Counter[str] = Counter()
     still_open = 0
     for hold in holds:
-        held_sender = kept_queue.get(hold.queue_id)
-        if held_sender is None or not (start <= hold.created_at < end):
+        held_sender = kept_queue.get(hold.queue_id) or hold.mail_from  # (a copy whose decision was not audited)
+        if not (start <= hold.created_at < end) or (office is not None and office_for(held_sender) != office):
             continue
         copies[hold.reason] += 1
         if hold.decision:
