@@ -485,11 +485,18 @@ def report_csv(report: Report) -> str:
 # -- HTML and charts -------------------------------------------------------------------------
 
 _SCRIPT = re.compile(r"<script\b.*?</script>", re.S | re.I)
+_STYLE_ATTR = re.compile(r'style="opacity: ?([0-9.]+);?"')
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
 _STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.S | re.I)
 
 
-def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, list[int]]], height: int = 360) -> str:
+COLORS = {"reject": "#8b0000", "tempfail": "#757575", "moderate": "#5b3c88", "hold": "#e6a700", "split": "#0277bd",
+          "notify": "#4fc3f7", "deliver": "#2e7d32"}
+"""One colour per outcome in every chart: refusals dark red, holds amber, moderation purple, delivered green."""
+
+
+def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, list[int]]], height: int = 360,
+           colors: tuple[str, ...] = tuple(COLORS.values())) -> str:
     """One chart as inline SVG (pygal, server-side): no JavaScript, no external CSS or fonts."""
     import pygal
     from pygal.style import Style
@@ -497,9 +504,10 @@ def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, lis
     style = Style(background="#ffffff", plot_background="#ffffff", foreground="#1b1b1b",
                   foreground_strong="#1b1b1b", foreground_subtle="#555555", font_family="sans-serif",
                   label_font_size=12, major_label_font_size=12, legend_font_size=12, title_font_size=15,
-                  colors=("#8b0000", "#e6a700", "#5b3c88", "#003366", "#2e7d32", "#0277bd", "#757575"))
-    config = {"js": [], "css": [], "disable_xml_declaration": True, "style": style, "title": title,
+                  colors=colors)
+    config = {"js": [], "disable_xml_declaration": True, "style": style, "title": title,
               "height": height, "width": 860, "legend_at_bottom": True, "legend_at_bottom_columns": 4,
+              "truncate_legend": -1, "margin_bottom": 28,
               "no_data_text": "Sin datos", "print_values": False, "truncate_label": 28, "show_y_guides": True,
               "x_label_rotation": 30 if len(labels) > 6 else 0, "margin": 12, "explicit_size": False}
     chart = {"bar": pygal.StackedBar, "hbar": pygal.HorizontalStackedBar, "line": pygal.Line}[kind](**config)
@@ -509,7 +517,12 @@ def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, lis
     svg: str = chart.render(is_unicode=True)
     svg = _SCRIPT.sub("", svg)  # pygal's tooltip configuration: no script runs on this page
     svg = _COMMENT.sub("", svg)  # its credits, with links out
+    # the hidden tooltip layer as a presentation attribute: a strict CSP blocks style="…" attributes
+    svg = _STYLE_ATTR.sub(lambda m: f'opacity="{m.group(1)}"', svg)
     return svg.replace("<svg ", '<svg role="img" aria-label="' + html.escape(title) + '" ', 1)
+
+
+TREND = ("reject", "hold", "moderate")
 
 
 def charts(report: Report) -> dict[str, str]:
@@ -520,21 +533,23 @@ def charts(report: Report) -> dict[str, str]:
     used = [a for a in ACTIONS if any(r.counts[a] for r in rules)] or ["reject"]
     out["rules"] = _chart("hbar", "Por regla: aplicaciones según la acción", [r.rule for r in rules],
                           [(ACTION_ES[a], [r.counts[a] for r in rules]) for a in used],
-                          height=max(260, 90 + 34 * len(rules)))
+                          height=max(280, 120 + 40 * len(rules)), colors=tuple(COLORS[a] for a in used))
     offices = report.offices
     out["offices"] = _chart("bar", "Por dependencia: mensajes según el resultado", [o.office for o in offices],
-                            [(VERDICT_ES[v], [o.verdicts[v] for o in offices]) for v in VERDICTS])
+                            [(VERDICT_ES[v], [o.verdicts[v] for o in offices]) for v in VERDICTS],
+                            colors=tuple(COLORS[v] for v in VERDICTS))
     labels = [d.day[-2:] for d in report.days]
     out["trend"] = _chart("line", "Tendencia diaria: rechazos, retenciones y moderación", labels,
                           [(VERDICT_ES[v], [d.verdicts[v] for d in report.days])
-                           for v in ("reject", "hold", "moderate")])
+                           for v in TREND], colors=tuple(COLORS[v] for v in TREND))
     return out
 
 
 def style_hashes(fragment: str) -> list[str]:
     """CSP source expressions ('sha256-…') for the inline <style> blocks of the charts, so the admin
     page can allow exactly those and nothing else."""
-    return [f"'sha256-{b64encode(hashlib.sha256(body.encode('utf-8')).digest()).decode('ascii')}'"
+    # inside <svg> a <style>'s text is parsed as XML text (entities decoded): hash what the browser sees
+    return [f"'sha256-{b64encode(hashlib.sha256(html.unescape(body).encode('utf-8')).digest()).decode('ascii')}'"
             for body in _STYLE.findall(fragment)]
 
 
@@ -665,6 +680,7 @@ table.figures td.n { text-align: right; font-variant-numeric: tabular-nums; }
 figure.chart { margin: .5rem 0 1rem; background: #fff; border: 1px solid #ddd; max-width: 54rem; }
 figure.chart svg { width: 100%; height: auto; display: block; }
 td.reason { max-width: 28rem; }
+#rules td code { white-space: nowrap; }
 """
 
 STANDALONE_CSS = """

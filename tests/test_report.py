@@ -165,6 +165,7 @@ def test_the_html_page_is_self_contained_and_marks_every_figure(tmp_path: Path) 
     page = report.report_html(r)
     assert "<script" not in page.lower() and "http://" not in page.replace("http://www.w3.org/", "")
     assert "https://" not in page and "<link" not in page  # nothing fetched: opens offline
+    assert ' style="' not in page  # a strict CSP (the admin page's) blocks style attributes
     assert page.count("<svg") == 3 and "Informe de cumplimiento · noviembre de 2026" in page
     assert URGENT_REASON in page and "Ley 2191 de 2022" in page and "Circular 004 de 2024" in page
     shown = {k: int(v) for k, v in re.findall(r'data-figure="([^"]+)">(\d+)<', page)}
