@@ -512,6 +512,11 @@ def _chart(kind: str, title: str, labels: list[str], series: list[tuple[str, lis
               "x_label_rotation": 30 if len(labels) > 6 else 0, "margin": 12, "explicit_size": False}
     chart = {"bar": pygal.StackedBar, "hbar": pygal.HorizontalStackedBar, "line": pygal.Line}[kind](**config)
     chart.x_labels = labels
+    stacked = kind != "line"
+    top = max((sum(col) for col in zip(*(v for _, v in series), strict=True)) if stacked and series and labels
+              else (max(v, default=0) for _, v in series), default=0)
+    if top <= 12:  # counts: whole numbers on the value axis
+        chart.y_labels = list(range(0, max(top, 1) + 1))
     for name, values in series:
         chart.add(name, values)
     svg: str = chart.render(is_unicode=True)
@@ -681,6 +686,7 @@ figure.chart { margin: .5rem 0 1rem; background: #fff; border: 1px solid #ddd; m
 figure.chart svg { width: 100%; height: auto; display: block; }
 td.reason { max-width: 28rem; }
 #rules td code { white-space: nowrap; }
+#rules td:nth-child(2) { min-width: 16rem; }
 """
 
 STANDALONE_CSS = """
