@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from relay import moderation, views
+from relay import moderation, report, views
 from relay.clock import clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.store import AuditEntry, Hold, HoldFilter, HoldState, Store, open_store
@@ -346,11 +346,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# The columns Bogotá's Circular 004 de 2024, numeral 4, asks the inventory to hold; the relay fills
-# what mail shows, the communications office the rest.
-INVENTORY_COLUMNS = ["red_social", "usuario_cuenta", "url_perfil", "correo_institucional_asociado",
-                     "tipo_buzon", "objetivo_cuenta", "responsable_gestion", "datos_contacto",
-                     "primera_vez_visto", "ultima_vez_visto", "mensajes"]
+# The columns Bogotá's Circular 004 de 2024, numeral 4, asks the inventory to hold (relay.report).
+INVENTORY_COLUMNS = report.INVENTORY_COLUMNS
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
@@ -374,6 +371,51 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         personal = sum(1 for a in accounts if a.mailbox_type == "personal")
         print(f"{len(accounts)} account(s), {personal} on personal mailboxes (Circular 004 de 2024, num. 2: "
               "move them to service mailboxes)")
+    return EXIT_OK
+
+
+def _report_directory(config: RelayConfig, config_path: str) -> Any:
+    """The directory the report looks senders' offices up in: the YAML file, or the LDAP snapshot the
+    running relay wrote (a fresh read only when there is none)."""
+    from relay import ldapdir
+
+    if not ldapdir.is_ldap_url(config.directory):
+        return ldapdir.load_directory_file(config.resolve(config_path, config.directory))
+    source = ldapdir.source_from_config(config, config_path)
+    snapshot = ldapdir.read_snapshot(source.snapshot_path)
+    return ldapdir.to_directory(snapshot) if snapshot is not None else ldapdir.load(source)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`relay report --month 2026-11`: the compliance report, as JSON, CSV or a self-contained page."""
+    from relay.policy.pack import load_pack
+
+    config = load_config(args.config)
+    zone = institution_zone(config, args.config)
+    try:
+        period = report.Period.month(args.month, zone)
+    except report.ReportError as error:
+        print(f"relay report: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    directory = _report_directory(config, args.config)
+    rules = report.pack_rules(load_pack(config.resolve(args.config, config.policy)))
+    _, store = _open(args)
+    try:
+        figures = report.report_for(store, directory, period, rules, args.office or None)
+    finally:
+        store.close()
+    if args.format == "json":
+        text = json.dumps(report.report_json(figures), ensure_ascii=False, indent=2) + "\n"
+    elif args.format == "csv":
+        text = report.report_csv(figures)
+    else:
+        text = report.report_html(figures)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.output}: {args.format} report for {figures.period} ({figures.messages} message(s))",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -506,6 +548,16 @@ def add_parsers(sub: Any) -> None:
     trace.add_argument("--limit", type=int, default=100)
     trace.add_argument("--json", action="store_true")
     trace.set_defaults(func=cmd_trace)
+
+    rep = sub.add_parser("report", help="the compliance report of a month: per rule and circular, per office, "
+                         "right to disconnect, social-network inventory (docs/operations.md)")
+    rep.add_argument("--config", required=True)
+    rep.add_argument("--month", required=True, help="YYYY-MM, in the institution's zone, e.g. 2026-11")
+    rep.add_argument("--format", choices=["html", "csv", "json"], default="html",
+                     help="html: a self-contained page with charts (default); csv: one long table; json")
+    rep.add_argument("--office", help="only the messages of senders of this office (the directory's department)")
+    rep.add_argument("--output", "-o", help="write to this file (default: standard output)")
+    rep.set_defaults(func=cmd_report)
 
     inventory = sub.add_parser("inventory", help="social-network accounts seen (Bogotá Circular 004 de 2024)")
     inventory.add_argument("--config", required=True)

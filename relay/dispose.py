@@ -758,7 +758,8 @@ class Disposer:
             self.clock.now(), queue_id, decision.verdict.value, str(decision.reply), envelope.mail_from,
             len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
             tuple((f.rule_id, f.cites, f.action.value, *audit_why(f)) for f in decision.findings),
-            tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id))
+            tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id,
+            tuple((r.kind, r.data) for r in decision.records if r.kind in AUDITED_RECORDS)))
 
     def trace(self, queue_id: str, event: str, detail: str) -> None:
         """What happened after the decision (relay trace): stored with the next audit commit."""
@@ -846,6 +847,11 @@ def partial_audit(at: datetime, m: Submitted, mid: str) -> AuditEntry:
     """The audit entry of a message decided without the rules (verdict and reply to fill in)."""
     return AuditEntry(at, m.queue_id, "", "", m.mail_from, len(m.rcpts), m.login, m.client_ip,
                       rcpt_to=tuple(m.rcpts), message_id=mid)
+
+
+AUDITED_RECORDS = frozenset({"urgency", "exemption"})
+"""The records a decision keeps in its audit entry (the compliance report reads them); social
+accounts go to the inventory instead."""
 
 
 def _bound_queue_id(log: Any) -> str:

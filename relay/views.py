@@ -113,3 +113,16 @@ def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason:
         raise NotFound(hold_id) from None
     except ValueError as error:
         raise Conflict(str(error)) from None
+
+
+def report(store: Store, directory: Any, month: str, zone: Any, rules: Any = None,
+           office: str | None = None) -> dict[str, Any]:
+    """The compliance report of a month as JSON-ready data (relay.report.report_for): what
+    `relay report --format json`, /report and /api/v1/report show. BadRequest for a bad month."""
+    from relay import report as compliance
+
+    try:
+        period = compliance.Period.month(month, zone)
+    except compliance.ReportError as error:
+        raise BadRequest(str(error)) from None
+    return compliance.report_json(compliance.report_for(store, directory, period, rules, office or None))

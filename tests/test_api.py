@@ -8,6 +8,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -15,7 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from relay import apitokens, views
+from relay import apitokens, report, views
 from relay.clock import FixedClock
 from relay.config import Admin, ApiToken, RelayConfig
 from relay.dispose import Disposer, Rules
@@ -164,6 +165,12 @@ def test_every_documented_route_answers_as_documented(run: Run) -> None:
         notices = store.due_notices(T0, 10)
         assert [n.to for n in notices] == ["andres.mejia@c.gov.co"] * 2
         assert "Publicidad no autorizada" in notices[1].text
+        figures = await call("get", "/report", "/report?month=2026-11", 200)
+        assert figures["period"] == "2026-11" and figures["moderation"]["copies"] == {"hold": 1, "moderate": 2}
+        assert figures == views.report(store, directory("barrancabermeja"), "2026-11", ZoneInfo("America/Bogota"),
+                                       report.pack_rules(pack("barrancabermeja")))  # `relay report`'s function
+        await call("get", "/report", "/report?month=2026-13", 400)
+        await call("get", "/report", "/report", 400)
         documented = {(p, m) for p, item in SPEC["paths"].items() for m in item if m in ("get", "post")}
         assert documented <= seen, f"documented but not called: {documented - seen}"
     run(body)

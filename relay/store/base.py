@@ -10,6 +10,7 @@ due times in the row), so several relays can later share one queue.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,6 +233,23 @@ class AuditEntry:
     rcpt_to: tuple[str, ...] = ()
     subject: str = ""
     message_id: str = ""
+    # what the decision recorded beyond its rule hits (store migration 5): (kind, ((field, value), ...)),
+    # e.g. ("urgency", (("rule", "disconnect"), ("declared_by", ...), ("reason", ...))) or ("exemption", ...)
+    records: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+
+AuditRecords = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+def records_json(records: AuditRecords) -> str:
+    """An audit entry's records as stored: [[kind, {field: value}], ...]."""
+    return json.dumps([[kind, dict(data)] for kind, data in records], ensure_ascii=False)
+
+
+def records_from_json(text: str | None) -> AuditRecords:
+    if not text:
+        return ()
+    return tuple((str(kind), tuple((str(k), str(v)) for k, v in data.items())) for kind, data in json.loads(text))
 
 
 @dataclass(frozen=True)

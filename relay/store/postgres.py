@@ -39,6 +39,8 @@ from relay.store.base import (
     event_detail,
     expire_each,
     like_pattern,
+    records_from_json,
+    records_json,
     utc,
 )
 
@@ -126,6 +128,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX trace_events_queue ON trace_events (queue_id);
     CREATE INDEX trace_events_at ON trace_events (at);
     CREATE INDEX holds_created ON holds (created_at);
+    """,
+    # 5: what a decision recorded beyond its rule hits (as SQLite's migration 5)
+    """
+    ALTER TABLE audit ADD COLUMN records JSONB NOT NULL DEFAULT '[]';
     """,
 )
 
@@ -551,14 +557,14 @@ class PostgresStore:
 
     # -- audit and inventory -------------------------------------------------------------------
     _AUDIT = ("at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored, rcpt_to, "
-              "subject, message_id")
+              "subject, message_id, records")
 
     @staticmethod
     def _audit(r: Any) -> AuditEntry:
         return AuditEntry(r["at"], r["queue_id"], r["verdict"], r["reply"], r["mail_from"], r["recipients"],
                           r["login"], r["client_ip"], tuple(tuple(x) for x in json.loads(r["rules"])),
                           tuple(json.loads(r["monitored"])), tuple(json.loads(r["rcpt_to"])), r["subject"],
-                          r["message_id"])
+                          r["message_id"], records_from_json(r["records"]))
 
     def add_audit(self, entries: list[AuditEntry], trace: list[TraceEvent] | None = None) -> None:
         """Decisions (and trace events, in the same transaction)."""
@@ -569,10 +575,10 @@ class PostgresStore:
             if entries:
                 await db.executemany(
                     f"INSERT INTO audit ({self._AUDIT}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-                    "$13)",
+                    "$13, $14)",
                     [(utc(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
                       json.dumps(e.rules), json.dumps(e.monitored), json.dumps(e.rcpt_to), e.subject[:300],
-                      e.message_id.strip().strip("<>")[:300]) for e in entries])
+                      e.message_id.strip().strip("<>")[:300], records_json(e.records)) for e in entries])
             if trace:
                 await self._add_trace(db, trace)
 

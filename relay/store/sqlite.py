@@ -34,6 +34,8 @@ from relay.store.base import (
     event_detail,
     expire_each,
     like_pattern,
+    records_from_json,
+    records_json,
     utc,
 )
 
@@ -120,6 +122,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX trace_events_queue ON trace_events (queue_id);
     CREATE INDEX trace_events_at ON trace_events (at);
     CREATE INDEX holds_created ON holds (created_at);
+    """,
+    # 5: the compliance report: what a decision recorded beyond its rule hits (a declared urgency
+    # with its stated reason, a right-to-disconnect exemption), as [[kind, {field: value}], ...]
+    """
+    ALTER TABLE audit ADD COLUMN records TEXT NOT NULL DEFAULT '[]';
     """,
 )
 
@@ -504,13 +511,13 @@ class SqliteStore:
 
     # -- audit and inventory -------------------------------------------------------------------
     _AUDIT = ("at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored, rcpt_to, "
-              "subject, message_id")
+              "subject, message_id, records")
 
     @staticmethod
     def _audit(r: tuple[Any, ...]) -> AuditEntry:
         return AuditEntry(_dt(r[0]) or datetime.fromtimestamp(0, UTC), r[1], r[2], r[3], r[4], r[5], r[6], r[7],
                           tuple(tuple(x) for x in json.loads(r[8])), tuple(json.loads(r[9])),
-                          tuple(json.loads(r[10])), r[11], r[12])
+                          tuple(json.loads(r[10])), r[11], r[12], records_from_json(r[13]))
 
     def add_audit(self, entries: list[AuditEntry], trace: list[TraceEvent] | None = None) -> None:
         """Decisions (and trace events, in the same transaction)."""
@@ -518,10 +525,10 @@ class SqliteStore:
             return
         with self._tx() as db:
             db.executemany(
-                f"INSERT INTO audit ({self._AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO audit ({self._AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(_ts(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
                   json.dumps(e.rules), json.dumps(e.monitored), json.dumps(e.rcpt_to), e.subject[:300],
-                  e.message_id.strip().strip("<>")[:300]) for e in entries])
+                  e.message_id.strip().strip("<>")[:300], records_json(e.records)) for e in entries])
             if trace:
                 self._add_trace(db, trace)
 

@@ -58,6 +58,7 @@ class Api:
             web.get(f"{PREFIX}/holds", self.holds),
             web.get(f"{PREFIX}/holds/{HOLD_ID}", self.hold),
             web.post(f"{PREFIX}/holds/{HOLD_ID}/{{action:[a-z]{{1,20}}}}", self.act),
+            web.get(f"{PREFIX}/report", self.report),
         ])
 
     @property
@@ -176,3 +177,18 @@ class Api:
             self.relay.log.error("api_store_failed", error=str(exc)[:200])
             return error(503, "the store does not answer; try again")
         return answer(views.hold_json(hold))
+
+    async def report(self, request: web.Request) -> web.Response:
+        """The compliance report's figures (relay.report, the same function as `relay report`)."""
+        from relay.report import pack_rules
+
+        self.client(request)
+        month = request.query.get("month", "").strip()
+        if not month:
+            return error(400, "month: YYYY-MM is needed, e.g. /api/v1/report?month=2026-11")
+        try:
+            data = await self.run(views.report, self.relay.store, self.relay.directory, month, self.relay.zone,
+                                  pack_rules(self.relay.pack), request.query.get("office") or None)
+        except web.HTTPUnprocessableEntity as exc:  # a month like 2026-13: a malformed parameter
+            return error(400, json.loads(exc.text or "{}").get("error", "month: YYYY-MM"))
+        return answer(data)

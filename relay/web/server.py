@@ -32,6 +32,7 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session, session_middleware
 from aiohttp_session.nacl_storage import NaClCookieStorage
+from markupsafe import Markup
 
 from relay import moderation
 from relay.addresses import AddressError
@@ -120,6 +121,7 @@ class AdminSite:
             web.get("/m/{token}", self.link_form), web.post("/m/{token}", self.link_act),
             web.get("/w/{token}", self.withdraw_form), web.post("/w/{token}", self.withdraw),
             web.get("/check", self.check_form), web.post("/check", self.check),
+            web.get("/report", self.report),
         ])
         from relay.web.api import Api
 
@@ -270,6 +272,31 @@ class AdminSite:
     async def css(self, request: web.Request) -> web.Response:
         text = self.templates.loader.get_source(self.templates, "relay.css")[0]  # type: ignore[union-attr]
         return web.Response(text=text, content_type="text/css")
+
+    async def report(self, request: web.Request) -> web.Response:
+        """The compliance report of a month (relay.report.report_for, as `relay report` and the API):
+        tables and charts as inline SVG; the page allows exactly the charts' own <style> blocks."""
+        from relay import report
+
+        self.require(request)
+        zone = self.relay.zone
+        month = request.query.get("month", "").strip() or f"{self.relay.clock.now().astimezone(zone):%Y-%m}"
+        office = request.query.get("office", "").strip() or None
+        try:
+            period = report.Period.month(month, zone)
+        except report.ReportError:
+            return self.page("report.html", request, 400, month=month, office=office or "", body="",
+                             error=f"«{_printable(month, 20)}» no es un mes; escríbalo como AAAA-MM, "
+                                   "por ejemplo 2026-11.")
+        figures = await self._store(report.report_for, self.relay.store, self.relay.directory, period,
+                                    report.pack_rules(self.relay.pack), office)
+        body = report.report_body(figures)
+        response = self.page("report.html", request, month=figures.period, office=office or "",
+                             body=Markup(body), error="", offices=[o.office for o in figures.offices])
+        csp = SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "style-src 'self'", "style-src 'self' " + " ".join(dict.fromkeys(report.style_hashes(body))))
+        response.headers["Content-Security-Policy"] = csp
+        return response
 
     # ------------------------------------------------------------------ sign in
     async def index(self, request: web.Request) -> web.Response:
@@ -595,7 +622,7 @@ class AdminSite:
 
 # The pages a sign-in may go back to, and nothing else: no scheme, no host, no control characters
 # or spaces (browsers drop tabs and newlines from a URL, so "/\t/evil.test" is "//evil.test").
-_NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_.=-]{1,4096})")
+_NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|report|m/[A-Za-z0-9_.=-]{1,4096})")
 _NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.+-]{0,400}")
 
 
