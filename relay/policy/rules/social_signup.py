@@ -166,8 +166,7 @@ def _is_personal(rule: Config, ctx: Context, address: str) -> bool:
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether a network's message is about creating, confirming or verifying an account, and why."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
-                                  message.subject, message.body_text)
+    evidence = rule.lexicon.hits_message(message, rule.subject_weight)
     scores = group_scores(evidence)
     signup, routine = scores.get("signup", 0.0), scores.get("routine", 0.0)
     net = round(signup - routine, 3)
