@@ -57,7 +57,24 @@ OFFER: dict[str, float] = {
     "bono de regalo": 2, "crédito preaprobado": 3, "preaprobado": 2.5, "sin codeudor": 2.5,
     "aprobación inmediata": 2, "tasa desde": 2, "desembolso inmediato": 2.5, "oferta válida": 2,
     "aplican condiciones": 2, "unidades disponibles": 2, "se vende": 2, "=arriendo": 1.5, "precio negociable": 2,
-    "=interesados": 1,
+    "=interesados": 1, "=interesado": 1, "=interesada": 1,
+    # how colleagues sell to each other: a price per unit of sale ("la docena a $18.000", "$7.000 la
+    # porción", "a 9mil", "mensualidad $120.000", "$600.000 cada uno"), where to order or pay, what
+    # the seller does ("estoy rifando", "traje café", "tengo cachorros") and the reader's cue to buy
+    r"re:\b(?:docena|libra|media libra|porcion|unidad|boleta|kilo|combo|paquete|caja|mensualidad|canon|cada una?|"
+    r"c/u|la hora|la clase|el par|el set)\W{0,3}(?:a|en|de|por|vale|cuesta|:)?\s*(?:solo\s+)?\$?\s?\d[\d.,]*": 2.5,
+    r"re:\$?\s?\d[\d.,]*\s*(?:mil\s+)?(?:pesos\s+)?(?:c/u|cada una?|la (?:docena|libra|unidad|porcion|boleta|caja)|"
+    r"el (?:kilo|par|combo|paquete)|mensual(?:es)?\b|al mes\b)": 2.5,
+    r"re:\b\d+(?:[.,]\d+)?\s?(?:g|gr|kg|ml|lb|libras?|onzas?)\s(?:a|por|en)\s\$?\s?\d": 2.5,  # "500 g a $32.000"
+    r"re:\ba\s\d{1,3}\s?(?:mil|k)\b": 2, r"re:\b\d{1,3}\s?mil\s(?:pesos|la|el|cada|c/u)\b": 2,
+    "=nequi": 2, "=daviplata": 2, "pedidos whatsapp": 2, "pedidos al": 1.5, "=encargo": 1, "recibiendo encargos": 2.5,
+    "estoy vendiendo": 2.5, "estoy rifando": 2.5, "=rifando": 2, "=vendiendo": 2, "=entrego": 1, "se arrienda": 2.5, "=arrienda": 1.5,
+    "=negociable": 1.5, "me escriben": 1, "me escribe": 1, "me avisan": 1, "me avisa": 1, "me confirman": 0.5,
+    "me dicen cuantos": 2, "el que quiera": 1, "quien esté interesado": 1.5, "separa la tuya": 2, "=separa": 1,
+    "=apartalo": 2, "ingresos extra": 2.5, "oportunidad de negocio": 2.5, "ganar dinero": 2, "gana dinero": 2,
+    "te reservo": 1, "=emprendimiento": 1, "mi emprendimiento": 1.5, "sin compromiso": 1, "=cotizacion": 0.5,
+    "=traje": 0.5, "se las traigo": 1.5, "se los traigo": 1.5, "=vacunados": 1,
+    "=mensualidad": 1, "tarifas especiales": 1.5,
     # English, as international vendors write
     "=limited time": 2.5, "=buy now": 2.5, "=discount": 1.5, "=free shipping": 2, "=unsubscribe": 1.5,
     "=special offer": 2, "=order now": 2,

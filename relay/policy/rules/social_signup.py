@@ -37,6 +37,15 @@ NETWORKS: dict[str, tuple[str, ...]] = {
     "Pinterest": ("pinterest.com",),
     "Snapchat": ("snapchat.com",),
     "Telegram": ("telegram.org",),
+    # the circular's list ends "entre otras": the other networks people open accounts on
+    "Reddit": ("reddit.com", "redditmail.com"),
+    "Discord": ("discord.com", "discordapp.com"),
+    "Kwai": ("kwai.com",),
+    "Twitch": ("twitch.tv",),
+    "Tumblr": ("tumblr.com",),
+    "Bluesky": ("bsky.app", "bsky.social"),
+    "Mastodon": ("mastodon.social",),
+    "Vimeo": ("vimeo.com",),
 }
 # What makes a message from a network about an account being created, confirmed or verified —
 # the moment a mailbox becomes tied to an account (numerals 1-2) ...
