@@ -266,7 +266,12 @@ class Balance:
 def weigh(lexicon: Lexicon, message: ParsedMessage, subject_weight: float, balance: Balance,
           threshold: float, margin: float) -> tuple[bool, Explanation]:
     """Judge the message's subject and body on `balance`; the verdict and its explanation."""
-    evidence = lexicon.hits_message(message, subject_weight)
+    return balanced(lexicon.hits_message(message, subject_weight), balance, threshold, margin)
+
+
+def balanced(evidence: tuple[Evidence, ...], balance: Balance, threshold: float,
+             margin: float) -> tuple[bool, Explanation]:
+    """The two-sided judgement of `weigh` on evidence already gathered."""
     scores = group_scores(evidence)
     b = balance
     pro, con = scores.get(b.pro, 0.0), scores.get(b.con, 0.0)

@@ -80,7 +80,7 @@ TOPICS: dict[str, dict[str, float]] = {
         "hernia": 2, "fractura": 2, "reposo": 1.5, "terapia": 1, "=uci": 2, "hospitalizado": 2,
         "hospitalizada": 2, "resultados de exámenes": 3, "examen ocupacional": 2.5, "apto con restricciones": 3,
         "glicemia": 2, "colesterol": 2, "audiometría": 2, "hipoacusia": 2, "hipertensión": 2, "diabetes": 2,
-        "=positiva": 1, "=positivo": 1, "prueba de antígeno": 2.5,
+        "oncológico": 2.5, "cáncer": 2.5, "quimioterapia": 2.5, "en tratamiento": 1.5, "=positiva": 1, "=positivo": 1, "prueba de antígeno": 2.5,
     },
     "personal": {
         "asunto personal": 2.5, "situación personal": 2.5, "interés particular": 2.5,
@@ -129,7 +129,8 @@ PERSON: dict[str, float] = {  # the text concerns a particular person
     r"Programa|Sistema|Plataforma|Centro|Comisar[íi]a|Contralor[íi]a|Procuradur[íi]a|Cooperativa|Entidad|Equipo|"
     r"[ÁA]rea|Grupo|Despacho|Concejo|Gobierno|Ministerio|Empresa|Servicio|Portal|Proceso|Contrato|Nómina|Nomina)\b)"
     r"[A-ZÁÉÍÓÚÑ][a-záéíóúñ]{2,}(?:[ \t][A-ZÁÉÍÓÚÑ][a-záéíóúñ]{2,})?[ \t]+(?:va a estar|estará|está|tiene|salió|"
-    r"sale|solicitó|fue|quedó|queda|debe|adeuda|presenta|registra|no superó|no asistió|sigue)\b": 1.5,
+    r"sale|solicitó|pidió|fue|quedó|queda|debe|adeuda|presenta|registra|no superó|no asistió|sigue|se encuentra|"
+    r"estuvo|tendrá|no vendrá|no viene|ingresó|perdió|recibió)\b": 1.5,
     r"re:rles?\b": 1,  # informarle, notificarle, comunicarles (an infinitive addressed to someone)
     # an ID: "C.C. 12.345.678", "cédula de ciudadanía No. 1085..."
     # (each pattern starts with a literal: Python's re then scans a 5 KB body in microseconds)
