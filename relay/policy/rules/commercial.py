@@ -68,7 +68,8 @@ OFFER: dict[str, float] = {
     r"re:\b\d+(?:[.,]\d+)?\s?(?:g|gr|kg|ml|lb|libras?|onzas?)\s(?:a|por|en)\s\$?\s?\d": 2.5,  # "500 g a $32.000"
     r"re:\ba\s\d{1,3}\s?(?:mil|k)\b": 2, r"re:\b\d{1,3}\s?mil\s(?:pesos|la|el|cada|c/u)\b": 2,
     "=nequi": 2, "=daviplata": 2, "pedidos whatsapp": 2, "pedidos al": 1.5, "=encargo": 1, "recibiendo encargos": 2.5,
-    "estoy vendiendo": 2.5, "estoy rifando": 2.5, "=rifando": 2, "=vendiendo": 2, "=entrego": 1, "se arrienda": 2.5, "=arrienda": 1.5,
+    "estoy vendiendo": 2.5, "estoy rifando": 2.5, "=rifando": 2, "=vendiendo": 2, "=entrego": 1,
+    "se arrienda": 2.5, "=arrienda": 1.5,
     "=negociable": 1.5, "me escriben": 1, "me escribe": 1, "me avisan": 1, "me avisa": 1, "me confirman": 0.5,
     "me dicen cuantos": 2, "el que quiera": 1, "quien esté interesado": 1.5, "separa la tuya": 2, "=separa": 1,
     "=apartalo": 2, "ingresos extra": 2.5, "oportunidad de negocio": 2.5, "ganar dinero": 2, "gana dinero": 2,
@@ -83,7 +84,11 @@ OFFER: dict[str, float] = {
 # "combo pequeño 25 mil ... hagan su pedido", "desde 35 mil ... recibo pagos por Nequi", "el bono
 # vale $20.000 ... estamos vendiendo". Each group counts once, as `pair_weight`, and only together.
 PRICE: dict[str, float] = {
-    r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1, r"re:\$\s?\d{4,}": 1, r"re:\b\d{1,3}(?:[.,]\d{3})?\s?(?:mil|k)\b(?!\s+(?:millones|habitantes|personas|servidores|usuarios|contribuyentes|ciudadanos|votos|vistas|metros|km))": 1,
+    r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1, r"re:\$\s?\d{4,}": 1,
+    # "25 mil", "35k" — not a count ("12 mil habitantes")
+    r"re:\b\d{1,3}(?:[.,]\d{3})?\s?(?:mil|k)\b(?!\s+(?:millones|habitantes|personas|servidores|usuarios|"
+    r"contribuyentes|ciudadanos|votos|vistas|metros|km))": 1,
+    r"re:\b(?:a|por|en|vale|cuesta|desde)\s\d{1,3}\.\d{3}\b": 1,  # "el paquete a 12.000"
     "=vale": 0.5, "=cuesta": 0.5,
 }
 SALE: dict[str, float] = {  # Spanish forms only ("vendor", "encargado", "arrendamiento" are not sales)

@@ -16,7 +16,10 @@ that names one of those subjects. So the rule judges two things, the way a reade
   servidores", "deben reportar", a summary of a new law).
 A message to more than one person is refused when topic >= topic_threshold and person - general >=
 person_threshold; or when the topic alone is overwhelming (>= strong_topic) and nothing in it reads
-as general (person - general >= 0): "EMBARGO DE SALARIO" needs no "usted" to be about someone.
+as general (person - general >= 0) and, when nothing points at a person, it is more than one term:
+"EMBARGO DE SALARIO ... JUZGADO" needs no "usted" to be about someone; "comparendo" alone is a topic.
+The text read is the message's own (relay/policy/bodytext.py): a legal disclaimer that speaks of
+confidentiality and sanctions is not the message.
 The pack may split the message per recipient instead of refusing it.
 """
 
@@ -44,7 +47,8 @@ TOPICS: dict[str, dict[str, float]] = {
         "orden judicial": 2.5, "requerimiento judicial": 3, "proceso judicial": 2.5, "demanda": 1.5,
         "tutela": 1.5, "juzgado": 1.5, "fiscalía": 1.5, "denuncia": 1.5, "querella": 2,
         "citación a audiencia": 2.5, "asunto legal": 3, "acción de tutela": 2.5, "=accionante": 2.5,
-        "fallo de tutela": 2.5, "inasistencia": 2, "recurso de reposición": 1.5, "ausencia injustificada": 3, "abandono del cargo": 3,
+        "fallo de tutela": 2.5, "inasistencia": 2, "recurso de reposición": 1.5, "ausencia injustificada": 3,
+        "abandono del cargo": 3,
         "llegadas tarde": 2, "comparendo": 3, "multa": 2, "infracción": 1.5, "cuota alimentaria": 3,
         "proceso de alimentos": 3, "comisaría de familia": 2.5, "violencia intrafamiliar": 3, "custodia": 2,
         "hallazgo": 1.5, "responsabilidad fiscal": 3, "procuraduría": 1.5, "contraloría": 1,
@@ -80,7 +84,8 @@ TOPICS: dict[str, dict[str, float]] = {
         "hernia": 2, "fractura": 2, "reposo": 1.5, "terapia": 1, "=uci": 2, "hospitalizado": 2,
         "hospitalizada": 2, "resultados de exámenes": 3, "examen ocupacional": 2.5, "apto con restricciones": 3,
         "glicemia": 2, "colesterol": 2, "audiometría": 2, "hipoacusia": 2, "hipertensión": 2, "diabetes": 2,
-        "oncológico": 2.5, "cáncer": 2.5, "quimioterapia": 2.5, "en tratamiento": 1.5, "=positiva": 1, "=positivo": 1, "prueba de antígeno": 2.5,
+        "oncológico": 2.5, "cáncer": 2.5, "quimioterapia": 2.5, "en tratamiento": 1.5, "=positiva": 1,
+        "=positivo": 1,
     },
     "personal": {
         "asunto personal": 2.5, "situación personal": 2.5, "interés particular": 2.5,
@@ -171,7 +176,12 @@ GENERAL: dict[str, float] = {  # signals of a general communication
     "contestación de la tutela": 2, "informe técnico": 1.5, "insumo técnico": 1.5, "=cifras": 1.5, "=estratos": 1,
     r"re:\b(?:el|un)\s\d{1,3}(?:[.,]\d+)?\s?%\s(?:de\s(?:los|las)|corresponde|son\b|fueron|del total)": 1.5,
     "asociados": 1, "a todos los": 1.5, "asamblea": 1.5,
-    "si usted": 2, "si estás": 2, "si estas": 2, "si tienes": 1.5, "si eres": 1.5, "si presenta": 1.5, "conozca": 1.5, "sabía que": 2, "número de": 1.5, "cantidad de": 1.5,
+    # a rule for a class of people, not a notice to one: "quienes tengan cuotas atrasadas podrán ..."
+    "=quienes": 1.5, "aquellos que": 1.5, "las personas que": 1.5, "podrán acogerse": 1.5, "=acogerse": 1,
+    "a sus asociados": 1.5, "el ciudadano": 1.5, "la ciudadana": 1.5, "derecho de petición": 1.5,
+    "proyecto de respuesta": 1.5,
+    "si usted": 2, "si estás": 2, "si estas": 2, "si tienes": 1.5, "si eres": 1.5, "si presenta": 1.5,
+    "conozca": 1.5, "sabía que": 2, "número de": 1.5, "cantidad de": 1.5,
 }
 
 NAMES = {"legal": "asuntos legales o disciplinarios", "debt": "deudas", "health": "salud",
@@ -232,10 +242,14 @@ def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation, list
     topic = round(sum(scores.values()), 3)
     net = round(person - general, 3)
     topics = sorted(scores, key=lambda t: -scores[t])
+    # the topic alone is enough only when nothing points at a person if it is more than one term
+    # ("comparendo" in a subject is a topic; "EMBARGO ... JUZGADO ... SALARIO" is a notice)
+    topic_terms = [e.term for e in evidence if e.group not in OPPOSED]
     if topic >= rule.topic_threshold and net >= rule.person_threshold:
         hit, why = True, f"personal notice: topic {topic:g} >= {rule.topic_threshold:g} and person {person:g} " \
                          f"- general {general:g} >= {rule.person_threshold:g}"
-    elif rule.strong_topic is not None and topic >= rule.strong_topic and net >= 0:
+    elif (rule.strong_topic is not None and topic >= rule.strong_topic and net >= 0
+          and (person > 0 or len(set(topic_terms)) >= 2)):
         hit, why = True, f"personal notice: topic {topic:g} >= {rule.strong_topic:g} with nothing general " \
                          f"(person {person:g} - general {general:g} >= 0)"
     elif topic < rule.topic_threshold:
