@@ -114,7 +114,8 @@ PERSON: dict[str, float] = {  # the text concerns a particular person
     "su diagnóstico": 2, "su embargo": 2, "su libranza": 2, "su cuota": 2, "a su cargo": 1,
     # a clitic "le" before what was done to or found in someone: "le diagnosticó", "le ordenaron reposo"
     r"re:\ble\s(?:diagnostic|ordenar|ordeno|dieron|dio\b|cambiaron|realizaron|detectaron|practicaron|encontraron|"
-    r"formular|recetar|prescrib|descont|aplic|embarg|negaron|pagaron|pago\b|adeud|cobr)\w*": 1.5,
+    r"formular|recetar|prescrib|descont|aplic|embarg|negaron|pagaron|pago\b|adeud|cobr|notific|comunic|inform|"
+    r"impus|impone|requier|cit[ao]\b)\w*": 1.5,
     "el servidor": 1, "la servidora": 1, "el funcionario": 1,
     "la funcionaria": 1, "el contratista": 1, "la contratista": 1, "el trabajador": 1, "la trabajadora": 1,
     # a role or title followed by a name as written: "servidora Lucía Ortega", "señor JORGE BENAVIDES"
