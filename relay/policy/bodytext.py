@@ -21,64 +21,133 @@ from functools import lru_cache
 
 from relay.message import fold
 
-# family -> a regular expression on folded text; CORE families are what only such notices say
-_FAMILIES: dict[str, re.Pattern[str]] = {
-    "confidential": re.compile(r"\b(?:confidencial\w*|reservad[oa]s?|clasificad[oa]s?|privilegiad[oa]s?|"
-                               r"confidential\w*|privileged)\b"),
-    "addressee": re.compile(r"\b(?:destinatari[oa]s?(?:\(s\))?|addressee|intended recipient)\b"),
-    "by_error": re.compile(r"\b(?:por error|por equivocacion|in error|by mistake)\b"),
-    "delete": re.compile(r"\b(?:elimin\w*|borr[ae]\w*|destru\w*|delete\w*|destroy\w*)\b"),
-    "prohibited": re.compile(r"\b(?:prohibid[oa]s?|prohibe|absten\w+|prohibited)\b"),
-    "disclosure": re.compile(r"\b(?:divulga\w*|difusion|distribucion|retencion|copia (?:total o parcial|no autorizada)|"
-                             r"disclos\w*|distribut\w*|dissemin\w*)\b"),
-    "law": re.compile(r"\b(?:ley\s+(?:1581|1712|1273|1266|527)|habeas\s+data|decreto\s+1377|gdpr)\b"),
-    "data_policy": re.compile(r"\b(?:tratamiento de (?:sus |los )?datos|politica de (?:privacidad|tratamiento)|"
-                              r"proteccion de (?:los )?datos|privacy policy)\b"),
-    "exclusive_use": re.compile(r"\b(?:uso exclusivo|exclusivamente para|unicamente a su destinatario|"
-                                r"solely for|exclusive use)\b"),
-    "sender": re.compile(r"\b(?:al remitente|notifique|informelo|sender)\b"),
-    "opinions": re.compile(r"\b(?:opiniones|no representan|posicion de|views expressed)\b"),
-    "penalty": re.compile(r"\b(?:(?:acarrear|generar|dar lugar a) (?:sanciones|acciones)|"
-                          r"sanciones (?:legales|disciplinarias|penales|previstas))\b"),
-    "this_message": re.compile(r"\b(?:aviso legal|nota de confidencialidad|aviso de confidencialidad|"
-                               r"este (?:mensaje|correo(?: electronico)?|e-?mail) y (?:sus|la|los)|"
-                               r"la informacion (?:contenida|transmitida) en este|this (?:e-?mail|message) and)\b"),
-    "environment": re.compile(r"\b(?:medio ambiente|antes de imprimir|no imprima|imprimir este)\b"),
+# The families, as words (exact or by their start) and as pairs of consecutive words (articles and
+# prepositions skipped), on folded text. Word lookups keep a 64 KB body to a few milliseconds.
+_WORDS: dict[str, tuple[tuple[str, ...], frozenset[str]]] = {  # family -> (prefixes, exact words)
+    "confidential": (("confidencial", "confidential"), frozenset({
+        "reservado", "reservada", "reservados", "reservadas", "clasificado", "clasificada", "privilegiado",
+        "privilegiada", "privileged"})),
+    "addressee": (("destinatari",), frozenset({"addressee"})),
+    "delete": (("elimin", "destru", "borre", "borrar", "delete", "destroy"), frozenset()),
+    "prohibited": (("prohib", "absten"), frozenset()),
+    "disclosure": (("divulga", "difusion", "distribucion", "retencion", "disclos", "distribut", "dissemin"),
+                   frozenset()),
+    "sender": ((), frozenset({"remitente", "notifique", "informelo", "sender"})),
+    "opinions": ((), frozenset({"opiniones"})),
+    "law": ((), frozenset({"gdpr"})),
 }
+_PAIRS: dict[tuple[str, str], str] = {
+    **{("por", w): "by_error" for w in ("error", "equivocacion")}, ("in", "error"): "by_error",
+    ("by", "mistake"): "by_error",
+    **{("ley", n): "law" for n in ("1581", "1712", "1273", "1266", "527")}, ("habeas", "data"): "law",
+    ("decreto", "1377"): "law",
+    ("tratamiento", "datos"): "data_policy", ("politica", "privacidad"): "data_policy",
+    ("politica", "tratamiento"): "data_policy", ("proteccion", "datos"): "data_policy",
+    ("privacy", "policy"): "data_policy",
+    ("uso", "exclusivo"): "exclusive_use", ("exclusivamente", "para"): "exclusive_use",
+    ("dirigida", "unicamente"): "exclusive_use", ("dirigido", "unicamente"): "exclusive_use",
+    ("solely", "for"): "exclusive_use", ("exclusive", "use"): "exclusive_use",
+    ("intended", "recipient"): "addressee",
+    ("no", "representan"): "opinions", ("views", "expressed"): "opinions",
+    **{(a, "sanciones"): "penalty" for a in ("acarrear", "generar")},
+    **{("sanciones", b): "penalty" for b in ("legales", "disciplinarias", "penales", "previstas")},
+    ("aviso", "legal"): "this_message", ("informacion", "contenida"): "this_message",
+    ("informacion", "transmitida"): "this_message",
+    ("medio", "ambiente"): "environment", ("antes", "imprimir"): "environment", ("no", "imprima"): "environment",
+    ("imprimir", "correo"): "environment",
+}
+_SKIP = frozenset({"de", "del", "la", "las", "el", "los", "al", "a", "y", "o", "en", "este", "esta", "su", "sus",
+                   "the", "of", "this"})
 CORE = frozenset({"addressee", "by_error", "law", "data_policy", "exclusive_use", "environment"})
+# substrings any word or pair of a family contains: a first, C-speed look at the whole text
+_KEYS: dict[str, tuple[str, ...]] = {
+    "confidential": ("confidencial", "reservad", "clasificad", "privilegiad", "confidential", "privileged"),
+    "addressee": ("destinatari", "addressee", "recipient"),
+    "by_error": ("error", "equivocacion", "mistake"),
+    "delete": ("elimin", "destru", "borre", "borrar", "delete", "destroy"),
+    "prohibited": ("prohib", "absten"),
+    "disclosure": ("divulga", "difusion", "distribucion", "retencion", "disclos", "distribut", "dissemin"),
+    "sender": ("remitente", "notifique", "informelo", "sender"),
+    "opinions": ("opiniones", "representan", "expressed"),
+    "law": ("1581", "1712", "1273", "1266", "527", "habeas", "1377", "gdpr"),
+    "data_policy": ("tratamiento", "privacidad", "proteccion", "privacy"),
+    "exclusive_use": ("exclusiv", "unicamente", "solely"),
+    "penalty": ("sanciones",),
+    "this_message": ("aviso legal", "contenida", "transmitida"),
+    "environment": ("ambiente", "imprim"),
+}
 MIN_FAMILIES = 3
-MAX_GAP = 2  # one sentence without any cue may sit inside a notice (a wrapped line, an address)
+MAX_GAP = 2  # sentences without any cue that may sit inside a notice (a wrapped line, an address)
 
 _SENT_FROM = re.compile(r"(?im)^[ \t>]*(?:enviado desde mi|sent from my|obtener outlook para|get outlook for)\b.*$")
-_SENTENCE = re.compile(r"[^\n.!?]*(?:[.!?]+|\n|$)")
+# a sentence ends at . ! ? or at a line end, unless the next line goes on in lower case or with a
+# number (a wrapped line: "para uso\nexclusivo", "la Ley\n1581")
+_SENTENCE = re.compile(r"(?:[^\n.!?]|\n(?=[ \t]*[a-záéíóúüñ0-9(]))*(?:[.!?]+|\n|$)")
+_TOKEN = re.compile(r"\w+")
 
 
-def _families(folded: str) -> set[str]:
-    return {name for name, pattern in _FAMILIES.items() if pattern.search(folded)}
+@lru_cache(maxsize=65536)
+def _word(raw: str) -> tuple[str, str | None]:
+    """The folded word and the family it belongs to alone, if any."""
+    w = fold(raw)
+    for family, (prefixes, exact) in _WORDS.items():
+        if w in exact or (prefixes and w.startswith(prefixes)):
+            return w, family
+    return w, None
+
+
+def _families(tokens: list[str]) -> set[str]:
+    found: set[str] = set()
+    prev = ""
+    for raw in tokens:
+        w, family = _word(raw)
+        if w in _SKIP:
+            continue
+        if family:
+            found.add(family)
+        pair = _PAIRS.get((prev, w))
+        if pair:
+            found.add(pair)
+        prev = w
+    return found
 
 
 @lru_cache(maxsize=32)
 def message_text(body: str) -> str:
     """`body` without legal disclaimers and "Enviado desde mi ..." lines (see the module docstring)."""
     text = _SENT_FROM.sub("", body)
+    folded = fold(text)
+    core = {family for family in CORE if any(key in folded for key in _KEYS[family])}
+    if not core:
+        return text  # most messages: not even the letters of a notice
+    rough = core | {f for f, keys in _KEYS.items() if f not in CORE and any(key in folded for key in keys)}
+    if len(rough) < MIN_FAMILIES:
+        return text  # most messages: not even the letters of a notice
+    tokens = [(m.start(), m.group()) for m in _TOKEN.finditer(text)]
+    whole = _families([t for _, t in tokens])
+    if len(whole) < MIN_FAMILIES or not whole & CORE:
+        return text  # most messages: no notice in them, one pass over the words
     spans = [(m.start(), m.end()) for m in _SENTENCE.finditer(text) if m.end() > m.start()]
-    if not spans:
-        return text
-    marks = [_families(fold(text[a:b])) for a, b in spans]
+    words: list[list[str]] = [[] for _ in spans]
+    k = 0
+    for at, token in tokens:
+        while k < len(spans) - 1 and at >= spans[k][1]:
+            k += 1
+        words[k].append(token)
+    marks = [_families(w) for w in words]
     cut: list[tuple[int, int]] = []
     i = 0
     while i < len(spans):
         if not marks[i]:
             i += 1
             continue
-        j, gap, found = i, 0, set(marks[i])
-        last = i
+        j, gap, found, last = i, 0, set(marks[i]), i
         while j + 1 < len(spans) and gap <= MAX_GAP:
             j += 1
             if marks[j]:
                 found |= marks[j]
                 last, gap = j, 0
-            elif text[spans[j][0]:spans[j][1]].strip():
+            elif words[j]:
                 gap += 1
         if len(found) >= MIN_FAMILIES and found & CORE:
             cut.append((spans[i][0], spans[last][1]))
