@@ -66,6 +66,9 @@ OFFER: dict[str, float] = {
     r"re:\$?\s?\d[\d.,]*\s*(?:mil\s+)?(?:pesos\s+)?(?:c/u|cada una?|la (?:docena|libra|unidad|porcion|boleta|caja)|"
     r"el (?:kilo|par|combo|paquete)|mensual(?:es)?\b|al mes\b)": 2.5,
     r"re:\b\d+(?:[.,]\d+)?\s?(?:g|gr|kg|ml|lb|libras?|onzas?)\s(?:a|por|en)\s\$?\s?\d": 2.5,  # "500 g a $32.000"
+    # "la botella está a $25.000", "queda en 20 mil"
+    r"re:\b(?:esta|queda|vale|cuesta)\s+(?:en\s+|a\s+)?(?:solo\s+)?"
+    r"(?:\$\s?\d|\d{1,3}(?:[.,]\d{3})+|\d{1,3}\s?mil\b)": 2,
     r"re:\ba\s\d{1,3}\s?(?:mil|k)\b": 2, r"re:\b\d{1,3}\s?mil\s(?:pesos|la|el|cada|c/u)\b": 2,
     "=nequi": 2, "=daviplata": 2, "pedidos whatsapp": 2, "pedidos al": 1.5, "=encargo": 1, "recibiendo encargos": 2.5,
     "estoy vendiendo": 2.5, "estoy rifando": 2.5, "=rifando": 2, "=vendiendo": 2, "=entrego": 1,
@@ -98,6 +101,7 @@ SALE: dict[str, float] = {  # Spanish forms only ("vendor", "encargado", "arrend
     "=boletas": 1, "=rifa": 1, "=arriendo": 1, "=arrienda": 1, "=arrendo": 1, "=interesado": 1, "=interesada": 1,
     "=domicilio": 1, "=domicilios": 1, "=entrego": 1, "recibo pagos": 1, "hagan su pedido": 1, "=separa": 1,
     "=separe": 1, "=aparta": 1, "=pidan": 1, "=compren": 1, "=compre": 1, "=negociable": 1,
+    "me escribe": 1, "me escriben": 1, "se la llevo": 1, "se lo llevo": 1, "se los llevo": 1, "se las llevo": 1,
 }
 GROUPS = ("offer", "institutional", "price", "sale")
 INSTITUTIONAL: dict[str, float] = {  # procurement, payroll, campaigns, approved inter-entity mail

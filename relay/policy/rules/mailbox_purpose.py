@@ -48,7 +48,8 @@ ACCEPTS: dict[str, float] = {
     # what is changed on a page: a menu entry, a link added, a text corrected
     "=menu": 1.5, "agregar enlace": 2, "=agregar": 0.5, "=corregir": 1, "error ortográfico": 2.5,
     "favor corregir": 1.5, "=retirar": 1, "=retiren": 1.5, "en la página": 1, "galería": 2, "=fotos": 1,
-    "enlazar*": 1.5, "=quitar": 1,
+    "enlazar*": 1.5, "=quitar": 1, "que aparece en": 1.5, "organigrama": 1.5, "misión y visión": 1.5,
+    "nueva versión": 1,
 }
 # Numerals 1, 2 and 5: technical support goes through the form, not this mailbox.
 SUPPORT: dict[str, float] = {

@@ -96,7 +96,9 @@ TOPICS: dict[str, dict[str, float]] = {
         "plan de mejoramiento individual": 2.5, "acoso laboral": 2.5, "queja": 1.5, "datos personales": 1,
         "no apto": 2.5, "aptitud": 1.5, "licencia no remunerada": 2.5, "calamidad doméstica": 3,
         "situación familiar": 2.5, "no satisfactoria": 2.5, "no satisfactorio": 2.5,
-        "acto administrativo de retiro": 2.5, "encargo": 1, "traslado": 1, "no continuidad": 3, "desvinculación": 2.5,
+        "acto administrativo de retiro": 2.5, "malos tratos": 2, "maltrato": 2, "hostigamiento": 2,
+        "persecución laboral": 2.5, "queja contra": 2, "encargo": 1, "traslado": 1, "no continuidad": 3,
+        "desvinculación": 2.5,
     },
 }
 
