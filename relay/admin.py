@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from relay import moderation, views
+from relay import moderation, views, when
 from relay.clock import clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.store import AuditEntry, Hold, HoldFilter, HoldState, Store, open_store
+from relay.store.base import TraceQuery
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
 
@@ -212,12 +213,7 @@ def _resolve(store: Store, given: str, all_states: bool) -> list[Hold]:
     return store.list_holds(HoldFilter(queue_id=given, states=states, limit=1000))
 
 
-def _local(at: datetime | None, zone: tzinfo) -> str:
-    """'2026-11-30 08:00 -05 (America/Bogota)': an instant as people here read it."""
-    if at is None:
-        return ""
-    here = at.astimezone(zone)
-    return f"{here:%Y-%m-%d %H:%M %Z} ({getattr(zone, 'key', here.tzname())})"
+_local = when.local  # one short form of an instant for people: '2026-11-30 08:00 -05 (America/Bogota)'
 
 
 def _decided_short(hold: Hold, zone: tzinfo) -> str:
@@ -291,34 +287,24 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def trace_json(store: Store, entry: AuditEntry) -> dict[str, Any]:
-    """One message's life: its decision, then what happened to it (holds and their history, the
-    upstream's reply, notices), in time order, ISO 8601 with offsets."""
-    events: list[dict[str, Any]] = [{
-        "at": _iso(entry.at), "event": "decided", "detail": entry.verdict + (f": {entry.reply}" if entry.reply else ""),
-        "rules": [{"rule": r[0], "cite": r[1], "action": r[2]} for r in entry.rules if len(r) > 2]}]
-    for hold in store.list_holds(HoldFilter(queue_id=entry.queue_id, states=tuple(HoldState))):
-        for e in store.hold_events(hold.id):
-            events.append({"at": _iso(e.at), "event": f"hold {e.event}", "detail": e.detail, "hold": hold.id})
-    for t in store.trace_events(entry.queue_id):
-        events.append({"at": _iso(t.at), "event": t.event, "detail": t.detail})
-    events.sort(key=lambda e: datetime.fromisoformat(e["at"]) if e["at"] else entry.at)
-    return {"queue_id": entry.queue_id, "at": _iso(entry.at), "mail_from": entry.mail_from, "login": entry.login,
-            "recipients": list(entry.rcpt_to), "subject": entry.subject, "message_id": entry.message_id,
-            "verdict": entry.verdict, "events": events}
+trace_json = views.trace_json  # one message's life: the same for the CLI, the /trace page and the API
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    """`relay trace`: where is my mail? Search the audit trail, then tell each message's life."""
-    from relay.store.base import TraceQuery
-
+    """`relay trace`: where is my mail? Search the audit trail, then tell each message's life
+    (relay.views.search_traces: the /trace page and GET /api/v1/trace run the same search)."""
     config, store = _open(args)
     zone = institution_zone(config, args.config)
     try:
         query = TraceQuery(sender=args.sender, recipient=args.recipient, message_id=args.message_id,
                            queue_id=args.queue_id, since=parse_instant(args.since, zone),
-                           until=parse_instant(args.until, zone), limit=args.limit)
-        traces = [trace_json(store, e) for e in store.search_audit(query)]
+                           until=parse_instant(args.until, zone), limit=args.limit, offset=args.offset)
+        try:
+            found = views.search_traces(store, query)
+            traces = found["messages"]
+        except views.BadRequest as error:
+            print(f"relay trace: {error}", file=sys.stderr)
+            return EXIT_USAGE
     finally:
         store.close()
     if args.json:
@@ -329,7 +315,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     def local(at: str) -> str:
-        return datetime.fromisoformat(at).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+        return datetime.fromisoformat(at).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z") if at else ""
 
     for n, t in enumerate(traces):
         if n:
@@ -341,8 +327,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
         for e in t["events"]:
             print(f"  {local(e['at'])}  {e['event']:<16} {e['detail']}")
             for r in e.get("rules", []):
-                print(f"  {'':19}  {r['rule']} ({r['action']}) — {r['cite']}")
-    print(f"\n{len(traces)} message(s)")
+                print(f"  {'':23}  {r['rule']} ({r['action']}) — {r['cite']}")
+    more = found["total"] - found["offset"] - len(traces)
+    print(f"\n{len(traces)} message(s)" + (f" of {found['total']}; the next: --offset {found['offset'] + len(traces)}"
+                                           if more > 0 else ""))
     return EXIT_OK
 
 
@@ -503,7 +491,8 @@ def add_parsers(sub: Any) -> None:
     trace.add_argument("--queue-id")
     trace.add_argument("--since", help="as for relay audit: 2026-11-27, '2026-11-27 08:00', today, ISO 8601")
     trace.add_argument("--until")
-    trace.add_argument("--limit", type=int, default=100)
+    trace.add_argument("--limit", type=int, default=100, help="messages shown (newest first)")
+    trace.add_argument("--offset", type=int, default=0, help="matching messages skipped first (the next page)")
     trace.add_argument("--json", action="store_true")
     trace.set_defaults(func=cmd_trace)
 

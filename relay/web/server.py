@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session, session_middleware
 from aiohttp_session.nacl_storage import NaClCookieStorage
 
-from relay import moderation
+from relay import moderation, views, when
 from relay.addresses import AddressError
 from relay.apitokens import TokenFile
 from relay.auth import hash_password, verify_password
@@ -98,6 +98,8 @@ class AdminSite:
         self.templates = jinja2.Environment(loader=jinja2.PackageLoader("relay.web", "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.templates.filters["when"] = self._when
+        self.templates.filters["when_iso"] = lambda text: self._when(datetime.fromisoformat(text) if text else None)
+        self.templates.filters["trace_event"] = lambda event: queue.trace_event_es(event, REASON_NAMES)
         self.templates.filters["decided"] = lambda hold: moderation.decided_es(hold, self.relay.zone)
         self.ready = False
         admin = self.relay.config.admin
@@ -120,6 +122,7 @@ class AdminSite:
             web.get("/m/{token}", self.link_form), web.post("/m/{token}", self.link_act),
             web.get("/w/{token}", self.withdraw_form), web.post("/w/{token}", self.withdraw),
             web.get("/check", self.check_form), web.post("/check", self.check),
+            web.get("/trace", self.trace),
         ])
         from relay.web.api import Api
 
@@ -188,8 +191,7 @@ class AdminSite:
             zone = ZoneInfo(self.relay.directory.timezone)
         except (KeyError, ValueError):
             zone = ZoneInfo("UTC")
-        here = at.astimezone(zone)  # as `relay queue list` prints it: '2026-11-30 08:00 -05 (America/Bogota)'
-        return f"{here:%Y-%m-%d %H:%M %Z} ({zone.key})"
+        return when.local(at, zone)  # as `relay queue list` prints it: '2026-11-30 08:00 -05 (America/Bogota)'
 
     def page(self, name: str, request: web.Request, status: int = 200, **context: Any) -> web.Response:
         session = self.session(request)
@@ -462,6 +464,25 @@ class AdminSite:
         ok = sum(1 for _, good, _ in results if good)
         return self.page("bulk_done.html", request, 200 if ok else 409, results=results, ok=ok,
                          done_name=queue.DONE_NAMES[action], back=_local(str(form.get("back", "/holds"))))
+
+    # ------------------------------------------------------------------ message trace
+    async def trace(self, request: web.Request) -> web.Response:
+        """Where is my mail: the trace searched (sender or login, recipient, Message-ID, queue id, dates
+        in the institution's zone) by relay.views.search_traces (as `relay trace` and the API), a page
+        at a time, each message's life as a timeline."""
+        self.require(request)
+        search = queue.TraceSearch.from_query(request.query)
+        context: dict[str, Any] = {"search": search, "page_sizes": queue.PAGE_SIZES,
+                                   "verdict_names": queue.VERDICT_NAMES,
+                                   "zone_name": getattr(self.relay.zone, "key", str(self.relay.zone))}
+        try:
+            query = search.query(self.relay.zone)
+        except queue.SearchError as error:
+            return self.page("trace.html", request, 400, messages=[], pages=queue.Pages(0, 1, search.size),
+                             error=_sentence(str(error)), **context)
+        found = await self._store(views.search_traces, self.relay.store, query)
+        return self.page("trace.html", request, messages=found["messages"],
+                         pages=queue.Pages(found["total"], search.page, search.size), error="", **context)
 
     # ------------------------------------------------------------------ signed links
     def _claim(self, token: str) -> links.LinkClaim:
