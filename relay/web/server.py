@@ -605,7 +605,7 @@ class AdminSite:
 
 # The pages a sign-in may go back to, and nothing else: no scheme, no host, no control characters
 # or spaces (browsers drop tabs and newlines from a URL, so "/\t/evil.test" is "//evil.test").
-_NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_.=-]{1,4096})")
+_NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|trace|m/[A-Za-z0-9_.=-]{1,4096})")
 _NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.+-]{0,400}")
 
 
