@@ -18,7 +18,8 @@ from relay.store.base import OPEN_STATES, TraceQuery
 
 PAGE_SIZE = 50
 PAGE_SIZES = (10, 25, 50, 100, 200)
-MAX_BULK = 200  # holds one bulk action may name (a page at most)
+MAX_BULK = 200  # holds one page's ticked boxes may name (a page at most)
+MAX_ALL = 2000  # holds «todos los que coinciden» may take in one confirmed bulk action
 
 # The list's state choices: the open ones (default), every state, or one state.
 STATE_CHOICES = {"pendientes": OPEN_STATES, "todos": tuple(HoldState),

@@ -21,17 +21,18 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session, session_middleware
 from aiohttp_session.nacl_storage import NaClCookieStorage
+from multidict import MultiDict
 
 from relay import moderation, views, when
 from relay.addresses import AddressError
@@ -411,21 +412,38 @@ class AdminSite:
                                   f"/holds/{hold.id}/{request.match_info['action']}")
 
     def _confirm_page(self, request: web.Request, action: str, holds: list[Hold], back: str, target: str,
-                      status: int = 200) -> web.Response:
+                      status: int = 200, everything: bool = False) -> web.Response:
         verb, effect, allowed = queue.BULK_ACTIONS[action]
         rows = [(h, h.state in allowed) for h in holds]
         return self.page("act_confirm.html", request, status, action=action, verb=verb, effect=effect, rows=rows,
-                         doable=sum(ok for _, ok in rows), back=_local(back), target=target)
+                         doable=sum(ok for _, ok in rows), back=_local(back), target=target, everything=everything)
 
-    async def _selected(self, form: Any) -> tuple[str, list[Hold]]:
+    async def _selected(self, form: Any, everything: bool = False) -> tuple[str, list[Hold]]:
+        """The action and the holds it is for: the ticked ids, or (`everything`, the list's «todos los
+        que coinciden») every hold matching the list's search, on every page."""
         action = str(form.get("action", ""))
         if action not in queue.BULK_ACTIONS:
             raise web.HTTPBadRequest(text="Elija una acción: aprobar, rechazar, liberar ahora o eliminar.")
+        if everything:
+            search = queue.Search.from_query(MultiDict(parse_qsl(urlsplit(_local(str(form.get("back", "")))).query)))
+            try:
+                filters = search.filters(self.relay.zone)
+            except queue.SearchError as error:
+                raise web.HTTPBadRequest(text=_sentence(str(error))) from None
+            total: int = await self._store(self.relay.store.count_matching, filters)
+            if total > queue.MAX_ALL:
+                raise web.HTTPBadRequest(text=f"La búsqueda abarca {total} mensajes; se pueden tratar hasta "
+                                              f"{queue.MAX_ALL} a la vez: afine la búsqueda.")
+            if not total:
+                raise web.HTTPBadRequest(text="Ningún mensaje coincide con la búsqueda.")
+            matching: list[Hold] = await self._store(self.relay.store.list_holds,
+                                                     replace(filters, limit=queue.MAX_ALL, offset=0))
+            return action, matching
         ids = list(dict.fromkeys(str(i) for i in form.getall("id", [])))
         if not ids:
             raise web.HTTPBadRequest(text="No marcó ningún mensaje: marque las casillas de los que quiere tratar.")
-        if len(ids) > queue.MAX_BULK or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
-            raise web.HTTPBadRequest(text=f"Se pueden tratar hasta {queue.MAX_BULK} mensajes a la vez.")
+        if len(ids) > queue.MAX_ALL or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
+            raise web.HTTPBadRequest(text=f"Se pueden tratar hasta {queue.MAX_ALL} mensajes a la vez.")
         found = [await self._store(self.relay.store.get_hold, i) for i in ids]
         return action, [h for h in found if h is not None]
 
@@ -434,8 +452,10 @@ class AdminSite:
         each (and which cannot be), to confirm. Nothing changes here."""
         form = await request.post()
         self.require_post(request, form)
-        action, holds = await self._selected(form)
-        return self._confirm_page(request, action, holds, str(form.get("back", "/holds")), "/holds/bulk/confirm")
+        everything = form.get("todos") == "1"
+        action, holds = await self._selected(form, everything)
+        return self._confirm_page(request, action, holds, str(form.get("back", "/holds")), "/holds/bulk/confirm",
+                                  everything=everything)
 
     async def bulk(self, request: web.Request) -> web.Response:
         """A confirmed bulk action: each message in turn, and a page with what happened to each."""

@@ -113,3 +113,35 @@ def test_the_trace_page_searches_pages_and_tells_each_life(browser: object, rela
     driver.delete_all_cookies()  # type: ignore[attr-defined]
     driver.get(base(relay) + "/trace")  # type: ignore[attr-defined]
     assert "Iniciar sesión" in driver.title  # type: ignore[attr-defined]
+
+
+def test_a_bulk_action_on_everything_the_search_matches(browser: object, relay: RelayProcess) -> None:
+    """Issue 26: «todos los que coinciden» takes every hold the search matches, on every page, to the
+    confirmation page (the count shown, nothing done yet); confirmed, all of them and no other."""
+    from selenium.webdriver.common.by import By
+
+    driver: object = browser
+    promos = put(relay, [held(f"S{n:02d}", subject=f"Promoción seguros {n}") for n in range(12)], START)
+    others = put(relay, [held(f"X{n}", subject="Oferta de papelería") for n in range(3)],
+                 START + timedelta(minutes=1))
+    sign_in(driver, base(relay), "/holds?q=seguros&por_pagina=5")
+    assert "12 mensajes coinciden" in driver.find_element(By.ID, "count").text  # type: ignore[attr-defined]
+    assert len(ids_shown(driver)) == 5
+    label = driver.find_element(By.CSS_SELECTOR, "label.all").text  # type: ignore[attr-defined]
+    assert "todos los 12 mensajes que coinciden" in label and "todas las páginas" in label, label
+    driver.find_element(By.ID, "select-all").click()  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "bulk-approve").click()  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "confirm-title").text == "Confirmar: aprobar 12 mensajes"  # type: ignore[attr-defined]
+    assert "12 mensajes" in driver.find_element(By.ID, "everything").text  # type: ignore[attr-defined]
+    listed = [r.get_attribute("data-id") for r in driver.find_elements(By.CSS_SELECTOR, "tr.selected")]  # type: ignore[attr-defined]
+    assert sorted(listed) == sorted(promos)
+    assert {state(relay, i) for i in promos} == {HoldState.MODERATION}  # nothing done before the confirmation
+    driver.find_element(By.ID, "confirm").click()  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "outcome").text == "12 de 12 mensajes aprobados"  # type: ignore[attr-defined]
+    assert HoldState.MODERATION not in {state(relay, i) for i in promos}
+    assert {state(relay, i) for i in others} == {HoldState.MODERATION}
+    # without the box, only the ticked ones; a search matching nothing cannot be acted on
+    driver.get(base(relay) + "/holds?q=papeler%C3%ADa")  # type: ignore[attr-defined]
+    driver.find_element(By.ID, f"pick-{others[0]}").click()  # type: ignore[attr-defined]
+    driver.find_element(By.ID, "bulk-delete").click()  # type: ignore[attr-defined]
+    assert driver.find_element(By.ID, "confirm-title").text == "Confirmar: eliminar 1 mensaje"  # type: ignore[attr-defined]
