@@ -231,10 +231,12 @@ def _show(args: argparse.Namespace, store: Store, hold: Hold, zone: tzinfo) -> i
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
     headers, events = data["headers"], store.hold_events(hold.id)
+    # one time policy: every instant in the institution's zone, named (JSON keeps ISO with offsets)
+    instants = {"deliver_at": hold.deliver_at, "next_attempt": hold.next_attempt, "created_at": hold.created_at}
     for key in ("id", "state", "reason", "mail_from", "subject", "deliver_at", "next_attempt", "attempts",
                 "created_at", "last_error"):
         if data[key] not in ("", None):
-            print(f"{key + ':':<14}{data[key]}")
+            print(f"{key + ':':<14}{_local(instants[key], zone) if key in instants else data[key]}")
     print(f"{'recipients:':<14}{', '.join(hold.recipients)}")
     for rule, cite in zip(hold.rule_ids, hold.cites, strict=False):
         print(f"{'rule:':<14}{rule} — {cite}")
@@ -248,7 +250,7 @@ def _show(args: argparse.Namespace, store: Store, hold: Hold, zone: tzinfo) -> i
         print("  " + " ".join(header.split())[:300])
     print("history:")
     for e in events:
-        print(f"  {_iso(e.at)}  {e.event:<10} {e.detail}")
+        print(f"  {_local(e.at, zone)}  {e.event:<10} {e.detail}")
     return EXIT_OK
 
 
@@ -261,6 +263,16 @@ def _audit_row(e: AuditEntry) -> list[str]:
             e.client_ip or "", " ".join(r[0] for r in e.rules), " | ".join(r[1] for r in e.rules),
             " ".join(r[2] for r in e.rules), " ".join(e.monitored),
             " | ".join(f"{r[0]}: {r[3]}" for r in e.rules if len(r) > 3)]  # text rules: terms and scores
+
+
+def audit_json(e: AuditEntry) -> dict[str, Any]:
+    """One decision for `relay audit --json`: the CSV's columns, typed (a count as a number, the
+    rules, circulars, actions, monitored rules and reasons as lists; the instant ISO with offset)."""
+    return {"at": _iso(e.at), "queue_id": e.queue_id, "verdict": e.verdict, "reply": e.reply,
+            "mail_from": e.mail_from, "recipients": e.recipients, "login": e.login or "",
+            "client_ip": e.client_ip or "", "rules": [r[0] for r in e.rules], "circulars": [r[1] for r in e.rules],
+            "actions": [r[2] for r in e.rules], "monitored": list(e.monitored),
+            "reasons": [f"{r[0]}: {r[3]}" for r in e.rules if len(r) > 3]}
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -276,11 +288,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         writer.writerow(AUDIT_COLUMNS)
         writer.writerows(_audit_row(e) for e in entries)
     elif args.json:
-        print(json.dumps([dict(zip(AUDIT_COLUMNS, _audit_row(e), strict=True)) for e in entries],
-                         ensure_ascii=False, indent=2))
+        print(json.dumps([audit_json(e) for e in entries], ensure_ascii=False, indent=2))
     else:
         rows = [["AT", "QUEUE ID", "VERDICT", "FROM", "RULES"]]
-        rows += [[_iso(e.at), e.queue_id, e.verdict, e.mail_from, " ".join(r[0] for r in e.rules) or "-"]
+        rows += [[_local(e.at, zone), e.queue_id, e.verdict, e.mail_from, " ".join(r[0] for r in e.rules) or "-"]
                  for e in entries]
         _table(rows, sys.stdout)
         print(f"{len(entries)} decision(s)")
@@ -342,7 +353,8 @@ INVENTORY_COLUMNS = ["red_social", "usuario_cuenta", "url_perfil", "correo_insti
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    _, store = _open(args)
+    config, store = _open(args)
+    zone = institution_zone(config, args.config)
     try:
         accounts = store.inventory()
     finally:
@@ -354,10 +366,13 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         writer.writerow(INVENTORY_COLUMNS)
         writer.writerows(rows)
     elif args.json:
-        print(json.dumps([dict(zip(INVENTORY_COLUMNS, r, strict=True)) for r in rows], ensure_ascii=False, indent=2))
+        typed = [{**dict(zip(INVENTORY_COLUMNS, r, strict=True)), "mensajes": a.messages}
+                 for r, a in zip(rows, accounts, strict=True)]
+        print(json.dumps(typed, ensure_ascii=False, indent=2))
     else:
         table = [["NETWORK", "ACCOUNT MAILBOX", "TYPE", "FIRST SEEN", "LAST SEEN", "MESSAGES"]]
-        table += [[r[0], r[3], r[4], r[8], r[9], r[10]] for r in rows]
+        table += [[r[0], r[3], r[4], _local(a.first_seen, zone), _local(a.last_seen, zone), r[10]]
+                  for r, a in zip(rows, accounts, strict=True)]
         _table(table, sys.stdout)
         personal = sum(1 for a in accounts if a.mailbox_type == "personal")
         print(f"{len(accounts)} account(s), {personal} on personal mailboxes (Circular 004 de 2024, num. 2: "
