@@ -15,6 +15,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -186,3 +187,30 @@ def test_a_wrong_type_is_caught() -> None:
                 {"n": 1, "l": [], "e": [{"at": "2026-11-24T11:30:00"}]}, {"n": 1, "l": [], "e": [], "x": 2}):
         with pytest.raises(AssertionError):
             check(bad, spec, "bad")
+
+
+def run_text(*args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("RELAY_CONFIG", "RELAY_TRACEBACK")}
+    done = subprocess.run([sys.executable, "-m", "relay", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_people_read_the_institutions_time_with_the_zone_name(config: Path) -> None:
+    """Issue 26, one time policy: `queue show`, `audit` and `inventory` print instants as `queue list`
+    does — '2026-11-24 11:30 -05 (America/Bogota)' — never UTC ISO; the JSON keeps ISO with offsets."""
+    c = str(config)
+    local = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} -05 \(America/Bogota\)")
+    bogota = ZoneInfo("America/Bogota")
+    for args in (("queue", "show", "Q1"), ("queue", "show", "Q2"), ("audit",), ("inventory",), ("queue", "list")):
+        text = run_text(*args, "--config", c)
+        assert local.search(text), (args, text)
+        assert not re.search(r"\d{2}:\d{2}:\d{2}\+00:00|T\d{2}:\d{2}", text), (args, text)
+    shown = run_text("queue", "show", "Q1", "--config", c)
+    created = run_json("queue", "show", "Q1", "--json", "--config", c)[0]["created_at"]
+    want = datetime.fromisoformat(created).astimezone(bogota).strftime("%Y-%m-%d %H:%M -05 (America/Bogota)")
+    assert f"created_at:   {want}" in shown, shown
+    audit = run_text("audit", "--config", c)
+    at = run_json("audit", "--json", "--config", c)[0]["at"]
+    assert datetime.fromisoformat(at).astimezone(bogota).strftime("%Y-%m-%d %H:%M -05 (America/Bogota)") in audit
