@@ -236,7 +236,12 @@ def _show(args: argparse.Namespace, store: Store, hold: Hold, zone: tzinfo) -> i
     for key in ("id", "state", "reason", "mail_from", "subject", "deliver_at", "next_attempt", "attempts",
                 "created_at", "last_error"):
         if data[key] not in ("", None):
-            print(f"{key + ':':<14}{_local(instants[key], zone) if key in instants else data[key]}")
+            text = _local(instants[key], zone) if key in instants else data[key]
+            if key == "deliver_at" and hold.deliver_at_local and hold.deliver_at is not None:
+                theirs = datetime.fromisoformat(hold.deliver_at_local)
+                if theirs.utcoffset() != hold.deliver_at.astimezone(zone).utcoffset():
+                    text += f" — {theirs:%Y-%m-%d %H:%M} UTC{theirs:%z} for the recipient"
+            print(f"{key + ':':<14}{text}")
     print(f"{'recipients:':<14}{', '.join(hold.recipients)}")
     for rule, cite in zip(hold.rule_ids, hold.cites, strict=False):
         print(f"{'rule:':<14}{rule} — {cite}")

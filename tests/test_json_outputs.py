@@ -122,7 +122,8 @@ def config(tmp_path: Path) -> Path:
     try:
         _, moderated = store.add_holds([
             NewHold("Q1", "hold", LUIS, (MARIA,), body, now + timedelta(days=1), ("right-to-disconnect",),
-                    ("Ley 2191 de 2022",), "Informe", LUIS),
+                    ("Ley 2191 de 2022",), "Informe", LUIS,
+                    deliver_at_local=(now + timedelta(days=1)).astimezone(ZoneInfo("Europe/Madrid")).isoformat()),
             NewHold("Q2", "moderate", LUIS, (MARIA, "ana.ruiz@cancilleria.gov.co"), body, None, ("commercial",),
                     ("Circular 004",), "Oferta", LUIS, ("comunicaciones@cancilleria.gov.co",))], now)
         store.approve(moderated, now, "yanet")
@@ -211,6 +212,7 @@ def test_people_read_the_institutions_time_with_the_zone_name(config: Path) -> N
     created = run_json("queue", "show", "Q1", "--json", "--config", c)[0]["created_at"]
     want = datetime.fromisoformat(created).astimezone(bogota).strftime("%Y-%m-%d %H:%M -05 (America/Bogota)")
     assert f"created_at:   {want}" in shown, shown
+    assert re.search(r"deliver_at:   .* \(America/Bogota\) — .* UTC\+0[12]00 for the recipient", shown), shown
     audit = run_text("audit", "--config", c)
     at = run_json("audit", "--json", "--config", c)[0]["at"]
     assert datetime.fromisoformat(at).astimezone(bogota).strftime("%Y-%m-%d %H:%M -05 (America/Bogota)") in audit
