@@ -7,7 +7,7 @@ JSON-ready dicts out, ISO-8601 instants with offsets, no HTML.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -119,8 +119,7 @@ def search_traces(store: Store, query: TraceQuery) -> dict[str, Any]:
     search behind `relay trace`, the /trace page and GET /api/v1/trace."""
     if query.since and query.until and query.until <= query.since:
         raise BadRequest("until is not after since")
-    query = TraceQuery(**{**query.__dict__, "limit": max(1, min(query.limit, 10000)),
-                          "offset": max(0, query.offset)})
+    query = replace(query, limit=max(1, min(query.limit, 10000)), offset=max(0, query.offset))
     total = store.count_audit(query)
     messages = [trace_json(store, e) for e in store.search_audit(query)] if total > query.offset else []
     return {"messages": messages, "total": total, "offset": query.offset, "limit": query.limit}
