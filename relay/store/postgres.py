@@ -473,6 +473,30 @@ class PostgresStore:
 
         return self._run(self._tx(run))
 
+    def rate_take_all(self, takes: Sequence[tuple[str, datetime, int]], amount: int) -> int | None:
+        """Add `amount` to every counter (key, window start, limit) in one transaction, or to none:
+        None when all were taken, else the index of the first that would pass its limit. The rows
+        are locked in key order, so two relays taking the same counters cannot deadlock."""
+        async def run(db: Any) -> int | None:
+            order = sorted(range(len(takes)), key=lambda i: (takes[i][0], takes[i][1]))
+            counts: dict[int, int] = {}
+            for i in order:
+                key, start, _ = takes[i]
+                await db.execute("INSERT INTO rate_counters VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                                 key, utc(start))
+                counts[i] = await db.fetchval("SELECT count FROM rate_counters WHERE key = $1 AND "
+                                              "window_start = $2 FOR UPDATE", key, utc(start))
+            refused = next((i for i, (_, _, limit) in enumerate(takes) if counts[i] + amount > limit), None)
+            if refused is not None:
+                return refused  # the transaction still commits the zero rows: harmless
+            for key, start, _ in takes:
+                await db.execute("UPDATE rate_counters SET count = count + $3 WHERE key = $1 AND window_start = $2",
+                                 key, utc(start), amount)
+                await db.execute("DELETE FROM rate_counters WHERE key = $1 AND window_start < $2", key, utc(start))
+            return None
+
+        return self._run(self._tx(run))
+
     def take_once(self, key: str, now: datetime, period: float) -> bool:
         """True, with `now` recorded, unless `key` was taken less than `period` seconds before
         `now`; one relay at a time per key (advisory lock), so two relays answer once."""
@@ -486,6 +510,13 @@ class PostgresStore:
             return True
 
         return bool(self._run(self._tx(run)))
+
+    def give_back(self, key: str) -> None:
+        """Forget a `take_once` (what it guarded did not happen: the next take succeeds)."""
+        async def run(db: Any) -> None:
+            await db.execute("DELETE FROM rate_counters WHERE key = $1", key)
+
+        self._run(self._tx(run))
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:

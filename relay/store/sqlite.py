@@ -440,6 +440,24 @@ class SqliteStore:
             db.execute("DELETE FROM rate_counters WHERE key = ? AND window_start < ?", (key, _ts(window_start)))
             return int(count)
 
+    def rate_take_all(self, takes: Sequence[tuple[str, datetime, int]], amount: int) -> int | None:
+        """Add `amount` to every counter (key, window start, limit) in one transaction, or to none:
+        None when all were taken, else the index of the first one that would pass its limit. Each
+        key's older windows are dropped on the way."""
+        with self._tx() as db:
+            counts = []
+            for index, (key, start, limit) in enumerate(takes):
+                row = db.execute("SELECT count FROM rate_counters WHERE key = ? AND window_start = ?",
+                                 (key, _ts(start))).fetchone()
+                counts.append((row[0] if row else 0) + amount)
+                if counts[-1] > limit:
+                    return index
+            for (key, start, _), count in zip(takes, counts, strict=True):
+                db.execute("INSERT INTO rate_counters VALUES (?, ?, ?) ON CONFLICT (key, window_start) DO UPDATE "
+                           "SET count = excluded.count", (key, _ts(start), count))
+                db.execute("DELETE FROM rate_counters WHERE key = ? AND window_start < ?", (key, _ts(start)))
+            return None
+
     def take_once(self, key: str, now: datetime, period: float) -> bool:
         """True, with `now` recorded, unless `key` was taken less than `period` seconds before
         `now` (one auto-reply per sender and mailbox per grace period; kept with the rate counters)."""
@@ -451,6 +469,11 @@ class SqliteStore:
             db.execute("DELETE FROM rate_counters WHERE key = ?", (key,))
             db.execute("INSERT INTO rate_counters VALUES (?, ?, 1)", (key, stamp))
             return True
+
+    def give_back(self, key: str) -> None:
+        """Forget a `take_once` (what it guarded did not happen: the next take succeeds)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rate_counters WHERE key = ?", (key,))
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:

@@ -41,7 +41,7 @@ from relay.auth import hash_password, verify_password
 from relay.frontends.guard import AuthFailures
 from relay.message import Envelope, Submission, parse_message
 from relay.policy.engine import evaluate
-from relay.store import Hold, StoreError
+from relay.store import Hold, StoreError, TraceQuery
 from relay.web import links, queue
 
 if TYPE_CHECKING:
@@ -363,15 +363,26 @@ class AdminSite:
         events = await self._store(self.relay.store.hold_events, hold.id)
         message = await asyncio.to_thread(parse_message, content)
         events = [(e.at, queue.event_es(e.event, e.detail, REASON_NAMES)) for e in events]
+        saved = await self._store(self._saved_why, hold.queue_id)
         return self.page("hold.html", request, hold=hold, message=message, events=events,
                          rules=list(zip(hold.rule_ids, hold.cites, strict=False)),
-                         explanations=self._explanations(hold.rule_ids, message))
+                         explanations=self._explanations(hold.rule_ids, message), saved_why=saved)
 
     def _explanations(self, rule_ids: tuple[str, ...], message: Any) -> dict[str, Any]:
-        """Why the text rules among a hold's rules judged its text so (with the pack now loaded)."""
+        """Why the text rules among a hold's rules judge its text so with the pack now loaded."""
         from relay.policy.explain import explain_rules
 
         return explain_rules(self.relay.rules.pack, rule_ids, message)
+
+    def _saved_why(self, queue_id: str) -> dict[str, str]:
+        """Why each rule fired when the message was decided, as the audit trail keeps it (the pack
+        may have changed since): rule id -> the audit's fourth item."""
+        saved: dict[str, str] = {}
+        for entry in self.relay.store.search_audit(TraceQuery(queue_id=queue_id, limit=20)):
+            for item in entry.rules:
+                if len(item) > 3 and item[3]:
+                    saved.setdefault(item[0], item[3])
+        return saved
 
     async def _act(self, request: web.Request, session: Session, hold_id: str, action: str, reason: str,
                    via: str = "") -> web.Response:

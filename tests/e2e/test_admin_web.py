@@ -129,7 +129,8 @@ def test_the_moderator_and_the_audit_trail_see_why_a_text_rule_fired(relay: Rela
     send_promo(relay)
     hold = moderated(relay)
     page = signed_in(relay).get(f"/holds/{hold['id']}")
-    assert page.status == 200 and "Por qué: commercial offer: offer" in page.text, page.text
+    assert page.status == 200 and "Por qué, al decidir: <code>commercial offer: offer" in page.text, page.text
+    assert "Con el paquete en vigor hoy: commercial offer: offer" in page.text, page.text
     assert "por tiempo limitado" in page.text and "asunto" in page.text
     for _ in range(20):  # the audit buffer is flushed within half a second
         rows = json.loads(relay_cli(relay, "audit", "--json", "--rule", "commercial-content-approval").stdout)
