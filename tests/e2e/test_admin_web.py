@@ -287,7 +287,7 @@ def check_metrics_against_audit(relay: RelayProcess) -> set[str]:
             for k, v in _metric_samples(metrics, "relay_rule_hits_total").items()}
     audited: Counter[tuple[str, str]] = Counter()
     for entry in audit:
-        audited.update(zip(entry["rules"].split(), entry["actions"].split(), strict=True))
+        audited.update(zip(entry["rules"], entry["actions"], strict=True))  # lists: relay audit --json is typed
     assert hits == dict(audited) and hits
     upstream = _metric_samples(metrics, "relay_upstream_seconds_count")
     assert upstream[()] >= by_verdict.get("deliver", 0) > 0
