@@ -680,10 +680,15 @@ class Disposer:
             self.trace(queue_id, "notice", f"{n.kind} to {n.to}: {n.subject}")
         self.wake()
 
-    def queue_notice(self, notice: Notice, log: Any) -> None:
-        """`notify` for blocking callers (the scheduler's own notices, from its loop)."""
+    def queue_notice(self, notice: Notice, log: Any, queue_id: str = "") -> None:
+        """`notify` for blocking callers (the scheduler's own notices, from its loop); a notice about
+        a message (`queue_id`) is told in its trace."""
         try:
-            self.store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], self.clock.now())
+            now = self.clock.now()
+            self.store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], now)
+            if queue_id:
+                self.store.add_audit([], trace=[TraceEvent(queue_id, now, "notice",
+                                                           f"{notice.kind} to {notice.to}: {notice.subject}")])
         except StoreError as error:
             log.error("notice_not_stored", to=notice.to, error=str(error)[:200])
         self.wake()
@@ -735,7 +740,7 @@ class Disposer:
         else:
             await txn.abort()
         if refused and hold.sender_notice_to:
-            self.queue_notice(notices.undelivered(hold.sender_notice_to, hold.subject, refused), log)
+            self.queue_notice(notices.undelivered(hold.sender_notice_to, hold.subject, refused), log, hold.queue_id)
         return Released(tuple(accepted), tuple(later), tuple(refused), data)
 
     async def moderate(self, hold_id: str, action: str, by: str, reason: str = "") -> Hold:

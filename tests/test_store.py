@@ -413,6 +413,10 @@ def test_the_message_trace_is_searchable_and_purged_by_age(store: Store) -> None
     assert found(message_id="m2@c.gov.co") == found(message_id="<m2@c.gov.co>") == ["T2"]
     assert found(queue_id="T1") == ["T1"]
     assert found(since=t0 + timedelta(minutes=1), until=t0 + timedelta(minutes=2)) == ["T1"]
+    # a page of the trace: limit after offset, and the count of all that match
+    assert found(limit=2) == ["T2", "T1"] and found(limit=2, offset=2) == ["T0"] and found(offset=3) == []
+    assert store.count_audit(TraceQuery()) == 3 and store.count_audit(TraceQuery(sender="luis@c.gov.co")) == 2
+    assert store.count_audit(TraceQuery(recipient="ana@c.gov.co", limit=1)) == 2
     [entry] = store.search_audit(TraceQuery(queue_id="T0"))
     assert entry.rcpt_to == ("Maria@c.gov.co", "ana@c.gov.co") and entry.subject == "Asunto 0"
     assert [(e.event, e.detail) for e in store.trace_events("T0")] == [("delivered", "250 2.0.0 Ok")]

@@ -607,8 +607,8 @@ class PostgresStore:
             f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ${len(args)}", *args))
         return [self._audit(r) for r in rows]
 
-    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
-        """Decisions matching a trace search, newest first."""
+    @staticmethod
+    def _audit_where(query: TraceQuery) -> tuple[str, list[Any]]:
         where, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
         for clause, value in (
                 ("(lower(mail_from) = lower($%d) OR lower(login) = lower($%d))", query.sender),
@@ -621,11 +621,21 @@ class PostgresStore:
             if value:
                 args.append(value)
                 where.append(clause.replace("%d", str(len(args))))
-        args.append(query.limit)
+        return " AND ".join(where), args
+
+    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
+        """Decisions matching a trace search, newest first (a page: `limit` after `offset`)."""
+        where, args = self._audit_where(query)
+        args.extend((query.limit, max(0, query.offset)))
         rows = self._run(self._pool.fetch(
-            f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC "
-            f"LIMIT ${len(args)}", *args))
+            f"SELECT {self._AUDIT} FROM audit WHERE {where} ORDER BY at DESC, id DESC "
+            f"LIMIT ${len(args) - 1} OFFSET ${len(args)}", *args))
         return [self._audit(r) for r in rows]
+
+    def count_audit(self, query: TraceQuery) -> int:
+        """How many decisions match a trace search (no limit)."""
+        where, args = self._audit_where(query)
+        return int(self._run(self._pool.fetchval(f"SELECT count(*) FROM audit WHERE {where}", *args)))
 
     def trace_events(self, queue_id: str) -> list[TraceEvent]:
         rows = self._run(self._pool.fetch(

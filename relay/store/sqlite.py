@@ -562,8 +562,7 @@ class SqliteStore:
         rows = self._read(lambda db: db.execute(sql, (*args, limit)).fetchall())
         return [self._audit(r) for r in rows]
 
-    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
-        """Decisions matching a trace search, newest first."""
+    def _audit_where(self, query: TraceQuery) -> tuple[str, list[Any]]:
         where: list[str] = ["1 = 1"]
         args: list[Any] = []
         if query.sender:
@@ -584,9 +583,20 @@ class SqliteStore:
         if query.until:
             where.append("at < ?")
             args.append(_ts(query.until))
-        sql = f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT ?"
-        rows = self._read(lambda db: db.execute(sql, (*args, query.limit)).fetchall())
+        return " AND ".join(where), args
+
+    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
+        """Decisions matching a trace search, newest first (a page: `limit` after `offset`)."""
+        where, args = self._audit_where(query)
+        sql = f"SELECT {self._AUDIT} FROM audit WHERE {where} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
+        rows = self._read(lambda db: db.execute(sql, (*args, query.limit, max(0, query.offset))).fetchall())
         return [self._audit(r) for r in rows]
+
+    def count_audit(self, query: TraceQuery) -> int:
+        """How many decisions match a trace search (no limit)."""
+        where, args = self._audit_where(query)
+        row = self._read(lambda db: db.execute(f"SELECT count(*) FROM audit WHERE {where}", args).fetchone())
+        return int(row[0])
 
     def trace_events(self, queue_id: str) -> list[TraceEvent]:
         rows = self._read(lambda db: db.execute(
