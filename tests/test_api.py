@@ -193,7 +193,7 @@ def test_every_documented_route_answers_as_documented(run: Run) -> None:
         assert [n.to for n in notices][:2] == ["andres.mejia@c.gov.co"] * 2
         assert "Publicidad no autorizada" in notices[1].text
         figures = await call("get", "/report", "/report?month=2026-11", 200)
-        assert figures["period"] == "2026-11" and figures["moderation"]["copies"] == {"hold": 1, "moderate": 3}  # Q1, Q3, Q4; Q2
+        assert figures["period"] == "2026-11" and figures["moderation"]["copies"] == {"hold": 1, "moderate": 3}
         assert figures == views.report(store, directory("barrancabermeja"), "2026-11", ZoneInfo("America/Bogota"),
                                        report.pack_rules(pack("barrancabermeja")))  # `relay report`'s function
         await call("get", "/report", "/report?month=2026-13", 400)

@@ -2,11 +2,9 @@
 one institution (Pasto) at their own moments, then a generated, bounded load of ordinary mail and
 advertising that waits for the communications office, worked through the JSON API (approvals,
 refusals, withdrawals; some left waiting) — and then the message trace (`relay trace --json`, the
-real command, and GET /api/v1/trace), the API's holds list and /metrics must all agree with each
-other and with what the sink received.
-
-`day_figures` returns the per-action counts the trace gives, so a check of the compliance report's
-figures (issue 27's `relay report`) can be added beside the others.
+real command, and GET /api/v1/trace), the API's holds list, /metrics and the compliance report
+(`relay report --format json` and GET /api/v1/report) must all agree with each other and with what
+the sink received. `day_figures` counts what the trace says.
 """
 
 from __future__ import annotations
@@ -24,11 +22,12 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
-from relay import apitokens
+from relay import apitokens, report
 from relay.clock import FileClock
 from relay.store.base import MODERATION_EVENTS
 from tests.e2e.harness import PASSWORD, RelayProcess, Sink, free_port
@@ -43,6 +42,8 @@ PEOPLE = [f"jorge.benavides@{P}", f"lucia.ortega@{P}"]
 MEETINGS, PROMOS = 12, 16  # the generated load: ordinary mail, and advertising held for moderation
 PLAN = {"approve": 7, "reject": 3, "withdraw": 4}  # what the office does with the advertising; 2 left waiting
 TOKEN = apitokens.new_token()
+
+ZONE = ZoneInfo("America/Bogota")
 
 
 def scenario_logins() -> tuple[str, ...]:
@@ -240,3 +241,21 @@ def test_a_day_of_mail_trace_api_metrics_and_sink_agree(relay: RelayProcess, sin
     assert page["total"] == len(trace) and page["messages"] == trace[5:10]
     cli_page = relay_cli(relay, "trace", "--json", "--since", "2026-11-24", "--limit", "5", "--offset", "5")
     assert json.loads(cli_page.stdout) == trace[5:10]
+
+    # 5. the compliance report of the month (all of this mail is in it): the real command and the API
+    # give the same figures, and they are the trace's
+    made = relay_cli(relay, "report", "--month", "2026-11", "--format", "json")
+    assert made.returncode == 0, made.stderr
+    month = json.loads(made.stdout)
+    assert api(relay, "/report?month=2026-11") == month
+    flat = report.figures(month)
+    assert month["messages"] == len(trace)
+    assert {v: n for v, n in month["verdicts"].items() if n} == dict(figures["verdicts"]), (
+        month["verdicts"], figures["verdicts"])
+    assert {r["rule"]: r["total"] for r in month["rules"] if r["total"]} == dict(figures["rules"]), (
+        month["rules"], figures["rules"])
+    assert {d: n for d, n in month["moderation"]["decisions"].items() if n} == dict(done)
+    assert flat["moderation.open"] == sum(1 for h in holds.values() if h["state"] == "moderation")
+    assert sum(d["messages"] for d in month["days"]) == len(trace)
+    assert flat["days.2026-11-24.messages"] == sum(
+        1 for t in trace if datetime.fromisoformat(t["at"]).astimezone(ZONE).date().isoformat() == "2026-11-24")
