@@ -83,7 +83,8 @@ class MilterSession:
         try:
             while True:
                 try:
-                    data = await asyncio.wait_for(self.reader.read(65536), self.idle_timeout)
+                    async with asyncio.timeout(self.idle_timeout):  # (wait_for: a task per packet)
+                        data = await self.reader.read(65536)
                 except TimeoutError:
                     self.log.info("milter_idle_timeout")
                     return
