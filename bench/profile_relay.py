@@ -72,7 +72,7 @@ def bucket(stack: str) -> str:
 
 def record(pid: int, out: Path, rate: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen([str(PY_SPY), "record", "--pid", str(pid), "--format", "raw", "--rate", str(rate),
-                             "--nonblocking", "--threads", "--output", str(out)],
+                             "--nonblocking", "--threads", "--full-filenames", "--output", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
