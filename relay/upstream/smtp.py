@@ -56,10 +56,14 @@ class SmtpConnection:
             if len(line) == 3 or line[3] == " ":
                 return Reply(int(line[:3]), " ".join(lines).strip(), tuple(lines))
 
-    async def command(self, line: str) -> Reply:
-        if "\r" in line or "\n" in line:
+    def send(self, *lines: str) -> None:
+        """Commands written at once, answers read later (`reply`, one each, in order)."""
+        if any("\r" in line or "\n" in line for line in lines):
             raise ValueError("newline in SMTP command")
-        self.writer.write(line.encode("utf-8") + b"\r\n")
+        self.writer.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+    async def command(self, line: str) -> Reply:
+        self.send(line)
         async with asyncio.timeout(self.timeout):
             await self.writer.drain()
             return await self._reply()
@@ -208,29 +212,42 @@ class SmtpTransaction(Transaction):
         self.accepted: list[str] = []
         self.sender: tuple[str, tuple[str, ...]] | None = None
 
-    async def _ensure(self) -> SmtpConnection:
-        if self.conn is None:
-            assert self.sender is not None
-            address, options = self.sender
-            while True:
-                conn = self.conn = await self.upstream.acquire()
-                mail = f"MAIL FROM:<{address}>" + "".join(f" {o}" for o in options if "DSN" in conn.extensions)
-                # (RFC 3461 parameters only go to a server that advertises DSN)
-                try:
+    async def _first_rcpt(self, recipient: str, options: Sequence[str]) -> Reply:
+        """MAIL and the first RCPT on a connection: written together when the server offers
+        PIPELINING (RFC 2920: one round trip), else one after the other. A pooled connection that
+        turns out dead (or answers 421) is replaced by a new one, within this transaction."""
+        assert self.sender is not None
+        address, mail_options = self.sender
+        while True:
+            conn = self.conn = await self.upstream.acquire()
+            dsn = "DSN" in conn.extensions  # RFC 3461 parameters only go to a server that advertises DSN
+            mail = f"MAIL FROM:<{address}>" + "".join(f" {o}" for o in mail_options if dsn)
+            rcpt = f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options if dsn)
+            pipelined = "PIPELINING" in conn.extensions
+            try:
+                if pipelined:
+                    conn.send(mail, rcpt)
+                    reply = await conn.reply()
+                else:
                     reply = await conn.command(mail)
+            except (TimeoutError, OSError, UpstreamError):
+                if not conn.pooled:
+                    raise
+                reply = Reply(421, "4.4.2 pooled connection lost")
+            if not (conn.pooled and reply.code == 421):
+                break
+            # the pooled connection died while idle (or the server is closing it): a new one
+            self.conn = None
+            conn.writer.close()
+        conn.pooled = False
+        if not reply.ok:
+            if pipelined:
+                try:
+                    await conn.reply()  # the RCPT's answer (a 503): read, to stay in step
                 except (TimeoutError, OSError, UpstreamError):
-                    if not conn.pooled:
-                        raise
-                    reply = Reply(421, "4.4.2 pooled connection lost")
-                if not (conn.pooled and reply.code == 421):
-                    break
-                # the pooled connection died while idle (or the server is closing it): a new one
-                self.conn = None
-                conn.writer.close()
-            conn.pooled = False
-            if not reply.ok:
-                raise _Refused(reply)
-        return self.conn
+                    await self._drop()  # a 421 that closed the connection: the client hears the 421
+            raise _Refused(reply)
+        return await conn.reply() if pipelined else await conn.command(rcpt)
 
     async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
         self.sender = (sender, tuple(options))
@@ -238,9 +255,12 @@ class SmtpTransaction(Transaction):
 
     async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
         try:
-            conn = await self._ensure()
-            options = options if "DSN" in conn.extensions else ()
-            reply = await conn.command(f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options))
+            if self.conn is None:
+                reply = await self._first_rcpt(recipient, options)
+            else:
+                conn = self.conn
+                options = options if "DSN" in conn.extensions else ()
+                reply = await conn.command(f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options))
         except _Refused as refused:
             return refused.reply
         except (TimeoutError, OSError, UpstreamError):

@@ -1,21 +1,32 @@
 """The SMTP upstream's connection pool against a real aiosmtpd server on loopback: a pooled
 connection is reused without an RSET round trip per message, and one that died while idle is
-replaced by a new connection within the same transaction (the client never sees it)."""
+replaced by a new connection within the same transaction (the client never sees it); MAIL and
+the first RCPT go in one write to a server that offers PIPELINING, and stay in step when MAIL is
+refused."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from relay.upstream.smtp import SmtpUpstream
+import pytest
+
+from relay.upstream.smtp import SmtpConnection, SmtpUpstream
 from tests.e2e.harness import Sink, SinkHandler
 
 
 class CountingHandler(SinkHandler):
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = False) -> None:
         super().__init__()
         self.rsets = 0
         self.ehlos = 0
+        self.pipelining = pipelining
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if address.startswith("refused@"):
+            return "550 5.7.1 Sender refused"
+        envelope.mail_from = address
+        return "250 OK"
 
     async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
         self.rsets += 1
@@ -25,12 +36,12 @@ class CountingHandler(SinkHandler):
                           responses: list[str]) -> list[str]:
         self.ehlos += 1
         session.host_name = hostname
-        return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]] if self.pipelining else responses
 
 
-def counting_sink(port: int | None = None) -> tuple[Sink, CountingHandler]:
+def counting_sink(port: int | None = None, pipelining: bool = False) -> tuple[Sink, CountingHandler]:
     sink = Sink(port)
-    sink.handler = CountingHandler()
+    sink.handler = CountingHandler(pipelining)
     return sink.start(), sink.handler
 
 
@@ -63,3 +74,34 @@ def test_pooled_connection_is_reused_without_rset_and_replaced_when_dead() -> No
 
     assert asyncio.run(run()) == [250] * 6
     assert len(sink.messages) == 5
+
+
+def test_mail_and_first_rcpt_are_pipelined_and_a_refused_mail_stays_in_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink, handler = counting_sink(pipelining=True)
+    upstream = SmtpUpstream(f"smtp://127.0.0.1:{sink.port}", "relay.test", timeout=5)
+    writes: list[tuple[str, ...]] = []
+    send = SmtpConnection.send
+
+    def spy(self: SmtpConnection, *lines: str) -> None:
+        writes.append(tuple(line.split(":")[0] for line in lines))
+        send(self, *lines)
+
+    monkeypatch.setattr(SmtpConnection, "send", spy)
+
+    async def run() -> list[int]:
+        codes = [await deliver(upstream, "first")]
+        txn = upstream.transaction()
+        await txn.mail("refused@barrancabermeja.gov.co")
+        codes.append((await txn.rcpt("pmu@barrancabermeja.gov.co")).code)
+        await txn.abort()
+        codes.append(await deliver(upstream, "second"))
+        await upstream.close()
+        return codes
+
+    try:
+        assert asyncio.run(run()) == [250, 550, 250]
+    finally:
+        sink.stop()
+    assert handler.ehlos == 1  # one connection throughout: the refusal left it in step
+    assert writes.count(("MAIL FROM", "RCPT TO")) == 3  # every MAIL went out with its first RCPT
+    assert [m.content.count(b"Subject: second") for m in sink.messages] == [0, 1]
