@@ -21,6 +21,7 @@ README table. Loopback only; every run sends a fixed number of messages.
     .venv/bin/python bench/smtp_load.py [--pack pasto] [--messages 2000] [--sessions 1,10,50] [--runs 1]
     .venv/bin/python bench/smtp_load.py --large 10 [--large-messages 20]
     .venv/bin/python bench/smtp_load.py --milter     (as root: Postfix runs its daemons as postfix)
+    .venv/bin/python bench/smtp_load.py --workers 1,2 --sessions 10,50 --latency 0   (one and two workers)
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ class Supervisor:
         # a fresh directory for this run's metrics files: the previous run's figures are gone
         self.metrics_dir = pid_file.with_suffix(".metrics")
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        self.metrics_dir.mkdir(mode=0o700)
+        self.metrics_dir.mkdir(mode=0o700, exist_ok=True)
         os.environ[MULTIPROC_ENV] = str(self.metrics_dir)
         self.log.info("supervisor_started", workers=self.count, lock=str(self.lock_path))
         for index in range(self.count):
