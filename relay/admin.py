@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from relay import moderation, views
+from relay import moderation, report, views, when
 from relay.clock import clock_from_env
 from relay.config import RelayConfig, load_config
 from relay.store import AuditEntry, Hold, HoldFilter, HoldState, Store, open_store
+from relay.store.base import TraceQuery
 
 EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
 
@@ -212,12 +213,7 @@ def _resolve(store: Store, given: str, all_states: bool) -> list[Hold]:
     return store.list_holds(HoldFilter(queue_id=given, states=states, limit=1000))
 
 
-def _local(at: datetime | None, zone: tzinfo) -> str:
-    """'2026-11-30 08:00 -05 (America/Bogota)': an instant as people here read it."""
-    if at is None:
-        return ""
-    here = at.astimezone(zone)
-    return f"{here:%Y-%m-%d %H:%M %Z} ({getattr(zone, 'key', here.tzname())})"
+_local = when.local  # one short form of an instant for people: '2026-11-30 08:00 -05 (America/Bogota)'
 
 
 def _decided_short(hold: Hold, zone: tzinfo) -> str:
@@ -235,10 +231,17 @@ def _show(args: argparse.Namespace, store: Store, hold: Hold, zone: tzinfo) -> i
         print(json.dumps(data, ensure_ascii=False, indent=2))
         return EXIT_OK
     headers, events = data["headers"], store.hold_events(hold.id)
+    # one time policy: every instant in the institution's zone, named (JSON keeps ISO with offsets)
+    instants = {"deliver_at": hold.deliver_at, "next_attempt": hold.next_attempt, "created_at": hold.created_at}
     for key in ("id", "state", "reason", "mail_from", "subject", "deliver_at", "next_attempt", "attempts",
                 "created_at", "last_error"):
         if data[key] not in ("", None):
-            print(f"{key + ':':<14}{data[key]}")
+            text = _local(instants[key], zone) if key in instants else data[key]
+            if key == "deliver_at" and hold.deliver_at_local and hold.deliver_at is not None:
+                theirs = datetime.fromisoformat(hold.deliver_at_local)
+                if theirs.utcoffset() != hold.deliver_at.astimezone(zone).utcoffset():
+                    text += f" — {theirs:%Y-%m-%d %H:%M} UTC{theirs:%z} for the recipient"
+            print(f"{key + ':':<14}{text}")
     print(f"{'recipients:':<14}{', '.join(hold.recipients)}")
     for rule, cite in zip(hold.rule_ids, hold.cites, strict=False):
         print(f"{'rule:':<14}{rule} — {cite}")
@@ -252,7 +255,7 @@ def _show(args: argparse.Namespace, store: Store, hold: Hold, zone: tzinfo) -> i
         print("  " + " ".join(header.split())[:300])
     print("history:")
     for e in events:
-        print(f"  {_iso(e.at)}  {e.event:<10} {e.detail}")
+        print(f"  {_local(e.at, zone)}  {e.event:<10} {e.detail}")
     return EXIT_OK
 
 
@@ -265,6 +268,16 @@ def _audit_row(e: AuditEntry) -> list[str]:
             e.client_ip or "", " ".join(r[0] for r in e.rules), " | ".join(r[1] for r in e.rules),
             " ".join(r[2] for r in e.rules), " ".join(e.monitored),
             " | ".join(f"{r[0]}: {r[3]}" for r in e.rules if len(r) > 3)]  # text rules: terms and scores
+
+
+def audit_json(e: AuditEntry) -> dict[str, Any]:
+    """One decision for `relay audit --json`: the CSV's columns, typed (a count as a number, the
+    rules, circulars, actions, monitored rules and reasons as lists; the instant ISO with offset)."""
+    return {"at": _iso(e.at), "queue_id": e.queue_id, "verdict": e.verdict, "reply": e.reply,
+            "mail_from": e.mail_from, "recipients": e.recipients, "login": e.login or "",
+            "client_ip": e.client_ip or "", "rules": [r[0] for r in e.rules], "circulars": [r[1] for r in e.rules],
+            "actions": [r[2] for r in e.rules], "monitored": list(e.monitored),
+            "reasons": [f"{r[0]}: {r[3]}" for r in e.rules if len(r) > 3]}
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -280,45 +293,34 @@ def cmd_audit(args: argparse.Namespace) -> int:
         writer.writerow(AUDIT_COLUMNS)
         writer.writerows(_audit_row(e) for e in entries)
     elif args.json:
-        print(json.dumps([dict(zip(AUDIT_COLUMNS, _audit_row(e), strict=True)) for e in entries],
-                         ensure_ascii=False, indent=2))
+        print(json.dumps([audit_json(e) for e in entries], ensure_ascii=False, indent=2))
     else:
         rows = [["AT", "QUEUE ID", "VERDICT", "FROM", "RULES"]]
-        rows += [[_iso(e.at), e.queue_id, e.verdict, e.mail_from, " ".join(r[0] for r in e.rules) or "-"]
+        rows += [[_local(e.at, zone), e.queue_id, e.verdict, e.mail_from, " ".join(r[0] for r in e.rules) or "-"]
                  for e in entries]
         _table(rows, sys.stdout)
         print(f"{len(entries)} decision(s)")
     return EXIT_OK
 
 
-def trace_json(store: Store, entry: AuditEntry) -> dict[str, Any]:
-    """One message's life: its decision, then what happened to it (holds and their history, the
-    upstream's reply, notices), in time order, ISO 8601 with offsets."""
-    events: list[dict[str, Any]] = [{
-        "at": _iso(entry.at), "event": "decided", "detail": entry.verdict + (f": {entry.reply}" if entry.reply else ""),
-        "rules": [{"rule": r[0], "cite": r[1], "action": r[2]} for r in entry.rules if len(r) > 2]}]
-    for hold in store.list_holds(HoldFilter(queue_id=entry.queue_id, states=tuple(HoldState))):
-        for e in store.hold_events(hold.id):
-            events.append({"at": _iso(e.at), "event": f"hold {e.event}", "detail": e.detail, "hold": hold.id})
-    for t in store.trace_events(entry.queue_id):
-        events.append({"at": _iso(t.at), "event": t.event, "detail": t.detail})
-    events.sort(key=lambda e: datetime.fromisoformat(e["at"]) if e["at"] else entry.at)
-    return {"queue_id": entry.queue_id, "at": _iso(entry.at), "mail_from": entry.mail_from, "login": entry.login,
-            "recipients": list(entry.rcpt_to), "subject": entry.subject, "message_id": entry.message_id,
-            "verdict": entry.verdict, "events": events}
+trace_json = views.trace_json  # one message's life: the same for the CLI, the /trace page and the API
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    """`relay trace`: where is my mail? Search the audit trail, then tell each message's life."""
-    from relay.store.base import TraceQuery
-
+    """`relay trace`: where is my mail? Search the audit trail, then tell each message's life
+    (relay.views.search_traces: the /trace page and GET /api/v1/trace run the same search)."""
     config, store = _open(args)
     zone = institution_zone(config, args.config)
     try:
         query = TraceQuery(sender=args.sender, recipient=args.recipient, message_id=args.message_id,
                            queue_id=args.queue_id, since=parse_instant(args.since, zone),
-                           until=parse_instant(args.until, zone), limit=args.limit)
-        traces = [trace_json(store, e) for e in store.search_audit(query)]
+                           until=parse_instant(args.until, zone), limit=args.limit, offset=args.offset)
+        try:
+            found = views.search_traces(store, query)
+            traces = found["messages"]
+        except views.BadRequest as error:
+            print(f"relay trace: {error}", file=sys.stderr)
+            return EXIT_USAGE
     finally:
         store.close()
     if args.json:
@@ -329,7 +331,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     def local(at: str) -> str:
-        return datetime.fromisoformat(at).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if at else ""
+        return datetime.fromisoformat(at).astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z") if at else ""
 
     for n, t in enumerate(traces):
         if n:
@@ -341,20 +343,20 @@ def cmd_trace(args: argparse.Namespace) -> int:
         for e in t["events"]:
             print(f"  {local(e['at'])}  {e['event']:<16} {e['detail']}")
             for r in e.get("rules", []):
-                print(f"  {'':19}  {r['rule']} ({r['action']}) — {r['cite']}")
-    print(f"\n{len(traces)} message(s)")
+                print(f"  {'':23}  {r['rule']} ({r['action']}) — {r['cite']}")
+    more = found["total"] - found["offset"] - len(traces)
+    print(f"\n{len(traces)} message(s)" + (f" of {found['total']}; the next: --offset {found['offset'] + len(traces)}"
+                                           if more > 0 else ""))
     return EXIT_OK
 
 
-# The columns Bogotá's Circular 004 de 2024, numeral 4, asks the inventory to hold; the relay fills
-# what mail shows, the communications office the rest.
-INVENTORY_COLUMNS = ["red_social", "usuario_cuenta", "url_perfil", "correo_institucional_asociado",
-                     "tipo_buzon", "objetivo_cuenta", "responsable_gestion", "datos_contacto",
-                     "primera_vez_visto", "ultima_vez_visto", "mensajes"]
+# The columns Bogotá's Circular 004 de 2024, numeral 4, asks the inventory to hold (relay.report).
+INVENTORY_COLUMNS = report.INVENTORY_COLUMNS
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
-    _, store = _open(args)
+    config, store = _open(args)
+    zone = institution_zone(config, args.config)
     try:
         accounts = store.inventory()
     finally:
@@ -366,14 +368,62 @@ def cmd_inventory(args: argparse.Namespace) -> int:
         writer.writerow(INVENTORY_COLUMNS)
         writer.writerows(rows)
     elif args.json:
-        print(json.dumps([dict(zip(INVENTORY_COLUMNS, r, strict=True)) for r in rows], ensure_ascii=False, indent=2))
+        typed = [{**dict(zip(INVENTORY_COLUMNS, r, strict=True)), "mensajes": a.messages}
+                 for r, a in zip(rows, accounts, strict=True)]
+        print(json.dumps(typed, ensure_ascii=False, indent=2))
     else:
         table = [["NETWORK", "ACCOUNT MAILBOX", "TYPE", "FIRST SEEN", "LAST SEEN", "MESSAGES"]]
-        table += [[r[0], r[3], r[4], r[8], r[9], r[10]] for r in rows]
+        table += [[r[0], r[3], r[4], _local(a.first_seen, zone), _local(a.last_seen, zone), r[10]]
+                  for r, a in zip(rows, accounts, strict=True)]
         _table(table, sys.stdout)
         personal = sum(1 for a in accounts if a.mailbox_type == "personal")
         print(f"{len(accounts)} account(s), {personal} on personal mailboxes (Circular 004 de 2024, num. 2: "
               "move them to service mailboxes)")
+    return EXIT_OK
+
+
+def _report_directory(config: RelayConfig, config_path: str) -> Any:
+    """The directory the report looks senders' offices up in: the YAML file, or the LDAP snapshot the
+    running relay wrote (a fresh read only when there is none)."""
+    from relay import ldapdir
+
+    if not ldapdir.is_ldap_url(config.directory):
+        return ldapdir.load_directory_file(config.resolve(config_path, config.directory))
+    source = ldapdir.source_from_config(config, config_path)
+    snapshot = ldapdir.read_snapshot(source.snapshot_path)
+    return ldapdir.to_directory(snapshot) if snapshot is not None else ldapdir.load(source)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`relay report --month 2026-11`: the compliance report, as JSON, CSV or a self-contained page."""
+    from relay.policy.pack import load_pack
+
+    config = load_config(args.config)
+    zone = institution_zone(config, args.config)
+    try:
+        period = report.Period.month(args.month, zone)
+    except report.ReportError as error:
+        print(f"relay report: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    directory = _report_directory(config, args.config)
+    rules = report.pack_rules(load_pack(config.resolve(args.config, config.policy)))
+    _, store = _open(args)
+    try:
+        figures = report.report_for(store, directory, period, rules, args.office or None)
+    finally:
+        store.close()
+    if args.format == "json":
+        text = json.dumps(report.report_json(figures), ensure_ascii=False, indent=2) + "\n"
+    elif args.format == "csv":
+        text = report.report_csv(figures)
+    else:
+        text = report.report_html(figures)
+    if args.output and args.output != "-":
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"{args.output}: {args.format} report for {figures.period} ({figures.messages} message(s))",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return EXIT_OK
 
 
@@ -503,9 +553,20 @@ def add_parsers(sub: Any) -> None:
     trace.add_argument("--queue-id")
     trace.add_argument("--since", help="as for relay audit: 2026-11-27, '2026-11-27 08:00', today, ISO 8601")
     trace.add_argument("--until")
-    trace.add_argument("--limit", type=int, default=100)
+    trace.add_argument("--limit", type=int, default=100, help="messages shown (newest first)")
+    trace.add_argument("--offset", type=int, default=0, help="matching messages skipped first (the next page)")
     trace.add_argument("--json", action="store_true")
     trace.set_defaults(func=cmd_trace)
+
+    rep = sub.add_parser("report", help="the compliance report of a month: per rule and circular, per office, "
+                         "right to disconnect, social-network inventory (docs/operations.md)")
+    rep.add_argument("--config", required=True)
+    rep.add_argument("--month", required=True, help="YYYY-MM, in the institution's zone, e.g. 2026-11")
+    rep.add_argument("--format", choices=["html", "csv", "json"], default="html",
+                     help="html: a self-contained page with charts (default); csv: one long table; json")
+    rep.add_argument("--office", help="only the messages of senders of this office (the directory's department)")
+    rep.add_argument("--output", "-o", help="write to this file (default: standard output)")
+    rep.set_defaults(func=cmd_report)
 
     inventory = sub.add_parser("inventory", help="social-network accounts seen (Bogotá Circular 004 de 2024)")
     inventory.add_argument("--config", required=True)

@@ -55,6 +55,16 @@ def load_rules(config: RelayConfig, config_path: Path, generation: int = 1) -> R
                  credentials, tls_context, generation)
 
 
+def loop_key(config: RelayConfig, config_path: Path) -> bytes | None:
+    """trust.loop_guard's HMAC key: its secret_file, else the admin secret (as the moderation
+    links), else var/relay.secret; made on first use. None without a loop guard."""
+    guard = config.trust.loop_guard
+    if guard is None:
+        return None
+    name = guard.secret_file or (config.admin.secret_file if config.admin else "var/relay.secret")
+    return links.load_key(config.resolve(config_path, name))
+
+
 # Settings read only at start: a reload that changes them says so and keeps the running value.
 RESTART_FIELDS = ("listen", "milter", "upstream", "upstream_options", "store", "store_options", "pid_file", "log",
                   "event_loop", "admin", "dns", "workers")
@@ -87,7 +97,7 @@ class RelayApp:
         self.link_key = (links.load_key(config.resolve(config_path, config.admin.secret_file))
                          if config.admin else None)
         self.disposer = Disposer(config, rules, self.clock, store, upstream, metrics=self.metrics, dns=dns,
-                                 link_key=self.link_key)
+                                 link_key=self.link_key, loop_key=loop_key(config, config_path))
         self.scheduler = Scheduler(self.disposer, logs.get("relay.scheduler"), scheduler_settings(config))
         self.disposer.wake = self.scheduler.wake
         self.metrics.generation.set(1)
@@ -128,6 +138,10 @@ class RelayApp:
         kept = [name for name in RESTART_FIELDS if getattr(config, name) != getattr(self.config, name)]
         self.config = config.model_copy(update={name: getattr(self.config, name) for name in kept})
         self.disposer.config, self.disposer.rules = self.config, rules
+        try:
+            self.disposer.loop_key = await asyncio.to_thread(loop_key, self.config, self.config_path)
+        except OSError as error:  # the old key (or none) stays
+            self.log.error("loop_guard_key_unreadable", error=str(error)[:200])
         self.scheduler.settings = scheduler_settings(config)
         self.disposer.log = logs.get("relay").bind(pack=rules.pack.pack)
         self.log.info("reloaded", generation=generation, rules=len(rules.pack.rules),

@@ -89,8 +89,9 @@ class DnsChecks:
                                dmarc=dmarc, dmarc_policy=policy, from_domain=from_domain,
                                source="authentication-results")
         spf_domain = envelope.mail_from.rpartition("@")[2] or (envelope.helo or "")
-        spf = await mailauth.check_spf(self.resolver, envelope.client_ip or "", spf_domain, envelope.mail_from,
-                                       envelope.helo or "") if spf_domain else "none"
+        checked = await mailauth.spf(self.resolver, envelope.client_ip or "", spf_domain, envelope.mail_from,
+                                     envelope.helo or "") if spf_domain else mailauth.SpfResult("none")
+        spf = checked.result
         if spf == "temperror" and self.config.on_failure == "tempfail":
             raise DnsFailure(f"SPF de {spf_domain}")
         dmarc, policy = None, ""
@@ -113,7 +114,8 @@ class DnsChecks:
             arc = await mailauth.verify_arc(self.resolver, content, self._sealers)
             if mailauth.arc_vouches(arc, from_domain):
                 dmarc, source = "pass", f"arc:{arc.sealer}"
-        return replace(facts, spf=spf, spf_domain=spf_domain.casefold(), dkim=dkim, dmarc=dmarc,
+        return replace(facts, spf=spf, spf_domain=spf_domain.casefold(), spf_explanation=checked.explanation,
+                       dkim=dkim, dmarc=dmarc,
                        dmarc_policy=policy, from_domain=from_domain, source=source)
 
 

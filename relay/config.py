@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -49,6 +50,8 @@ class Auth(_Strict):
     allow_plaintext_on_loopback: bool = False
     max_failures_per_connection: int = Field(default=3, ge=1, description="failed AUTH, then 421 and close")
     max_failures_per_client: int = Field(default=10, ge=1, description="failed AUTH per address per window")
+    max_failures_per_login: int = Field(default=20, ge=1, description="failed AUTH for one login from any address "
+                                        "per window; then 454 from addresses it never signed in from")
     failure_window: float = Field(default=600, gt=0, description="seconds a failed AUTH is counted")
     failure_delay: float = Field(default=1.0, ge=0, description="seconds before the first 535 (doubles, max 16x)")
 
@@ -82,6 +85,30 @@ class HostedHop(_Strict):
     _clients = field_validator("clients")(lambda value: _networks(value, "40.92.0.0/15"))
 
 
+class LoopGuard(_Strict):
+    """The header the relay stamps on every message it delivers (an HMAC with the relay's secret
+    over the queue id, the time and the Message-ID): the hosted service's routing rule excepts it,
+    and a stamped message coming back from a trusted hosted hop is passed on once, unchanged
+    (relay/hosted.py; docs/microsoft365.md, docs/google-workspace.md)."""
+
+    header: str = Field(default="X-Policy-Relay-Loop", description="the header's name (what the mail-flow rule's "
+                        "'a message header matches' exception names)")
+    max_age: float = Field(default=86400, gt=0, le=30 * 86400,
+                           description="seconds a stamp is believed after the relay wrote it")
+    secret_file: str | None = Field(default=None, description="HMAC key (made, mode 0600, when missing); "
+                                    "default: admin.secret_file when admin: is set, else var/relay.secret")
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,75}", value):
+            raise ValueError(f"{value!r}: use a header name of letters, digits and '-' (X-Policy-Relay-Loop)")
+        if value.lower().startswith("x-relay-"):
+            raise ValueError(f"{value!r}: X-Relay-* headers are removed from every message; use e.g. "
+                             "X-Policy-Relay-Loop")
+        return value
+
+
 class Trust(_Strict):
     """Hops whose XFORWARD and recorded SASL login we believe (a content_filter Postfix)."""
 
@@ -90,6 +117,8 @@ class Trust(_Strict):
     hosted: tuple[HostedHop, ...] = Field(
         default=(), description="hosted services in front of the relay (docs/microsoft365.md, "
         "docs/google-workspace.md)")
+    loop_guard: LoopGuard | None = Field(
+        default=None, description="stamp delivered mail so the hosted service does not send it through again")
 
 
 class LocalSubmission(_Strict):
@@ -120,6 +149,10 @@ class UpstreamOptions(_Strict):
     tls_ca_file: str | None = Field(default=None, description="CA bundle to verify the upstream (default: system)")
     tls_verify: bool = Field(default=True, description="false only for a lab upstream with a self-signed cert")
     password_file: str | None = Field(default=None, description="file with the AUTH password (not in the URL)")
+    tls_client_cert: str | None = Field(default=None, description="PEM certificate the relay presents in TLS to "
+                                        "the upstream (Exchange Online's certificate-based inbound connector, "
+                                        "smtp-relay.gmail.com); use with ?starttls=1")
+    tls_client_key: str | None = Field(default=None, description="its private key (default: in tls_client_cert)")
 
 
 class Scheduler(_Strict):
@@ -387,6 +420,8 @@ class RelayConfig(_Strict):
             (("auth", "credentials_file"), self.auth.credentials_file if self.auth else None),
             (("upstream_options", "tls_ca_file"), self.upstream_options.tls_ca_file),
             (("upstream_options", "password_file"), self.upstream_options.password_file),
+            (("upstream_options", "tls_client_cert"), self.upstream_options.tls_client_cert),
+            (("upstream_options", "tls_client_key"), self.upstream_options.tls_client_key),
         ]
         problems = [
             yamlconf.problem_at(config_path, loc, f"file not found: {self.resolve(config_path, value)} "

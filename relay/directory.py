@@ -100,6 +100,7 @@ class LeaveModel(_Strict):
 class PersonModel(_Strict):
     address: str
     name: str = ""
+    department: str | None = None  # the office (dependencia), for the compliance report
     roles: list[str] = []
     timezone: str | None = None
     holidays: str | None = None
@@ -182,6 +183,7 @@ class Person:
     name: str
     roles: frozenset[str]
     schedule: Schedule
+    department: str = ""  # the office (dependencia); "" when the directory does not say
 
 
 @dataclass(frozen=True)
@@ -281,7 +283,8 @@ class FileDirectory:
                 holidays=p.holidays or model.holidays,
                 leave=tuple((leave.from_, leave.to) for leave in p.leave),
             )
-            entries[address_key(p.address)] = Person(p.address, p.name, frozenset(p.roles), schedule)
+            entries[address_key(p.address)] = Person(p.address, p.name, frozenset(p.roles), schedule,
+                                                    (p.department or "").strip())
         for s in model.service_mailboxes:
             delegates = frozenset(address_key(d) for d in s.delegates)
             entries[address_key(s.address)] = ServiceMailbox(s.address, delegates, frozenset(s.roles))

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from relay import holds, logs, moderation, notices, rewrite
+from relay import holds, hosted, logs, moderation, notices, rewrite
 from relay.addresses import AddressError
 from relay.auth import Credentials
 from relay.checks import DnsChecks, DnsFailure
@@ -42,7 +42,7 @@ from relay.metrics import Metrics
 from relay.policy import automatic
 from relay.policy.engine import envelope_notices, envelope_refusing, evaluate, refusal_reply
 from relay.policy.pack import Pack
-from relay.policy.verdicts import Decision, Notice, SmtpReply, Verdict
+from relay.policy.verdicts import Decision, Finding, Notice, SmtpReply, Verdict
 from relay.store import AuditEntry, Hold, NewHold, OutboxNotice, SocialAccount, Store, StoreError, TraceEvent
 from relay.upstream import Reply, Transaction, Upstream
 from relay.web import links
@@ -182,6 +182,7 @@ class Submitted:
     helo: str
     tls: bool = False
     trusted_hop: bool = False  # a Postfix in front of us: its Received header names the login
+    hosted: str | None = None  # the trust.hosted service this client was verified as (relay/hosted.py)
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,16 @@ def clean_token(value: str, limit: int = 255) -> str:
     return re.sub(r"[^A-Za-z0-9.:\[\]_-]", "", value)[:limit] or "unknown"
 
 
+def audit_why(finding: Finding) -> tuple[str, ...]:
+    """The audit trail's fourth item for a finding: why it fired. A text rule's terms and scores;
+    otherwise the facts the rule read (`detail`: an SPF result and its exp= text, a login), one line."""
+    if finding.why is not None:
+        return (finding.why.line(),)
+    if finding.detail:
+        return (notices.one_line("; ".join(f"{k}={v}" for k, v in finding.detail))[:500],)
+    return ()
+
+
 def _clean_ids(text: str) -> str:
     return re.sub(r"[^a-z0-9(), -]", "", text)[:900]
 
@@ -232,11 +243,12 @@ class Disposer:
 
     def __init__(self, config: RelayConfig, rules: Rules, clock: Clock, store: Store, upstream: Upstream, *,
                  metrics: Metrics | None = None, dns: DnsChecks | None = None, link_key: bytes | None = None,
-                 log: Any = None) -> None:
+                 log: Any = None, loop_key: bytes | None = None) -> None:
         self.config, self.rules, self.clock, self.store, self.upstream = config, rules, clock, store, upstream
         self.metrics = metrics or Metrics()
         self.dns = dns
         self.link_key = link_key
+        self.loop_key = loop_key  # trust.loop_guard's HMAC key; None: nothing stamped, no stamp believed
         self.log = log or logs.get("relay").bind(pack=rules.pack.pack)
         self.wake: Callable[[], None] = lambda: None  # the scheduler's: a hold or a notice to send
         self._active = 0  # sessions open, all front-ends
@@ -336,6 +348,14 @@ class Disposer:
         """The one path from a submitted message to its disposition."""
         ours = via.txn if isinstance(via, WeDeliver) else None
         log = self.log.bind(queue_id=m.queue_id) if ours else self.log.bind(queue_id=m.queue_id, frontend="milter")
+        guard = self.config.trust.loop_guard
+        if guard and self.loop_key and m.hosted:
+            check = hosted.check_stamp(rewrite.split_head(m.content)[0], self.loop_key, guard.header,
+                                       self.clock.now().timestamp(), guard.max_age, message_id(m.content))
+            if check.valid:
+                return await self.loop_pass(m, ours, check, log)
+            if check.why != "no stamp":
+                log.warning("loop_guard_invalid", why=check.why, stamp_queue_id=check.queue_id or None)
         login = m.login if m.login is not None or not m.trusted_hop else login_from_trace(m.content)
         try:
             envelope = Envelope.build(m.mail_from, list(m.rcpts), login, m.client_ip, m.helo)
@@ -353,6 +373,8 @@ class Disposer:
             return await _aborted(ours, from_reply(decision.reply))
         before, rest = rewrite.split_head(m.content)
         fields = rewrite.drop_own_headers(before)
+        if guard:  # a stamp that did not pass above counts for nothing: out (ours is added on delivery)
+            fields = hosted.without_stamp(fields, guard.header)
         change = decision.rewrite
         if change and change.hide:
             fields = rewrite.hide_addresses(fields, change.hide)
@@ -370,7 +392,8 @@ class Disposer:
         if change and change.split:
             if ours:
                 await ours.abort()
-            reply = await self.deliver_split(m.mail_from, list(m.rcpts), trace, fields, rest, log, login, subject)
+            reply = await self.deliver_split(m.mail_from, list(m.rcpts), trace, fields, rest, log, login, subject,
+                                             m.queue_id)
             log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
             self.trace_reply(m.queue_id, reply, len(m.rcpts))
             if not reply.ok:
@@ -378,7 +401,7 @@ class Disposer:
             await self.notify(decision.notices, log)
             return Discard(m.queue_id)  # every copy went out separately
         if ours:
-            reply = await ours.data(rewrite.join(trace + fields, rest))
+            reply = await ours.data(self.stamp(rewrite.join(trace + fields, rest), m.queue_id))
             log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
             self.trace_reply(m.queue_id, reply, len(m.rcpts))
             if not reply.ok:
@@ -388,6 +411,54 @@ class Disposer:
         await self.notify(decision.notices, log)
         self.trace(m.queue_id, "accepted", f"{len(m.rcpts)} recipient(s) handed back to the MTA (milter)")
         return Accept(m.queue_id, header_edits=edits, body=body)
+
+    def stamp(self, content: bytes, queue_id: str) -> bytes:
+        """What the relay delivers, with its loop-guard stamp (trust.loop_guard; else unchanged).
+        Every delivery passes here: at DATA time, split copies, released holds, notices."""
+        guard = self.config.trust.loop_guard
+        if guard is None or self.loop_key is None:
+            return content
+        qid = re.sub(r"[^A-Za-z0-9]", "", queue_id)[:40] or "0"
+        return hosted.stamped(content, self.loop_key, guard.header, qid, int(self.clock.now().timestamp()),
+                              message_id(content), secrets.token_hex(4))
+
+    async def loop_pass(self, m: Submitted, ours: Transaction | None, check: hosted.StampCheck,
+                        log: Any) -> Disposition:
+        """A message this relay delivered, back from the trusted hosted hop with its valid stamp
+        (the routing rule's exception missing or not yet applied): passed on once, byte for byte —
+        its policy was applied the first time; no rules, no second stamp, no notices. A second
+        arrival of the same stamp is a loop: refused."""
+        assert self.config.trust.loop_guard is not None
+        guard = self.config.trust.loop_guard
+        now = self.clock.now()
+        what = f"{guard.header} q={check.queue_id} t={check.stamped_at} n={check.nonce}"
+        try:
+            first = await asyncio.to_thread(self.store.take_once, check.key, now, guard.max_age + hosted.FUTURE_SKEW)
+        except StoreError as error:
+            log.error("loop_guard_store_failed", error=str(error)[:200])
+            return await _aborted(ours, STORE_UNAVAILABLE)
+        log.info("loop_guard", stamp_queue_id=check.queue_id, stamped_at=check.stamped_at, first=first,
+                 service=m.hosted, recipients=len(m.rcpts))
+        entry = partial_audit(now, m, message_id(m.content))
+        if not first:
+            loop = Reject(554, f"5.4.6 Routing loop detected: {what} seen before")
+            self.add_audit(replace(entry, verdict="reject", reply=str(loop),
+                                   rules=(("loop-guard", what, "reject"),)))
+            return await _aborted(ours, loop)
+        self.add_audit(replace(entry, verdict="deliver", reply="250 2.0.0 passed through once (loop guard)",
+                               rules=(("loop-guard", what, "pass"),)))
+        await self.commit_audit()
+        if not ours:
+            self.trace(m.queue_id, "accepted", f"{len(m.rcpts)} recipient(s) handed back to the MTA (loop guard)")
+            return Accept(m.queue_id)
+        reply = await ours.data(m.content)
+        log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe())
+        self.trace_reply(m.queue_id, reply, len(m.rcpts))
+        if not reply.ok:  # not passed: the client's retry may pass it
+            with contextlib.suppress(StoreError):
+                await asyncio.to_thread(self.store.give_back, check.key)
+            return from_reply(reply)
+        return Accept(m.queue_id)
 
     async def hold(self, m: Submitted, ours: Transaction | None, decision: Decision, login: str | None,
                    content: bytes, subject: str, edits: tuple[HeaderEdit, ...], body: bytes | None,
@@ -405,7 +476,7 @@ class Disposer:
             return STORE_UNAVAILABLE
         now_rcpts = holds.deliver_now(decision)
         if ours and now_rcpts:
-            reply = await self.deliver_to(m.mail_from, now_rcpts, content)
+            reply = await self.deliver_to(m.mail_from, now_rcpts, self.stamp(content, m.queue_id))
             log.info("upstream_reply", code=reply.code, text=reply.text[:200], upstream=self.upstream.describe(),
                      recipients=len(now_rcpts))
             self.trace_reply(m.queue_id, reply, len(now_rcpts))
@@ -453,27 +524,31 @@ class Disposer:
         if not self.config.rate_limits or not sender:
             return None
         now = self.clock.now()
-        for limit in self.config.rate_limits:
-            start = datetime.fromtimestamp(now.timestamp() // limit.window * limit.window, UTC)
-            try:
-                count = await asyncio.to_thread(self.store.rate_take, f"sender:{sender.casefold()}", start,
-                                                len(envelope.rcpt_to), limit.limit)
-            except StoreError as error:
-                log.error("rate_store_failed", error=str(error)[:200])
-                return None  # a counter we cannot read never stops mail
-            if count is None:
-                hours = limit.window / 3600
-                reply = Tempfail(450, f"4.7.1 [rate-limit] Supera el limite de {limit.limit} destinatarios por "
-                                      f"{hours:g} hora(s) para {sender[:100]}; intente mas tarde (protege a la "
-                                      "entidad de listas de spam)")
-                log.warning("rate_limited", sender=sender, window=limit.window, limit=limit.limit,
-                            recipients=len(envelope.rcpt_to))
-                self.add_audit(AuditEntry(now, queue_id, "tempfail", str(reply), envelope.mail_from,
-                                          len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
-                                          (("rate-limit", f"rate_limits: {limit.limit} per {limit.window} s",
-                                            "tempfail"),), rcpt_to=tuple(envelope.rcpt_to)))
-                return reply
-        return None
+        # one counter per window length, all taken or none: a message refused by one limit does
+        # not count against the others it passed
+        limits = self.config.rate_limits
+        takes = [(f"sender:{sender.casefold()}:{limit.window:g}",
+                  datetime.fromtimestamp(now.timestamp() // limit.window * limit.window, UTC), limit.limit)
+                 for limit in limits]
+        try:
+            refused = await asyncio.to_thread(self.store.rate_take_all, takes, len(envelope.rcpt_to))
+        except StoreError as error:
+            log.error("rate_store_failed", error=str(error)[:200])
+            return None  # a counter we cannot read never stops mail
+        if refused is None:
+            return None
+        limit = limits[refused]
+        hours = limit.window / 3600
+        reply = Tempfail(450, f"4.7.1 [rate-limit] Supera el limite de {limit.limit} destinatarios por "
+                              f"{hours:g} hora(s) para {sender[:100]}; intente mas tarde (protege a la "
+                              "entidad de listas de spam)")
+        log.warning("rate_limited", sender=sender, window=limit.window, limit=limit.limit,
+                    recipients=len(envelope.rcpt_to))
+        self.add_audit(AuditEntry(now, queue_id, "tempfail", str(reply), envelope.mail_from,
+                                  len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
+                                  (("rate-limit", f"rate_limits: {limit.limit} per {limit.window} s",
+                                    "tempfail"),), rcpt_to=tuple(envelope.rcpt_to)))
+        return reply
 
     def decide(self, envelope: Envelope, content: bytes) -> tuple[Decision, str]:
         """Parse and decide (run in a worker thread so a large message does not block the loop);
@@ -513,7 +588,8 @@ class Disposer:
         return await txn.data(content)
 
     async def deliver_split(self, mail_from: str, rcpts: list[str], trace: list[bytes], fields: list[bytes],
-                            rest: bytes, log: Any, login: str | None = None, subject: str = "") -> Reply:
+                            rest: bytes, log: Any, login: str | None = None, subject: str = "",
+                            queue_id: str = "") -> Reply:
         """One transaction per recipient, each copy showing only its own address.
 
         One reply answers for all recipients, so: a temporary failure of any copy makes the client
@@ -527,7 +603,7 @@ class Disposer:
             await txn.mail(mail_from)
             reply = await txn.rcpt(rcpt)
             if reply.ok:
-                reply = await txn.data(rewrite.join(trace + rewrite.set_to(fields, rcpt), rest))
+                reply = await txn.data(self.stamp(rewrite.join(trace + rewrite.set_to(fields, rcpt), rest), queue_id))
             else:
                 await txn.abort()
             if reply.ok:
@@ -613,10 +689,15 @@ class Disposer:
             self.trace(queue_id, "notice", f"{n.kind} to {n.to}: {n.subject}")
         self.wake()
 
-    def queue_notice(self, notice: Notice, log: Any) -> None:
-        """`notify` for blocking callers (the scheduler's own notices, from its loop)."""
+    def queue_notice(self, notice: Notice, log: Any, queue_id: str = "") -> None:
+        """`notify` for blocking callers (the scheduler's own notices, from its loop); a notice about
+        a message (`queue_id`) is told in its trace."""
         try:
-            self.store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], self.clock.now())
+            now = self.clock.now()
+            self.store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], now)
+            if queue_id:
+                self.store.add_audit([], trace=[TraceEvent(queue_id, now, "notice",
+                                                           f"{notice.kind} to {notice.to}: {notice.subject}")])
         except StoreError as error:
             log.error("notice_not_stored", to=notice.to, error=str(error)[:200])
         self.wake()
@@ -634,8 +715,8 @@ class Disposer:
         reply = await txn.rcpt(notice.to)
         if reply.ok:
             original = await asyncio.to_thread(self.store.hold_content, notice.attach) if notice.attach else None
-            reply = await txn.data(self.notice_bytes(notice.to, notice.kind, notice.subject, notice.text, now,
-                                                     original))
+            reply = await txn.data(self.stamp(self.notice_bytes(notice.to, notice.kind, notice.subject, notice.text,
+                                                                now, original), f"N{notice.id}"))
         else:
             await txn.abort()
         return reply
@@ -660,7 +741,7 @@ class Disposer:
                 refused.append((rcpt, reply))
         data: Reply | None = None
         if accepted:
-            data = await txn.data(content)
+            data = await txn.data(self.stamp(content, hold.queue_id))  # stamped now: fresh for its max_age
             if not data.ok:
                 target = later if data.temporary else refused
                 target.extend((r, data) for r in accepted)
@@ -668,7 +749,7 @@ class Disposer:
         else:
             await txn.abort()
         if refused and hold.sender_notice_to:
-            self.queue_notice(notices.undelivered(hold.sender_notice_to, hold.subject, refused), log)
+            self.queue_notice(notices.undelivered(hold.sender_notice_to, hold.subject, refused), log, hold.queue_id)
         return Released(tuple(accepted), tuple(later), tuple(refused), data)
 
     async def moderate(self, hold_id: str, action: str, by: str, reason: str = "") -> Hold:
@@ -690,9 +771,9 @@ class Disposer:
         self.add_audit(AuditEntry(
             self.clock.now(), queue_id, decision.verdict.value, str(decision.reply), envelope.mail_from,
             len(envelope.rcpt_to), envelope.auth, envelope.client_ip,
-            tuple((f.rule_id, f.cites, f.action.value, *((f.why.line(),) if f.why else ()))
-                  for f in decision.findings),
-            tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id))
+            tuple((f.rule_id, f.cites, f.action.value, *audit_why(f)) for f in decision.findings),
+            tuple(f.rule_id for f in decision.monitored), tuple(envelope.rcpt_to), subject, message_id,
+            tuple((r.kind, r.data) for r in decision.records if r.kind in AUDITED_RECORDS)))
 
     def trace(self, queue_id: str, event: str, detail: str) -> None:
         """What happened after the decision (relay trace): stored with the next audit commit."""
@@ -774,6 +855,17 @@ class Disposer:
         await self.flush_audit()
         await self.upstream.close()
         self.store.close()
+
+
+def partial_audit(at: datetime, m: Submitted, mid: str) -> AuditEntry:
+    """The audit entry of a message decided without the rules (verdict and reply to fill in)."""
+    return AuditEntry(at, m.queue_id, "", "", m.mail_from, len(m.rcpts), m.login, m.client_ip,
+                      rcpt_to=tuple(m.rcpts), message_id=mid)
+
+
+AUDITED_RECORDS = frozenset({"urgency", "exemption"})
+"""The records a decision keeps in its audit entry (the compliance report reads them); social
+accounts go to the inventory instead."""
 
 
 def _bound_queue_id(log: Any) -> str:

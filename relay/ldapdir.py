@@ -152,6 +152,8 @@ class PeopleMap(_Strict):
     address: str = Field(default="mail", description="the primary address")
     aliases: str | None = Field(default="proxyAddresses", description="smtp:alias values (AD, Exchange)")
     name: str = "displayName"
+    department: str | None = Field(default="department", description="the office (dependencia): AD's department, "
+                                   "inetOrgPerson's departmentNumber or ou; null: not mapped")
     timezone: str | None = Field(default=None, description="attribute with an IANA zone (default: institution's)")
     holidays: str | None = Field(default=None, description="attribute with a holiday calendar, e.g. ES")
     working_hours: str | None = Field(default=None, description="attribute like 'mon-fri 08:00-12:00,14:00-18:00'")
@@ -159,7 +161,7 @@ class PeopleMap(_Strict):
 
     _base = field_validator("base")(_check_dn)
     _filter = field_validator("filter")(_check_filter)
-    _attrs = field_validator("address", "aliases", "name", "timezone", "holidays", "working_hours",
+    _attrs = field_validator("address", "aliases", "name", "department", "timezone", "holidays", "working_hours",
                              "leave")(_check_attr)
 
 
@@ -659,7 +661,7 @@ def _search(conn: Any, source: Source, loc: tuple[str, ...], base: str, flt: str
 def _people_attrs(m: PeopleMap | MailboxesMap | ListsMap) -> list[str]:
     names = [m.address, m.aliases]
     if isinstance(m, PeopleMap):
-        names += [m.name, m.timezone, m.holidays, m.working_hours, m.leave]
+        names += [m.name, m.department, m.timezone, m.holidays, m.working_hours, m.leave]
     return [n for n in names if n]
 
 
@@ -714,7 +716,7 @@ def check_schema(source: Source) -> list[str]:
         part = getattr(s, section)
         if part is None:
             continue
-        for name in ("address", "aliases", "name", "timezone", "holidays", "working_hours", "leave"):
+        for name in ("address", "aliases", "name", "department", "timezone", "holidays", "working_hours", "leave"):
             checks.append(((section, name), getattr(part, name, None)))
     if s.service_mailboxes:
         checks += [(("service_mailboxes", "delegates", i), a) for i, a in enumerate(s.service_mailboxes.delegates)]
@@ -892,7 +894,8 @@ def build(source: Source, tree: RawTree, leave_rows: LeaveRows | None = None,
         if not kept or address_key(kept[0]) != address_key(primary):
             continue
         person: dict[str, Any] = {"dn": dn, "address": primary, "aliases": kept[1:],
-                                  "name": _first(attrs, pm.name) or ""}
+                                  "name": _first(attrs, pm.name) or "",
+                                  "department": (_first(attrs, pm.department) or "").strip() if pm.department else ""}
         for attr_name in ("timezone", "holidays"):
             value = _first(attrs, getattr(pm, attr_name))
             if value is not None:
@@ -1071,7 +1074,8 @@ def to_directory(snapshot: dict[str, Any], stale: str | None = None) -> LdapDire
         schedule = Schedule(zone=_zone(p.get("timezone") or inst.timezone), weekly=week,
                             holidays=p.get("holidays") or inst.holidays,
                             leave=tuple((date.fromisoformat(a), date.fromisoformat(b)) for a, b, _ in p["leave"]))
-        add(Person(p["address"], p["name"], frozenset(p["roles"]), schedule), [p["address"], *p["aliases"]])
+        add(Person(p["address"], p["name"], frozenset(p["roles"]), schedule, p.get("department") or ""),
+            [p["address"], *p["aliases"]])
     for b in snapshot["service_mailboxes"]:
         add(ServiceMailbox(b["address"], frozenset(address_key(d) for d in b["delegates"]), frozenset(b["roles"])),
             [b["address"], *b["aliases"]])
@@ -1366,7 +1370,8 @@ def show(directory: FileDirectory, address: str) -> dict[str, Any] | None:
     out: dict[str, Any] = {"address": entry.address, "asked": address}
     if isinstance(entry, Person):
         s = entry.schedule
-        out.update({"kind": "person", "name": entry.name, "roles": sorted(entry.roles), "timezone": s.zone.key,
+        out.update({"kind": "person", "name": entry.name, "department": entry.department or None,
+                    "roles": sorted(entry.roles), "timezone": s.zone.key,
                     "holidays": s.holidays,
                     "working_hours": {day: [f"{a:%H:%M}-{'24:00' if b.hour == 23 and b.minute == 59 else f'{b:%H:%M}'}"
                                             for a, b in spans] for day, spans in zip(DAYS, s.weekly, strict=True)

@@ -20,7 +20,7 @@ from relay import notices
 from relay.policy import automatic
 from relay.policy.spanish import instant_es
 from relay.policy.verdicts import Notice
-from relay.store import HoldFilter, HoldState, Store
+from relay.store import HoldFilter, HoldState, Store, TraceEvent
 
 BATCH = 200
 
@@ -47,7 +47,11 @@ def expire(store: Store, now: datetime, settings: Lifecycle, is_local: Callable[
                                       settings.expire_after_days, hold.moderators)
             values = notices.outcome_values(hold.subject, hold.recipients, days=str(settings.expire_after_days),
                                             moderators=", ".join(hold.moderators))
-            out.append(notices.from_template(default, settings.templates.get("expired"), values))
+            notice = notices.from_template(default, settings.templates.get("expired"), values)
+            out.append(notice)
+            if hold.queue_id:  # told in the message's trace (the caller queues the notice at once)
+                store.add_audit([], trace=[TraceEvent(hold.queue_id, now, "notice",
+                                                      f"{notice.kind} to {notice.to}: {notice.subject}")])
     return out
 
 

@@ -44,7 +44,8 @@ class DnsFacts:
     """What DNS said about a message, gathered by the front-end before the (pure) engine runs.
 
     `mail_domains`: (domain, "mail" | "none") for recipient domains looked up; `spf` is the SPF
-    result for `spf_domain` (the envelope sender's domain, or the HELO name for the null sender);
+    result for `spf_domain` (the envelope sender's domain, or the HELO name for the null sender),
+    with the domain's own explanation of a fail (`spf_explanation`, its exp= text);
     `dmarc` is pass | fail | none for the From domain, with its published `dmarc_policy`;
     `source` says whether we looked ourselves ("dns") or read a trusted hop's
     Authentication-Results ("authentication-results")."""
@@ -52,6 +53,7 @@ class DnsFacts:
     mail_domains: tuple[tuple[str, str], ...] = ()
     spf: str | None = None
     spf_domain: str = ""
+    spf_explanation: str = ""
     dkim: tuple[str, ...] = ()
     dmarc: str | None = None
     dmarc_policy: str = ""

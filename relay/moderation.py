@@ -13,7 +13,7 @@ from datetime import UTC, datetime, tzinfo
 
 from relay import notices
 from relay.policy.spanish import instant_es
-from relay.store import Hold, Store
+from relay.store import Hold, Store, TraceEvent
 from relay.store.base import TRANSITIONS
 
 ACTIONS = ("approve", "reject", "release", "delete", "withdraw")
@@ -87,3 +87,6 @@ def tell_sender(store: Store, hold: Hold, now: datetime, outcome: str, reason: s
     values = notices.outcome_values(hold.subject, hold.recipients, reason=reason, cites="; ".join(hold.cites))
     notice = notices.from_template(notice, (templates or {}).get(outcome), values)
     store.add_notices([(notice.to, notice.kind, notice.subject, notice.text)], now)
+    if hold.queue_id:  # the message trace tells every notice sent about a message (relay trace)
+        store.add_audit([], trace=[TraceEvent(hold.queue_id, now, "notice",
+                                              f"{notice.kind} to {notice.to}: {notice.subject}")])

@@ -7,14 +7,14 @@ JSON-ready dicts out, ISO-8601 instants with offsets, no HTML.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from relay import moderation
 from relay.rewrite import split_head
-from relay.store import Hold, HoldFilter, HoldState, Store
-from relay.store.base import OPEN_STATES
+from relay.store import AuditEntry, Hold, HoldFilter, HoldState, Store
+from relay.store.base import OPEN_STATES, TraceQuery
 
 
 class NotFound(LookupError):
@@ -85,6 +85,46 @@ def show_hold(store: Store, hold_id: str) -> dict[str, Any]:
             "history": [{"at": iso(e.at), "event": e.event, "detail": e.detail} for e in store.hold_events(hold.id)]}
 
 
+def trace_json(store: Store, entry: AuditEntry) -> dict[str, Any]:
+    """One message's life, in time order, ISO 8601 with offsets: received (from which client, as
+    whom), decided (verdict, rule hits with their cites), then what happened to it (holds and their
+    history: held, approved/rejected/withdrawn/expired by whom, delivered with the upstream's reply;
+    the upstream's reply to direct delivery; notices queued)."""
+    rules = [{"rule": r[0], "cite": r[1], "action": r[2]} for r in entry.rules if len(r) > 2]
+    origin = " ".join(p for p in (f"from {entry.client_ip}" if entry.client_ip else "",
+                                  f"as {entry.login}" if entry.login else "") if p)
+    events: list[dict[str, Any]] = [
+        {"at": iso(entry.at), "event": "received",
+         "detail": f"{origin + ', ' if origin else ''}{entry.recipients} recipient(s)"},
+        {"at": iso(entry.at), "event": "decided", "detail": entry.verdict + (f": {entry.reply}" if entry.reply else ""),
+         "rules": rules}]
+    holds = store.list_holds(HoldFilter(queue_id=entry.queue_id, states=tuple(HoldState), limit=1000))
+    for hold in holds:
+        for e in store.hold_events(hold.id):
+            events.append({"at": iso(e.at), "event": f"hold {e.event}", "detail": e.detail, "hold": hold.id})
+    for t in store.trace_events(entry.queue_id):
+        events.append({"at": iso(t.at), "event": t.event, "detail": t.detail})
+    events.sort(key=lambda e: datetime.fromisoformat(e["at"]) if e["at"] else entry.at)  # stable: received first
+    return {"queue_id": entry.queue_id, "at": iso(entry.at), "mail_from": entry.mail_from, "login": entry.login,
+            "client_ip": entry.client_ip, "recipients": list(entry.rcpt_to), "subject": entry.subject,
+            "message_id": entry.message_id, "verdict": entry.verdict, "rules": rules,
+            "holds": [{"id": h.id, "state": h.state.value, "decision": h.decision or None,
+                       "decided_by": h.decided_by or None} for h in holds],
+            "events": events}
+
+
+def search_traces(store: Store, query: TraceQuery) -> dict[str, Any]:
+    """The message trace searched (by sender or login, recipient, Message-ID, queue id, instants):
+    one page of messages, newest first, each with its life, and how many match in all. The one
+    search behind `relay trace`, the /trace page and GET /api/v1/trace."""
+    if query.since and query.until and query.until <= query.since:
+        raise BadRequest("until is not after since")
+    query = replace(query, limit=max(1, min(query.limit, 10000)), offset=max(0, query.offset))
+    total = store.count_audit(query)
+    messages = [trace_json(store, e) for e in store.search_audit(query)] if total > query.offset else []
+    return {"messages": messages, "total": total, "offset": query.offset, "limit": query.limit}
+
+
 def actions() -> tuple[str, ...]:
     """The moderation actions this relay's store supports (relay.moderation.ACTIONS)."""
     return tuple(moderation.ACTIONS)
@@ -113,3 +153,16 @@ def act(store: Store, hold_id: str, action: str, by: str, now: datetime, reason:
         raise NotFound(hold_id) from None
     except ValueError as error:
         raise Conflict(str(error)) from None
+
+
+def report(store: Store, directory: Any, month: str, zone: Any, rules: Any = None,
+           office: str | None = None) -> dict[str, Any]:
+    """The compliance report of a month as JSON-ready data (relay.report.report_for): what
+    `relay report --format json`, /report and /api/v1/report show. BadRequest for a bad month."""
+    from relay import report as compliance
+
+    try:
+        period = compliance.Period.month(month, zone)
+    except compliance.ReportError as error:
+        raise BadRequest(str(error)) from None
+    return compliance.report_json(compliance.report_for(store, directory, period, rules, office or None))

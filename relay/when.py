@@ -8,7 +8,7 @@ Pure: an instant in, text out (the instant carries its zone: the recipient's or 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import lru_cache
 
 from babel import Locale
@@ -42,3 +42,12 @@ def instant(at: datetime, language: str = "es") -> str:
 def plural(count: int, one: str, many: str) -> str:
     """'1 destinatario', '3 destinatarios'."""
     return f"{count} {one if count == 1 else many}"
+
+
+def local(at: datetime | None, zone: tzinfo) -> str:
+    """'2026-11-30 08:00 -05 (America/Bogota)': an instant as people here read it, in the institution's
+    zone with its name (the one short form of the CLI's tables and the admin pages; "" for none)."""
+    if at is None:
+        return ""
+    here = at.astimezone(zone)
+    return f"{here:%Y-%m-%d %H:%M %Z} ({getattr(zone, 'key', here.tzname())})"

@@ -28,7 +28,9 @@ ZONE: dict[str, list[str]] = {
         # Bogotá and Cancillería: SPF and a quarantine policy
         'alcaldiabogota.gov.co,"v=spf1 ip4:192.0.2.128/25 -all"',
         '_dmarc.alcaldiabogota.gov.co,"v=DMARC1; p=quarantine"',
-        'cancilleria.gov.co,"v=spf1 a:correo.cancilleria.gov.co -all"',
+        # Cancillería explains its SPF fail (exp=, RFC 7208 §6.2)
+        'cancilleria.gov.co,"v=spf1 a:correo.cancilleria.gov.co -all exp=explica._spf.cancilleria.gov.co"',
+        'explica._spf.cancilleria.gov.co,"%{i} no es un servidor de correo de %{d}"',
         '_dmarc.cancilleria.gov.co,"v=DMARC1; p=reject"',
         # Bogotá's Secretaría General: the /24 around its own address, and its MX (CIDR on the bare a)
         'secretariageneral.gov.co,"v=spf1 a/24 mx -all"',

@@ -3,7 +3,8 @@
 What the tree has, so that every path of the mapping is used:
 - users (objectClass 'user') with `mail` and `proxyAddresses` (SMTP: primary, smtp: alias);
   some with AD-style names ('Apellido\\, Nombre': an escaped comma in the DN);
-- zone, holidays, weekly hours and leave in extensionAttribute1..4 when the person has them;
+- zone, holidays, weekly hours and leave in extensionAttribute1..4 when the person has them; the
+  office in `department` (AD) and `departmentNumber` (inetOrgPerson) when it has one;
 - roles two ways: `employeeType` (funcionario, contratista...) through roles.attributes, the rest
   through role groups, half of them through a nested group (Rol X > Equipo X > people);
 - shared mailboxes (msExchRecipientTypeDetails = 34359738368) with delegates in
@@ -87,6 +88,8 @@ def build_tree(name: str, inst: dict[str, Any]) -> tuple[str, str, dict[str, Any
         attrs.append(("mail", address if i % 2 else address.lower()))
         attrs += [("proxyAddresses", f"SMTP:{address}"), ("proxyAddresses", f"smtp:{local}.alias@{domain}"),
                   ("proxyAddresses", f"X500:/o=Org/ou=Exchange/cn=Recipients/cn={local}")]
+        if person.get("department"):  # AD's department (the mapping's default) and inetOrgPerson's
+            attrs += [("department", person["department"]), ("departmentNumber", person["department"])]
         if person.get("timezone"):
             attrs.append(("extensionAttribute1", person["timezone"]))
         if person.get("holidays"):

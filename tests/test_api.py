@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -15,11 +17,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_schema_validator import OAS30Validator
 from openapi_spec_validator import validate
 
-from relay import apitokens, views
+from relay import apitokens, report, views
 from relay.clock import FixedClock
 from relay.config import Admin, ApiToken, RelayConfig
 from relay.dispose import Disposer, Rules
-from relay.store import NewHold, SqliteStore
+from relay.store import AuditEntry, NewHold, SqliteStore, TraceEvent
+from relay.store.base import TraceQuery
 from relay.web.api import openapi_text
 from relay.web.server import AdminSite
 from tests.helpers import directory, pack
@@ -160,10 +163,41 @@ def test_every_documented_route_answers_as_documented(run: Run) -> None:
         await call("post", "/holds/{id}/{action}", "/holds/NOPE/release", 404, MODERATE)
         released = await call("post", "/holds/{id}/{action}", f"/holds/{timed}/release", 200, MODERATE)
         assert released["next_attempt"] == T0.isoformat()
+        # withdraw among the hold actions (issue 27): what the sender's signed link does
+        [pending] = store.add_holds([hold("Q4")], T0)
+        withdrawn = await call("post", "/holds/{id}/{action}", f"/holds/{pending}/withdraw", 200, MODERATE)
+        assert withdrawn["state"] == "withdrawn" and withdrawn["decided_by"] == "filed (api)"
+        # the trace: the same search as `relay trace --json` (views.search_traces), a page and a count
+        store.add_audit([AuditEntry(T0 - timedelta(minutes=10 - n), f"Q{n}", "moderate", "250 2.0.0 held",
+                                    "andres.mejia@c.gov.co", 2, "andres.mejia@c.gov.co", "127.0.0.1",
+                                    (("no-advertising", "Circular 004, num. 2", "moderate"),),
+                                    rcpt_to=("maria@c.gov.co", "luis@c.gov.co"), subject="Promoción",
+                                    message_id=f"m{n}@c.gov.co") for n in (1, 2, 3, 4)],
+                        trace=[TraceEvent("Q1", T0 + timedelta(minutes=5), "notice", "approved to andres")])
+        traced = await call("get", "/trace", "/trace?queue_id=Q1", 200)
+        assert traced == views.search_traces(store, TraceQuery(queue_id="Q1", limit=100))
+        [life] = traced["messages"]
+        events = [e["event"] for e in life["events"]]
+        assert events[:3] == ["received", "decided", "hold held"] and "hold approved" in events, events
+        assert events[-1] == "notice" and life["events"][1]["rules"][0]["cite"] == "Circular 004, num. 2"
+        page = await call("get", "/trace", "/trace?recipient=LUIS@c.gov.co&limit=3&offset=1", 200)
+        assert page["total"] == 4 and [m["queue_id"] for m in page["messages"]] == ["Q3", "Q2", "Q1"]
+        day = await call("get", "/trace", "/trace?since=2026-11-30&until=2026-11-30&message_id=<m4@c.gov.co>", 200)
+        assert [m["queue_id"] for m in day["messages"]] == ["Q4"]
+        assert (await call("get", "/trace", "/trace?since=2026-12-01", 200))["total"] == 0
+        await call("get", "/trace", "/trace?since=yesterday", 400)
+        await call("get", "/trace", "/trace?offset=-1", 400)
+        await call("get", "/trace", "/trace?since=2026-11-30T14:00:00%2B00:00&until=2026-11-30T13:00:00%2B00:00", 422)
         # the sender was told of the refusal, with the moderator's reason
         notices = store.due_notices(T0, 10)
-        assert [n.to for n in notices] == ["andres.mejia@c.gov.co"] * 2
+        assert [n.to for n in notices][:2] == ["andres.mejia@c.gov.co"] * 2
         assert "Publicidad no autorizada" in notices[1].text
+        figures = await call("get", "/report", "/report?month=2026-11", 200)
+        assert figures["period"] == "2026-11" and figures["moderation"]["copies"] == {"hold": 1, "moderate": 2}
+        assert figures == views.report(store, directory("barrancabermeja"), "2026-11", ZoneInfo("America/Bogota"),
+                                       report.pack_rules(pack("barrancabermeja")))  # `relay report`'s function
+        await call("get", "/report", "/report?month=2026-13", 400)
+        await call("get", "/report", "/report", 400)
         documented = {(p, m) for p, item in SPEC["paths"].items() for m in item if m in ("get", "post")}
         assert documented <= seen, f"documented but not called: {documented - seen}"
     run(body)

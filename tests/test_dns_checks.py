@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -374,3 +375,29 @@ def test_spf_macro_expansion_ipv6_and_errors() -> None:
 def test_spf_with_macros_against_the_dns_server(dns_server: DnsServer, ip: str, sender: str, domain: str,
                                                 expected: str) -> None:
     assert run(mailauth.check_spf(resolver(dns_server), ip, domain, sender)) == expected
+
+
+def test_an_spf_fail_keeps_the_domains_explanation_for_the_audit_trail(dns_server: DnsServer) -> None:
+    """RFC 7208 §6.2: the exp= text of the failing domain, expanded, reaches the finding's detail
+    and the audit line; a pass has none."""
+    from relay.checks import DnsChecks
+    from relay.config import Dns
+    from relay.dispose import audit_why
+    from relay.message import Envelope, Submission, parse_message
+    from relay.policy.engine import evaluate
+    from tests.helpers import directory, pack, to_bytes
+
+    checks = DnsChecks(Dns(nameservers=("127.0.0.1",), port=dns_server.port, timeout=2))
+    text = "From: consul@cancilleria.gov.co\nTo: efrain@example.org\nSubject: Visado\n\nTexto.\n"
+    envelope = Envelope.build("consul@cancilleria.gov.co", ["maria.lopez@cancilleria.gov.co"], None, "198.51.100.7")
+    envelope = run(checks.with_facts(envelope, to_bytes(text), directory("cancilleria")))
+    facts = envelope.facts
+    assert facts is not None and facts.spf == "fail"
+    assert facts.spf_explanation == "198.51.100.7 no es un servidor de correo de cancilleria.gov.co"
+    decision = evaluate(Submission(envelope, parse_message(to_bytes(text))), pack("cancilleria"),
+                        directory("cancilleria"), datetime.fromisoformat("2026-11-24T10:00:00-05:00"))
+    spoofing = [f for f in decision.findings if f.kind == "institutional_spoofing"]
+    assert spoofing, decision.to_json()
+    assert "spf_explanation=198.51.100.7 no es un servidor de correo de cancilleria.gov.co" in audit_why(spoofing[0])[0]
+    passing = Envelope.build("consul@cancilleria.gov.co", ["maria.lopez@cancilleria.gov.co"], None, "192.0.2.200")
+    assert run(checks.with_facts(passing, to_bytes(text), directory("cancilleria"))).facts.spf_explanation == ""

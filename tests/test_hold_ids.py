@@ -28,6 +28,11 @@ def test_take_once_per_grace_period(store: Store) -> None:  # noqa: F811
     assert store.take_once("auto-reply:laura@b.gov.co:web", T0 + timedelta(days=90, seconds=1), 90 * day)
     assert not store.take_once("auto-reply:laura@b.gov.co:web", T0 + timedelta(days=91), 90 * day)
     assert store.take_once("auto-reply:laura@b.gov.co:web", T0 + timedelta(days=91), 0)  # 0: every time
+    assert store.take_once("loop-guard:Q1:1", T0, 3600)
+    assert not store.take_once("loop-guard:Q1:1", T0, 3600)
+    store.give_back("loop-guard:Q1:1")  # the pass it guarded did not happen
+    assert store.take_once("loop-guard:Q1:1", T0 + timedelta(seconds=1), 3600)
+    store.give_back("loop-guard:never-taken")
 
 
 def test_the_grace_period_survives_a_restart(tmp_path: Path) -> None:

@@ -77,8 +77,9 @@ def test_half_configured_modes_are_warned() -> None:
     assert [w for w in warned if "tls.client_ca" in w] and not [w for w in warned if "STARTTLS" in w]
     assert any("no tenant_id" in w for w in warned)
     hop["tenant_id"] = "1f2e3d4c-0000-4000-8000-00000000abcd"
-    full = half_configured(config(trust={"hosted": [hop]}, upstream="smtp://x:25?starttls=1",
-                                  tls={"cert": "c", "key": "k", "client_ca": "ca"}))
+    full = half_configured(config(trust={"hosted": [hop], "loop_guard": {}}, upstream="smtp://x:25?starttls=1",
+                                  tls={"cert": "c", "key": "k", "client_ca": "ca"},
+                                  upstream_options={"tls_client_cert": "relay.pem"}))
     assert full == []
     assert half_configured(config()) == []
 
@@ -94,4 +95,5 @@ def test_relay_validate_prints_the_warnings(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert "warning: trust.hosted[0] (exchange_online): no certificate_names" in err, err
     assert "without STARTTLS required" in err
+    assert "without trust.loop_guard" in err and "without upstream_options.tls_client_cert" in err
     assert code == 0

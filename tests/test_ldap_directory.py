@@ -426,6 +426,40 @@ def test_hr_leave_file_replaces_the_attribute(tree: Tree, tmp_path: Path) -> Non
 # -- paging past the server's size limit, and TLS -------------------------------------------------
 
 
+def test_the_office_comes_from_department_or_another_attribute(tmp_path: Path) -> None:
+    """The compliance report's office: AD's `department` by default, `departmentNumber` (inetOrgPerson)
+    when the mapping names it, nothing with `department: null`; the same as the YAML directory's."""
+    from tests.report_day import DEPARTMENTS, write_directory
+
+    require_slapd()
+    yaml_path = write_directory(tmp_path)
+    inst = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
+    suffix, ldif, mapping = build_tree("cancilleria", inst)
+    (tmp_path / "slapd").mkdir()
+    slapd = Slapd(tmp_path / "slapd", [suffix])
+    slapd.load({suffix: ldif})
+    slapd.start()
+    try:
+        from_yaml = load_directory(yaml_path)
+        by_default = load_directory(write_source(tmp_path / "ad.yaml", slapd.url, suffix, mapping))
+        for entry in from_yaml.all_entries():
+            assert by_default.find(entry.address) == entry, entry.address
+        people = {**mapping["people"], "department": "departmentNumber"}
+        inet = load_directory(write_source(tmp_path / "inet.yaml", slapd.url, suffix, {**mapping, "people": people}))
+        unmapped = load_directory(write_source(tmp_path / "none.yaml", slapd.url, suffix,
+                                               {**mapping, "people": {**mapping["people"], "department": None}}))
+        for address, office in DEPARTMENTS.items():
+            assert [getattr(d.find(address), "department", None) for d in (from_yaml, by_default, inet, unmapped)] \
+                == [office, office, office, ""]
+        camilo = by_default.find("camilo.reyes@cancilleria.gov.co")
+        assert isinstance(camilo, Person) and camilo.department == ""
+        code, out, _ = run_cli("directory", "show", "sofia.vargas@cancilleria.gov.co", "--directory",
+                               str(tmp_path / "ad.yaml"), "--live", "--json")
+        assert code == 0 and json.loads(out)["department"] == DEPARTMENTS["sofia.vargas@cancilleria.gov.co"]
+    finally:
+        slapd.stop()
+
+
 def test_paged_search_reads_past_the_size_limit(tmp_path: Path) -> None:
     require_slapd()
     inst = _institution("cancilleria")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import datetime
+
 import pytest
 
+from relay.message import Envelope, Submission, parse_message
+from relay.policy.engine import evaluate
 from relay.policy.pack import Pack
 from relay.policy.verdicts import Decision, Verdict
-from tests.helpers import decide, fired, pack
+from tests.helpers import decide, directory, fired, pack, to_bytes
 
 B = "barrancabermeja.gov.co"
 P = "pasto.gov.co"
@@ -89,6 +94,20 @@ def test_send_as(login: str, sender: str, verdict: Verdict) -> None:
     d = decide("barrancabermeja", msg(sender, "x@example.org", "Hola"), mail_from=sender, rcpt=["x@example.org"],
                auth=login)
     assert d.verdict is verdict, d.to_json()
+
+
+def test_sending_as_ones_own_alias_is_sending_as_oneself() -> None:
+    """A directory (AD's proxyAddresses smtp: values) may give a person several addresses: each is
+    that person, and only that person; another person's alias stays someone else."""
+    base = directory("barrancabermeja")
+    laura, carlos = base.find(f"laura.pinto@{B}"), base.find(f"carlos.rueda@{B}")
+    assert laura is not None and carlos is not None
+    aliased = dataclasses.replace(base, entries={**base.entries, f"lpinto@{B}": laura, f"crueda@{B}": carlos})
+    for sender, verdict in ((f"lpinto@{B}", Verdict.DELIVER), (f"crueda@{B}", Verdict.REJECT)):
+        envelope = Envelope.build(sender, ["x@example.org"], f"laura.pinto@{B}", None)
+        d = evaluate(Submission(envelope, parse_message(to_bytes(msg(sender, "x@example.org", "Hola")))),
+                     pack("barrancabermeja"), aliased, datetime.fromisoformat("2026-11-24T10:00:00-05:00"))
+        assert d.verdict is verdict, (sender, d.to_json())
 
 
 def test_header_from_is_checked_even_when_envelope_is_right() -> None:

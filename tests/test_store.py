@@ -332,14 +332,35 @@ def test_sending_rate_counters(store: Store) -> None:
     assert store.rate_take("sender:luis@c.gov.co", hour + timedelta(hours=1), 5, 5) == 5  # a new window
 
 
+def test_several_windows_are_taken_together_or_not_at_all(store: Store) -> None:
+    """An hourly and a daily limit: a message one limit refuses counts against neither, and the
+    hourly counter's new windows never drop the daily one."""
+    day, hour = T0.replace(hour=0, minute=0), T0.replace(minute=0)
+
+    def takes(at_hour: datetime) -> list[tuple[str, datetime, int]]:
+        return [("sender:luis@c.gov.co:3600", at_hour, 6), ("sender:luis@c.gov.co:86400", day, 8)]
+
+    assert store.rate_take_all(takes(hour), 3) is None
+    assert store.rate_take_all(takes(hour), 4) == 0  # the hour would pass 6: nothing taken
+    later = hour + timedelta(hours=1)
+    assert store.rate_take_all(takes(later), 3) is None  # a new hour; the day is at 6
+    assert store.rate_take_all(takes(later), 3) == 1  # the day would pass 8: the hour keeps 3
+    assert store.rate_take_all(takes(later), 2) is None  # hour 5, day 8: the day exactly full
+    assert store.rate_take_all(takes(later + timedelta(hours=1)), 1) == 1  # the day is still full
+    assert store.rate_take_all([], 5) is None
+
+
 def test_shared_rate_counter_is_exact_under_concurrency(pg_url: str) -> None:
     stores = [PostgresStore(pg_url), PostgresStore(pg_url)]
     taken: list[int] = []
+    taken_all: list[int] = []
 
     def take(store: PostgresStore) -> None:
         for _ in range(100):
             if store.rate_take("sender:x@c.gov.co", T0, 1, 150) is not None:
                 taken.append(1)
+            if store.rate_take_all([("sender:y@c.gov.co:60", T0, 120), ("sender:y@c.gov.co:3600", T0, 90)], 1) is None:
+                taken_all.append(1)
 
     threads = [threading.Thread(target=take, args=(s,)) for s in stores for _ in range(2)]
     try:
@@ -348,6 +369,7 @@ def test_shared_rate_counter_is_exact_under_concurrency(pg_url: str) -> None:
         for t in threads:
             t.join(60)
         assert len(taken) == 150  # 400 attempts across two relays, exactly the limit granted
+        assert len(taken_all) == 90  # the tighter of two counters taken together, exactly
     finally:
         for s in stores:
             s.close()
@@ -391,6 +413,10 @@ def test_the_message_trace_is_searchable_and_purged_by_age(store: Store) -> None
     assert found(message_id="m2@c.gov.co") == found(message_id="<m2@c.gov.co>") == ["T2"]
     assert found(queue_id="T1") == ["T1"]
     assert found(since=t0 + timedelta(minutes=1), until=t0 + timedelta(minutes=2)) == ["T1"]
+    # a page of the trace: limit after offset, and the count of all that match
+    assert found(limit=2) == ["T2", "T1"] and found(limit=2, offset=2) == ["T0"] and found(offset=3) == []
+    assert store.count_audit(TraceQuery()) == 3 and store.count_audit(TraceQuery(sender="luis@c.gov.co")) == 2
+    assert store.count_audit(TraceQuery(recipient="ana@c.gov.co", limit=1)) == 2
     [entry] = store.search_audit(TraceQuery(queue_id="T0"))
     assert entry.rcpt_to == ("Maria@c.gov.co", "ana@c.gov.co") and entry.subject == "Asunto 0"
     assert [(e.event, e.detail) for e in store.trace_events("T0")] == [("delivered", "250 2.0.0 Ok")]

@@ -313,3 +313,64 @@ def test_check_says_why_a_text_rule_did_not_fire(tmp_path: Path, capsys: pytest.
     judged = {j["id"]: j["explanation"] for j in out["text_judgements"]}
     assert judged[SENSITIVE]["conclusion"].startswith("general communication")
     assert {"calendario", "todos servidores"} <= {e["term"] for e in judged[SENSITIVE]["evidence"]}
+
+
+# --- the message's own text, phrases, price and sale, automatic mail (held-out corpus findings) ---
+
+DISCLAIMER = """NOTA DE CONFIDENCIALIDAD. La informacion contenida en este correo es CONFIDENCIAL y para uso
+exclusivo del destinatario, protegida por la Ley 1581 de 2012. Si usted ha recibido este mensaje por
+error, le solicitamos notificarlo al remitente y eliminarlo; su uso indebido puede acarrear sanciones
+disciplinarias y penales."""
+
+
+def test_a_legal_disclaimer_is_not_read_as_the_message() -> None:
+    from relay.policy.bodytext import message_text
+
+    body = f"El comité pasa a las 11 a.m., misma sala.\n\nRaúl\n\n{DISCLAIMER}\n"
+    kept = message_text(body)
+    assert "comité pasa" in kept and "Raúl" in kept
+    assert "destinatario" not in kept and "1581" not in kept and "disciplinarias" not in kept
+    d = decide("pasto", f"From: raul.chaves@{P}\nTo: {TWO[0]}\nSubject: Cambio de hora\n\n{body}",
+               mail_from=f"raul.chaves@{P}", rcpt=TWO, auth=f"raul.chaves@{P}")
+    assert SENSITIVE not in fired(d), d.to_json()
+
+
+def test_one_confidentiality_sentence_of_the_message_stays() -> None:
+    from relay.policy.bodytext import message_text
+
+    body = "Esta información es confidencial, por favor no reenviar.\nEl embargo se aplica en diciembre."
+    assert message_text(body) == body
+    assert message_text("Enviado desde mi iPhone\nHola") == "\nHola"
+
+
+def test_inner_articles_of_a_phrase_are_optional() -> None:
+    lexicon = Lexicon({"g": {"evaluación de desempeño": 1}})
+    for text in ("evaluacion del desempeno", "evaluacion de desempeno", "evaluacion desempeno"):
+        assert [e.term for e in lexicon.hits("", text)] == ["evaluación de desempeño"], text
+    assert Lexicon({"g": {"el servidor": 1}}).hits("", "servidor") == ()  # first and last words stay
+
+
+@pytest.mark.parametrize(("body", "offer"), [
+    ("Combo pequeño 25 mil, grande 45 mil. Hagan su pedido antes del 12.", True),
+    ("Aretes en plata 925 desde 35 mil. Recibo pagos por Nequi.", True),
+    ("El regalo del amigo secreto es de mínimo $30.000; el sorteo es el lunes.", False),
+    ("Autorizo la compra por caja menor de 10 cables HDMI por $180.000 en total.", False),
+])
+def test_a_price_and_a_sale_together_make_an_offer(body: str, offer: bool) -> None:
+    from relay.policy.rules import commercial
+
+    rule = next(r for r in pack("pasto").rules if r.kind == "commercial")
+    hit, why = commercial.judge(rule, parse_message(to_bytes(f"From: a@{P}\nSubject: hola\n\n{body}\n")))
+    assert hit is offer, why.line()
+    assert any(e.term == "price+sale" for e in why.evidence) is offer
+
+
+def test_an_auto_reply_to_the_web_mailbox_is_not_a_request_and_is_not_answered() -> None:
+    b = "barrancabermeja.gov.co"
+    text = (f"From: carlos.rueda@{b}\nTo: soportetic@{b}\nSubject: Respuesta automática: Publicación decreto 245\n"
+            "Auto-Submitted: auto-replied\n\nEstoy de vacaciones hasta el 4 de diciembre.\n")
+    d = decide("barrancabermeja", text, mail_from=f"carlos.rueda@{b}", rcpt=[f"soportetic@{b}"],
+               auth=f"carlos.rueda@{b}")
+    [finding] = [f for f in d.findings + d.monitored if f.kind == "mailbox_purpose"]
+    assert finding.why is not None and finding.why.conclusion.startswith("automatic mail")
+    assert d.notices == () and d.verdict is Verdict.DELIVER

@@ -107,12 +107,36 @@ class ByteBudget:
             future.set_result(None)
 
 
+class FamiliarPlaces:
+    """Client addresses a login has signed in from (in this process's memory, bounded): a login
+    under a guessing spray stays usable from where its owner already works (as hosted mail's
+    "smart lockout" does), while the spray's addresses are refused for it."""
+
+    def __init__(self, keep: float = 30 * 86400) -> None:
+        self.keep = keep
+        self.seen: dict[tuple[str, str], float] = {}
+
+    def add(self, login: str, client: str, now: float) -> None:
+        key = (login, client)
+        self.seen.pop(key, None)
+        if len(self.seen) >= MAX_TRACKED:
+            del self.seen[next(iter(self.seen))]
+        self.seen[key] = now
+
+    def knows(self, login: str, client: str, now: float) -> bool:
+        at = self.seen.get((login, client))
+        return at is not None and now - at < self.keep
+
+
 class ClientGuard:
-    """One relay's counts: open connections per client address, AUTH failures, the byte budget."""
+    """One relay's counts: open connections per client address, AUTH failures per address and per
+    login, where each login signed in from, the byte budget."""
 
     def __init__(self) -> None:
         self.connections: dict[str, int] = {}
         self.auth_failures = AuthFailures()
+        self.login_failures = AuthFailures()  # keyed by the casefolded login, known or not
+        self.familiar = FamiliarPlaces()
         self.budget: ByteBudget | None = None
 
     def admit(self, client: str, limit: int | None) -> bool:

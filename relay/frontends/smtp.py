@@ -322,7 +322,9 @@ class RelaySMTP(SMTP):
         """RFC 4954 AUTH PLAIN/LOGIN with failure limits: each failure waits longer before its 535
         (failure_delay, doubling, at most 16x); after max_failures_per_connection the connection
         is closed with 421, and an address with max_failures_per_client failures in failure_window
-        is answered 421 before any password is looked at. The password is checked off the event
+        is answered 421 before any password is looked at; a login with max_failures_per_login
+        failures in the window (from any addresses) is answered 454 before any password is looked
+        at, except from an address it signed in from before. The password is checked off the event
         loop, at the same cost whether the login exists or not; failures are logged with login and
         client address (`auth_failed`, for fail2ban: docs/fail2ban.md)."""
         credentials, auth = self.disposer.rules.credentials, self.disposer.config.auth
@@ -359,13 +361,27 @@ class RelaySMTP(SMTP):
         if pair is None:
             return  # the client cancelled or sent something undecodable: already answered
         login, password = pair
+        shown = _printable(login.decode("utf-8", "replace"), 100)
+        account = login.decode("utf-8", "replace").strip().casefold()
         # counted before the check, so parallel guesses from one address cannot all pass the limit
         stamp = time.monotonic()
+        by_login = self.guard.login_failures
+        if (by_login.count(account, auth.failure_window, stamp) >= auth.max_failures_per_login
+                and not self.guard.familiar.knows(account, self.peer_ip, stamp)):
+            # guesses at one login spread over many addresses: refused before any password is looked
+            # at, temporarily (RFC 4954 454), and only from addresses this login never signed in from
+            failures.add(self.peer_ip, auth.failure_window, stamp)
+            log.warning("auth_blocked_login", login=shown, client=self.peer_ip, mechanism=mechanism)
+            await asyncio.sleep(auth.failure_delay)
+            await self.push("454 4.7.0 Temporary authentication failure; try again later")
+            return
         recent = failures.add(self.peer_ip, auth.failure_window, stamp)
+        login_recent = by_login.add(account, auth.failure_window, stamp)
         ok = await credentials.check_async(login.decode("utf-8", "replace"), password.decode("utf-8", "replace"))
-        shown = _printable(login.decode("utf-8", "replace"), 100)
         if ok:
             failures.undo(self.peer_ip, stamp)
+            by_login.undo(account, stamp)
+            self.guard.familiar.add(account, self.peer_ip, stamp)
             self.session.authenticated = True
             self.session.auth_data = LoginPassword(login, password)  # type: ignore[assignment]
             self.session.login_data = login
@@ -374,7 +390,7 @@ class RelaySMTP(SMTP):
             return
         self.auth_failures += 1
         log.warning("auth_failed", login=shown, client=self.peer_ip, mechanism=mechanism,
-                    connection_failures=self.auth_failures, client_failures=recent)
+                    connection_failures=self.auth_failures, client_failures=recent, login_failures=login_recent)
         await asyncio.sleep(auth.failure_delay * 2 ** min(max(self.auth_failures, recent) - 1, 4))
         if self.auth_failures >= auth.max_failures_per_connection or recent >= auth.max_failures_per_client:
             await self._close_with("421 4.7.0 Too many failed logins; closing connection")
@@ -639,13 +655,14 @@ class PolicyHandler:
         if txn is None:
             return replies.smtp(NO_TRANSACTION)
         login = self.login(server, session)
-        if login is None and not server.trusted_hop:
+        hop = None if server.trusted_hop else self.hosted_hop(server)
+        if login is None and hop is not None:
             login = self.hosted_login(server, envelope.mail_from or "", content)
         submitted = Submitted(
             secrets.token_hex(6).upper(), envelope.mail_from or "", tuple(envelope.rcpt_tos), content,
             login, self.client_ip(server),
             server.xforward.get("HELO") or session.host_name or "", tls=server._tls_protocol is not None,
-            trusted_hop=server.trusted_hop)
+            trusted_hop=server.trusted_hop, hosted=hop.service if hop is not None else None)
         return replies.smtp(await self.disposer.dispose(submitted, WeDeliver(txn)))
 
     async def handle_exception(self, error: Exception) -> str:

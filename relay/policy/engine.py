@@ -61,7 +61,7 @@ def _run_rules(pack: Pack, ctx: Context, envelope_only: bool = False) -> tuple[l
                              "Error temporal al evaluar la politica; intente mas tarde",
                              detail=(("error", type(error).__name__),))]
         findings.extend(found)
-        if not found:
+        if not any(not f.note_only for f in found):
             misses.append(rule.id)
     return findings, misses
 
@@ -170,6 +170,8 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
     identity = identify(submission.envelope, directory)
     ctx = Context(submission, identity, directory, now, pack.settings)
     found, misses = _run_rules(pack, ctx)
+    notes = [f for f in found if f.note_only and f.mode is Mode.ENFORCE]
+    found = [f for f in found if not f.note_only]
     enforced = [f for f in found if f.mode is Mode.ENFORCE]
     monitored = [f for f in found if f.mode is Mode.MONITOR]
     recipients = _recipient_verdicts(submission.envelope.rcpt_to, enforced)
@@ -186,7 +188,7 @@ def evaluate(submission: Submission, pack: Pack, directory: Directory, now: date
         monitored=tuple(monitored),
         misses=tuple(misses),
         notices=gate(_notices(ctx, verdict, enforced, recipients), submission),
-        records=tuple(r for f in enforced for r in f.records) if verdict is not Verdict.REJECT else (),
+        records=tuple(r for f in enforced + notes for r in f.records) if verdict is not Verdict.REJECT else (),
         rewrite=rewrite,
         defects=submission.message.defects,
         moderators=tuple(sorted({m for f in enforced if f.action is Action.MODERATE for m in f.moderators})),

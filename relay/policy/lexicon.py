@@ -25,10 +25,15 @@ from functools import lru_cache
 
 from relay.message import ParsedMessage
 from relay.message import fold as _fold
+from relay.policy.bodytext import message_text
 from relay.policy.spanish import stem
 from relay.policy.verdicts import Evidence, Explanation
 
 GAP = 2  # words allowed between two consecutive words of a phrase
+# Articles and prepositions inside a phrase are not required (they still count toward GAP when
+# present): people write "evaluación del desempeño", "examen médico de ingreso", "cobro de la cartera"
+# for the same thing. A first or last word is always kept ("el servidor", "le notificamos").
+_LINKS = frozenset({"de", "del", "la", "las", "el", "los", "al", "a"})
 _WORDS = re.compile(r"\w+")
 _SPLIT = re.compile(r"[^\w=*]+")
 
@@ -48,9 +53,10 @@ def _compile(term: str) -> tuple[tuple[_Word, ...], re.Pattern[str] | None]:
         except re.error as error:
             raise ValueError(f"bad regular expression {term!r}: {error}") from None
     out: list[_Word] = []
-    for raw in _SPLIT.split(_fold(stripped)):
-        if not raw:
-            continue
+    parts = [raw for raw in _SPLIT.split(_fold(stripped)) if raw]
+    for n, raw in enumerate(parts):
+        if 0 < n < len(parts) - 1 and raw in _LINKS:
+            continue  # "evaluación de desempeño" also matches "evaluación del desempeño"
         if raw.startswith("="):
             word = _Word(raw[1:], "exact")
         elif raw.endswith("*"):
@@ -178,6 +184,13 @@ class Lexicon:
             return text[start:end]
         return index.find(phrase)
 
+    def hits_message(self, message: ParsedMessage, subject_weight: float = 1.0) -> tuple[Evidence, ...]:
+        """`hits` on a message's subject and its own text (relay/policy/bodytext.py: legal
+        disclaimers and "Enviado desde mi ..." lines left out)."""
+        body = message_text(message.body_text)
+        folded = message.folded_body if body == message.body_text else _fold(body)
+        return self.hits(message.folded_subject, folded, subject_weight, message.subject, body)
+
     def hits(self, folded_subject: str, folded_body: str, subject_weight: float = 1.0,
              raw_subject: str = "", raw_body: str = "") -> tuple[Evidence, ...]:
         """Every term present, once: in the subject at weight x subject_weight, else in the body.
@@ -253,8 +266,12 @@ class Balance:
 def weigh(lexicon: Lexicon, message: ParsedMessage, subject_weight: float, balance: Balance,
           threshold: float, margin: float) -> tuple[bool, Explanation]:
     """Judge the message's subject and body on `balance`; the verdict and its explanation."""
-    evidence = lexicon.hits(message.folded_subject, message.folded_body, subject_weight,
-                            message.subject, message.body_text)
+    return balanced(lexicon.hits_message(message, subject_weight), balance, threshold, margin)
+
+
+def balanced(evidence: tuple[Evidence, ...], balance: Balance, threshold: float,
+             margin: float) -> tuple[bool, Explanation]:
+    """The two-sided judgement of `weigh` on evidence already gathered."""
     scores = group_scores(evidence)
     b = balance
     pro, con = scores.get(b.pro, 0.0), scores.get(b.con, 0.0)

@@ -179,6 +179,9 @@ class Finding:
     moderators: tuple[str, ...] = ()
     detail: tuple[tuple[str, Any], ...] = ()
     why: Explanation | None = None  # text rules: the terms, signals and scores behind the finding
+    # only a note for the record (e.g. a right-to-disconnect exemption applied): the rule did not
+    # fire; its `records` go to the decision (and the audit trail), nothing else of it counts
+    note_only: bool = False
 
     def applies_to(self, recipient_key: str) -> bool:
         return self.recipients is None or recipient_key in self.recipients

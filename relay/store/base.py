@@ -10,6 +10,7 @@ due times in the row), so several relays can later share one queue.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -232,6 +233,23 @@ class AuditEntry:
     rcpt_to: tuple[str, ...] = ()
     subject: str = ""
     message_id: str = ""
+    # what the decision recorded beyond its rule hits (store migration 5): (kind, ((field, value), ...)),
+    # e.g. ("urgency", (("rule", "disconnect"), ("declared_by", ...), ("reason", ...))) or ("exemption", ...)
+    records: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = ()
+
+
+AuditRecords = tuple[tuple[str, tuple[tuple[str, str], ...]], ...]
+
+
+def records_json(records: AuditRecords) -> str:
+    """An audit entry's records as stored: [[kind, {field: value}], ...]."""
+    return json.dumps([[kind, dict(data)] for kind, data in records], ensure_ascii=False)
+
+
+def records_from_json(text: str | None) -> AuditRecords:
+    if not text:
+        return ()
+    return tuple((str(kind), tuple((str(k), str(v)) for k, v in data.items())) for kind, data in json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -257,6 +275,7 @@ class TraceQuery:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 1000
+    offset: int = 0  # rows skipped first (a page of the trace)
 
 
 @dataclass(frozen=True)
@@ -303,7 +322,9 @@ class Store(Protocol):
     def moderation_counts(self) -> dict[str, int]: ...
     # sending rates
     def rate_take(self, key: str, window_start: datetime, amount: int, limit: int) -> int | None: ...
+    def rate_take_all(self, takes: Sequence[tuple[str, datetime, int]], amount: int) -> int | None: ...
     def take_once(self, key: str, now: datetime, period: float) -> bool: ...
+    def give_back(self, key: str) -> None: ...
     # notices
     def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None: ...
     # (to, kind, subject, text) or (to, kind, subject, text, hold id whose original is attached)
@@ -318,6 +339,7 @@ class Store(Protocol):
     # the message trace
     def add_trace(self, events: list[TraceEvent]) -> None: ...
     def search_audit(self, query: TraceQuery) -> list[AuditEntry]: ...
+    def count_audit(self, query: TraceQuery) -> int: ...
     def trace_events(self, queue_id: str) -> list[TraceEvent]: ...
     def purge_before(self, before: datetime) -> dict[str, int]: ...
     def record_accounts(self, accounts: list[SocialAccount]) -> None: ...

@@ -39,6 +39,8 @@ from relay.store.base import (
     event_detail,
     expire_each,
     like_pattern,
+    records_from_json,
+    records_json,
     utc,
 )
 
@@ -126,6 +128,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX trace_events_queue ON trace_events (queue_id);
     CREATE INDEX trace_events_at ON trace_events (at);
     CREATE INDEX holds_created ON holds (created_at);
+    """,
+    # 5: what a decision recorded beyond its rule hits (as SQLite's migration 5)
+    """
+    ALTER TABLE audit ADD COLUMN records JSONB NOT NULL DEFAULT '[]';
     """,
 )
 
@@ -473,6 +479,30 @@ class PostgresStore:
 
         return self._run(self._tx(run))
 
+    def rate_take_all(self, takes: Sequence[tuple[str, datetime, int]], amount: int) -> int | None:
+        """Add `amount` to every counter (key, window start, limit) in one transaction, or to none:
+        None when all were taken, else the index of the first that would pass its limit. The rows
+        are locked in key order, so two relays taking the same counters cannot deadlock."""
+        async def run(db: Any) -> int | None:
+            order = sorted(range(len(takes)), key=lambda i: (takes[i][0], takes[i][1]))
+            counts: dict[int, int] = {}
+            for i in order:
+                key, start, _ = takes[i]
+                await db.execute("INSERT INTO rate_counters VALUES ($1, $2, 0) ON CONFLICT DO NOTHING",
+                                 key, utc(start))
+                counts[i] = await db.fetchval("SELECT count FROM rate_counters WHERE key = $1 AND "
+                                              "window_start = $2 FOR UPDATE", key, utc(start))
+            refused = next((i for i, (_, _, limit) in enumerate(takes) if counts[i] + amount > limit), None)
+            if refused is not None:
+                return refused  # the transaction still commits the zero rows: harmless
+            for key, start, _ in takes:
+                await db.execute("UPDATE rate_counters SET count = count + $3 WHERE key = $1 AND window_start = $2",
+                                 key, utc(start), amount)
+                await db.execute("DELETE FROM rate_counters WHERE key = $1 AND window_start < $2", key, utc(start))
+            return None
+
+        return self._run(self._tx(run))
+
     def take_once(self, key: str, now: datetime, period: float) -> bool:
         """True, with `now` recorded, unless `key` was taken less than `period` seconds before
         `now`; one relay at a time per key (advisory lock), so two relays answer once."""
@@ -486,6 +516,13 @@ class PostgresStore:
             return True
 
         return bool(self._run(self._tx(run)))
+
+    def give_back(self, key: str) -> None:
+        """Forget a `take_once` (what it guarded did not happen: the next take succeeds)."""
+        async def run(db: Any) -> None:
+            await db.execute("DELETE FROM rate_counters WHERE key = $1", key)
+
+        self._run(self._tx(run))
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:
@@ -520,14 +557,14 @@ class PostgresStore:
 
     # -- audit and inventory -------------------------------------------------------------------
     _AUDIT = ("at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored, rcpt_to, "
-              "subject, message_id")
+              "subject, message_id, records")
 
     @staticmethod
     def _audit(r: Any) -> AuditEntry:
         return AuditEntry(r["at"], r["queue_id"], r["verdict"], r["reply"], r["mail_from"], r["recipients"],
                           r["login"], r["client_ip"], tuple(tuple(x) for x in json.loads(r["rules"])),
                           tuple(json.loads(r["monitored"])), tuple(json.loads(r["rcpt_to"])), r["subject"],
-                          r["message_id"])
+                          r["message_id"], records_from_json(r["records"]))
 
     def add_audit(self, entries: list[AuditEntry], trace: list[TraceEvent] | None = None) -> None:
         """Decisions (and trace events, in the same transaction)."""
@@ -538,10 +575,10 @@ class PostgresStore:
             if entries:
                 await db.executemany(
                     f"INSERT INTO audit ({self._AUDIT}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, "
-                    "$13)",
+                    "$13, $14)",
                     [(utc(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
                       json.dumps(e.rules), json.dumps(e.monitored), json.dumps(e.rcpt_to), e.subject[:300],
-                      e.message_id.strip().strip("<>")[:300]) for e in entries])
+                      e.message_id.strip().strip("<>")[:300], records_json(e.records)) for e in entries])
             if trace:
                 await self._add_trace(db, trace)
 
@@ -570,8 +607,8 @@ class PostgresStore:
             f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at, id LIMIT ${len(args)}", *args))
         return [self._audit(r) for r in rows]
 
-    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
-        """Decisions matching a trace search, newest first."""
+    @staticmethod
+    def _audit_where(query: TraceQuery) -> tuple[str, list[Any]]:
         where, args = ["TRUE"], []  # type: tuple[list[str], list[Any]]
         for clause, value in (
                 ("(lower(mail_from) = lower($%d) OR lower(login) = lower($%d))", query.sender),
@@ -584,11 +621,21 @@ class PostgresStore:
             if value:
                 args.append(value)
                 where.append(clause.replace("%d", str(len(args))))
-        args.append(query.limit)
+        return " AND ".join(where), args
+
+    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
+        """Decisions matching a trace search, newest first (a page: `limit` after `offset`)."""
+        where, args = self._audit_where(query)
+        args.extend((query.limit, max(0, query.offset)))
         rows = self._run(self._pool.fetch(
-            f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC "
-            f"LIMIT ${len(args)}", *args))
+            f"SELECT {self._AUDIT} FROM audit WHERE {where} ORDER BY at DESC, id DESC "
+            f"LIMIT ${len(args) - 1} OFFSET ${len(args)}", *args))
         return [self._audit(r) for r in rows]
+
+    def count_audit(self, query: TraceQuery) -> int:
+        """How many decisions match a trace search (no limit)."""
+        where, args = self._audit_where(query)
+        return int(self._run(self._pool.fetchval(f"SELECT count(*) FROM audit WHERE {where}", *args)))
 
     def trace_events(self, queue_id: str) -> list[TraceEvent]:
         rows = self._run(self._pool.fetch(

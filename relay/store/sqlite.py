@@ -34,6 +34,8 @@ from relay.store.base import (
     event_detail,
     expire_each,
     like_pattern,
+    records_from_json,
+    records_json,
     utc,
 )
 
@@ -120,6 +122,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX trace_events_queue ON trace_events (queue_id);
     CREATE INDEX trace_events_at ON trace_events (at);
     CREATE INDEX holds_created ON holds (created_at);
+    """,
+    # 5: the compliance report: what a decision recorded beyond its rule hits (a declared urgency
+    # with its stated reason, a right-to-disconnect exemption), as [[kind, {field: value}], ...]
+    """
+    ALTER TABLE audit ADD COLUMN records TEXT NOT NULL DEFAULT '[]';
     """,
 )
 
@@ -440,6 +447,24 @@ class SqliteStore:
             db.execute("DELETE FROM rate_counters WHERE key = ? AND window_start < ?", (key, _ts(window_start)))
             return int(count)
 
+    def rate_take_all(self, takes: Sequence[tuple[str, datetime, int]], amount: int) -> int | None:
+        """Add `amount` to every counter (key, window start, limit) in one transaction, or to none:
+        None when all were taken, else the index of the first one that would pass its limit. Each
+        key's older windows are dropped on the way."""
+        with self._tx() as db:
+            counts = []
+            for index, (key, start, limit) in enumerate(takes):
+                row = db.execute("SELECT count FROM rate_counters WHERE key = ? AND window_start = ?",
+                                 (key, _ts(start))).fetchone()
+                counts.append((row[0] if row else 0) + amount)
+                if counts[-1] > limit:
+                    return index
+            for (key, start, _), count in zip(takes, counts, strict=True):
+                db.execute("INSERT INTO rate_counters VALUES (?, ?, ?) ON CONFLICT (key, window_start) DO UPDATE "
+                           "SET count = excluded.count", (key, _ts(start), count))
+                db.execute("DELETE FROM rate_counters WHERE key = ? AND window_start < ?", (key, _ts(start)))
+            return None
+
     def take_once(self, key: str, now: datetime, period: float) -> bool:
         """True, with `now` recorded, unless `key` was taken less than `period` seconds before
         `now` (one auto-reply per sender and mailbox per grace period; kept with the rate counters)."""
@@ -451,6 +476,11 @@ class SqliteStore:
             db.execute("DELETE FROM rate_counters WHERE key = ?", (key,))
             db.execute("INSERT INTO rate_counters VALUES (?, ?, 1)", (key, stamp))
             return True
+
+    def give_back(self, key: str) -> None:
+        """Forget a `take_once` (what it guarded did not happen: the next take succeeds)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM rate_counters WHERE key = ?", (key,))
 
     # -- notices -------------------------------------------------------------------------------
     def add_notices(self, notices: Sequence[tuple[str, ...]], now: datetime) -> None:
@@ -481,13 +511,13 @@ class SqliteStore:
 
     # -- audit and inventory -------------------------------------------------------------------
     _AUDIT = ("at, queue_id, verdict, reply, mail_from, recipients, login, client_ip, rules, monitored, rcpt_to, "
-              "subject, message_id")
+              "subject, message_id, records")
 
     @staticmethod
     def _audit(r: tuple[Any, ...]) -> AuditEntry:
         return AuditEntry(_dt(r[0]) or datetime.fromtimestamp(0, UTC), r[1], r[2], r[3], r[4], r[5], r[6], r[7],
                           tuple(tuple(x) for x in json.loads(r[8])), tuple(json.loads(r[9])),
-                          tuple(json.loads(r[10])), r[11], r[12])
+                          tuple(json.loads(r[10])), r[11], r[12], records_from_json(r[13]))
 
     def add_audit(self, entries: list[AuditEntry], trace: list[TraceEvent] | None = None) -> None:
         """Decisions (and trace events, in the same transaction)."""
@@ -495,10 +525,10 @@ class SqliteStore:
             return
         with self._tx() as db:
             db.executemany(
-                f"INSERT INTO audit ({self._AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO audit ({self._AUDIT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(_ts(e.at), e.queue_id, e.verdict, e.reply, e.mail_from, e.recipients, e.login, e.client_ip,
                   json.dumps(e.rules), json.dumps(e.monitored), json.dumps(e.rcpt_to), e.subject[:300],
-                  e.message_id.strip().strip("<>")[:300]) for e in entries])
+                  e.message_id.strip().strip("<>")[:300], records_json(e.records)) for e in entries])
             if trace:
                 self._add_trace(db, trace)
 
@@ -532,8 +562,7 @@ class SqliteStore:
         rows = self._read(lambda db: db.execute(sql, (*args, limit)).fetchall())
         return [self._audit(r) for r in rows]
 
-    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
-        """Decisions matching a trace search, newest first."""
+    def _audit_where(self, query: TraceQuery) -> tuple[str, list[Any]]:
         where: list[str] = ["1 = 1"]
         args: list[Any] = []
         if query.sender:
@@ -554,9 +583,20 @@ class SqliteStore:
         if query.until:
             where.append("at < ?")
             args.append(_ts(query.until))
-        sql = f"SELECT {self._AUDIT} FROM audit WHERE {' AND '.join(where)} ORDER BY at DESC, id DESC LIMIT ?"
-        rows = self._read(lambda db: db.execute(sql, (*args, query.limit)).fetchall())
+        return " AND ".join(where), args
+
+    def search_audit(self, query: TraceQuery) -> list[AuditEntry]:
+        """Decisions matching a trace search, newest first (a page: `limit` after `offset`)."""
+        where, args = self._audit_where(query)
+        sql = f"SELECT {self._AUDIT} FROM audit WHERE {where} ORDER BY at DESC, id DESC LIMIT ? OFFSET ?"
+        rows = self._read(lambda db: db.execute(sql, (*args, query.limit, max(0, query.offset))).fetchall())
         return [self._audit(r) for r in rows]
+
+    def count_audit(self, query: TraceQuery) -> int:
+        """How many decisions match a trace search (no limit)."""
+        where, args = self._audit_where(query)
+        row = self._read(lambda db: db.execute(f"SELECT count(*) FROM audit WHERE {where}", args).fetchone())
+        return int(row[0])
 
     def trace_events(self, queue_id: str) -> list[TraceEvent]:
         rows = self._read(lambda db: db.execute(

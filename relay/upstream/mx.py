@@ -23,10 +23,12 @@ UNREACHABLE = Reply(451, "4.4.1 No MX host of the domain could be reached; try a
 
 class MxUpstream:
     def __init__(self, domain: str, port: int, helo: str, resolver: Resolver, timeout: float = 60,
-                 pool_size: int = 8, tls: str = "may", tls_verify: bool = True, ca_file: Path | None = None) -> None:
+                 pool_size: int = 8, tls: str = "may", tls_verify: bool = True, ca_file: Path | None = None,
+                 client_cert: tuple[Path, Path] | None = None) -> None:
         self.domain, self.port, self.helo = domain, port, helo
         self.resolver, self.timeout, self.pool_size = resolver, timeout, pool_size
         self.tls, self.tls_verify, self.ca_file = tls, tls_verify, ca_file
+        self.client_cert = client_cert
         self._hosts: dict[str, SmtpUpstream] = {}
 
     def describe(self) -> str:
@@ -43,7 +45,7 @@ class MxUpstream:
                     if key not in self._hosts:
                         self._hosts[key] = SmtpUpstream(f"smtp://{key}", self.helo, self.timeout, self.pool_size,
                                                         self.tls_verify, self.ca_file, starttls=self.tls,
-                                                        tls_name=host)
+                                                        tls_name=host, client_cert=self.client_cert)
                     out.append(self._hosts[key])
         return out
 

@@ -111,7 +111,8 @@ class SmtpUpstream:
 
     def __init__(self, url: str, helo: str, timeout: float = 60, pool_size: int = 8,
                  tls_verify: bool = True, ca_file: Path | None = None, password: str | None = None,
-                 starttls: str | None = None, tls_name: str | None = None) -> None:
+                 starttls: str | None = None, tls_name: str | None = None,
+                 client_cert: tuple[Path, Path] | None = None) -> None:
         parts = urlsplit(url)
         self.lmtp = parts.scheme == "lmtp"
         self.implicit_tls = parts.scheme == "smtps"
@@ -126,6 +127,7 @@ class SmtpUpstream:
         self.plain_until = 0.0  # opportunistic TLS failed with this host: plain text until then
         self.helo, self.timeout, self.pool_size = helo, timeout, pool_size
         self.tls_verify = tls_verify
+        self.client_cert = client_cert  # (cert, key) presented in TLS: a certificate-based inbound connector
         self._idle: list[SmtpConnection] = []
 
     def describe(self) -> str:
@@ -136,6 +138,8 @@ class SmtpUpstream:
         if not (self.tls_verify and verify):
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
+        if self.client_cert:
+            context.load_cert_chain(str(self.client_cert[0]), str(self.client_cert[1]))
         return context
 
     async def _open(self) -> SmtpConnection:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from datetime import datetime
 from importlib import resources
@@ -20,6 +21,8 @@ from aiohttp import web
 from relay import __version__, apitokens, views
 from relay.apitokens import ApiClient
 from relay.store import StoreError
+from relay.store.base import TraceQuery
+from relay.web import queue
 
 
 class AdminSite(Protocol):
@@ -58,6 +61,8 @@ class Api:
             web.get(f"{PREFIX}/holds", self.holds),
             web.get(f"{PREFIX}/holds/{HOLD_ID}", self.hold),
             web.post(f"{PREFIX}/holds/{HOLD_ID}/{{action:[a-z]{{1,20}}}}", self.act),
+            web.get(f"{PREFIX}/report", self.report),
+            web.get(f"{PREFIX}/trace", self.trace),
         ])
 
     @property
@@ -118,13 +123,24 @@ class Api:
                                      content_type="application/json")
         return at
 
+    def instant_or_date(self, request: web.Request, name: str, end: bool = False) -> datetime | None:
+        """An ISO-8601 instant with its offset, or a date (`2026-11-24`) in the institution's zone
+        (as an end, the whole day included): the trace's since/until."""
+        text = request.query.get(name, "").strip()
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            try:
+                return queue.local_instant(text, self.relay.zone, name, end)
+            except queue.SearchError:
+                pass
+        return self.instant(request, name)
+
     @staticmethod
-    def number(request: web.Request, name: str, default: int) -> int:
+    def number(request: web.Request, name: str, default: int, low: int = 1, high: int = 10000) -> int:
         text = request.query.get(name, "")
         if not text:
             return default
-        if not text.isdigit() or not 1 <= int(text) <= 10000:
-            raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}: a whole number from 1 to 10000",
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise web.HTTPBadRequest(text=json.dumps({"error": f"{name}: a whole number from {low} to {high}",
                                                       "status": 400}), content_type="application/json")
         return int(text)
 
@@ -149,6 +165,17 @@ class Api:
                                 limit=self.number(request, "limit", 1000))
         rows = await self.run(views.list_holds, self.relay.store, query)
         return answer({"holds": rows, "count": len(rows)})
+
+    async def trace(self, request: web.Request) -> web.Response:
+        """Where is my mail: relay.views.search_traces, as `relay trace --json` and the /trace page."""
+        self.client(request)
+        q = request.query
+        query = TraceQuery(sender=q.get("sender") or None, recipient=q.get("recipient") or None,
+                           message_id=q.get("message_id") or None, queue_id=q.get("queue_id") or None,
+                           since=self.instant_or_date(request, "since"),
+                           until=self.instant_or_date(request, "until", end=True),
+                           limit=self.number(request, "limit", 100), offset=self.number(request, "offset", 0, 0, 10**9))
+        return answer(await self.run(views.search_traces, self.relay.store, query))
 
     async def hold(self, request: web.Request) -> web.Response:
         self.client(request)
@@ -176,3 +203,18 @@ class Api:
             self.relay.log.error("api_store_failed", error=str(exc)[:200])
             return error(503, "the store does not answer; try again")
         return answer(views.hold_json(hold))
+
+    async def report(self, request: web.Request) -> web.Response:
+        """The compliance report's figures (relay.report, the same function as `relay report`)."""
+        from relay.report import pack_rules
+
+        self.client(request)
+        month = request.query.get("month", "").strip()
+        if not month:
+            return error(400, "month: YYYY-MM is needed, e.g. /api/v1/report?month=2026-11")
+        try:
+            data = await self.run(views.report, self.relay.store, self.relay.directory, month, self.relay.zone,
+                                  pack_rules(self.relay.pack), request.query.get("office") or None)
+        except web.HTTPUnprocessableEntity as exc:  # a month like 2026-13: a malformed parameter
+            return error(400, json.loads(exc.text or "{}").get("error", "month: YYYY-MM"))
+        return answer(data)

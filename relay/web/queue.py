@@ -14,11 +14,12 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 from relay.store import HoldFilter, HoldState
-from relay.store.base import OPEN_STATES
+from relay.store.base import OPEN_STATES, TraceQuery
 
 PAGE_SIZE = 50
 PAGE_SIZES = (10, 25, 50, 100, 200)
-MAX_BULK = 200  # holds one bulk action may name (a page at most)
+MAX_BULK = 200  # holds one page's ticked boxes may name (a page at most)
+MAX_ALL = 2000  # holds «todos los que coinciden» may take in one confirmed bulk action
 
 # The list's state choices: the open ones (default), every state, or one state.
 STATE_CHOICES = {"pendientes": OPEN_STATES, "todos": tuple(HoldState),
@@ -128,6 +129,89 @@ class Pages:
     @property
     def last_row(self) -> int:
         return min(self.total, self.page * self.size)
+
+
+@dataclass(frozen=True)
+class TraceSearch:
+    """The /trace page's search, as typed: sender or login, recipient, Message-ID, queue id, dates
+    (or dates and times) in the institution's zone, a page."""
+
+    sender: str = ""
+    recipient: str = ""
+    message_id: str = ""
+    queue_id: str = ""
+    since: str = ""
+    until: str = ""
+    page: int = 1
+    size: int = PAGE_SIZE
+
+    FIELDS: ClassVar[dict[str, str]] = {
+        "sender": "remitente", "recipient": "destinatario", "message_id": "message_id", "queue_id": "cola",
+        "since": "desde", "until": "hasta"}
+
+    @classmethod
+    def from_query(cls, query: Any) -> TraceSearch:
+        fields = {name: str(query.get(key, "")).strip()[:200] for name, key in cls.FIELDS.items()}
+        return cls(**fields, page=_number(query.get("pagina"), 1, 1, 10**6),
+                   size=_number(query.get("por_pagina"), PAGE_SIZE, 1, max(PAGE_SIZES)))
+
+    def query(self, zone: tzinfo) -> TraceQuery:
+        since = local_instant(self.since, zone, "desde") if self.since else None
+        until = local_instant(self.until, zone, "hasta", end=True) if self.until else None
+        if since and until and until <= since:
+            raise SearchError("la fecha «hasta» es anterior a «desde»")
+        return TraceQuery(sender=self.sender or None, recipient=self.recipient or None,
+                          message_id=self.message_id or None, queue_id=self.queue_id or None, since=since,
+                          until=until, limit=self.size, offset=(self.page - 1) * self.size)
+
+    def link(self, **changes: Any) -> str:
+        values = {**{name: getattr(self, name) for name in self.FIELDS}, "page": self.page, "size": self.size,
+                  **changes}
+        query = [(key, str(values[name])) for name, key in self.FIELDS.items() if values[name]]
+        if values["size"] != PAGE_SIZE:
+            query.append(("por_pagina", str(values["size"])))
+        if values["page"] != 1:
+            query.append(("pagina", str(values["page"])))
+        return "/trace" + (f"?{urlencode(query)}" if query else "")
+
+    @property
+    def narrowed(self) -> bool:
+        return any(getattr(self, name) for name in self.FIELDS)
+
+
+# The trace's events in Spanish (hold events through EVENT_NAMES).
+TRACE_EVENTS = {"received": "recibido", "decided": "decidido", "delivered": "entregado",
+                "upstream_refused": "rechazado por el servidor siguiente",
+                "accepted": "devuelto al MTA (milter)", "notice": "aviso enviado"}
+VERDICT_NAMES = {"deliver": "entregar", "hold": "retener por horario", "moderate": "requiere aprobación",
+                 "tempfail": "rechazo temporal (4xx)", "reject": "rechazado (5xx)"}
+
+
+def trace_event_es(event: dict[str, Any], reason_names: dict[str, str]) -> str:
+    """One line of a message's life (relay.views.trace_json) in Spanish."""
+    name, detail = str(event["event"]), str(event.get("detail", ""))
+    if name.startswith("hold "):
+        return f"copia {event.get('hold', '')}: " + event_es(name[5:], detail, reason_names)
+    if name == "decided":
+        verdict, _, reply = detail.partition(": ")
+        return f"decidido: {VERDICT_NAMES.get(verdict, verdict)}" + (f" — respuesta: {reply}" if reply else "")
+    if name == "received":
+        text = re.sub(r"^from ", "desde ", detail)
+        text = re.sub(r"\bas ", "como ", text)
+        text = re.sub(r"(\d+) recipient\(s\)", r"\1 destinatario(s)", text)
+        return f"recibido {text}"
+    if name in ("delivered", "upstream_refused"):
+        m = re.fullmatch(r"(\d+) recipient\(s\): (.*)", detail, re.DOTALL)
+        if m:
+            return (f"{TRACE_EVENTS[name]} a {m.group(1)} destinatario(s); respuesta del servidor: {m.group(2)}")
+    if name == "accepted":
+        m = re.fullmatch(r"(\d+) recipient\(s\).*", detail)
+        if m:
+            return f"{m.group(1)} destinatario(s) devuelto(s) al MTA (milter)"
+    if name == "notice":
+        kind, _, rest = detail.partition(" to ")
+        return f"aviso «{kind}» enviado a {rest}"
+    return f"{TRACE_EVENTS.get(name, name)}: {detail}" if detail else TRACE_EVENTS.get(name, name)
 
 
 def local_instant(text: str, zone: tzinfo, field: str, end: bool = False) -> datetime:

@@ -21,26 +21,28 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 from zoneinfo import ZoneInfo
 
 import jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session, session_middleware
 from aiohttp_session.nacl_storage import NaClCookieStorage
+from markupsafe import Markup
+from multidict import MultiDict
 
-from relay import moderation
+from relay import moderation, views, when
 from relay.addresses import AddressError
 from relay.apitokens import TokenFile
 from relay.auth import hash_password, verify_password
 from relay.frontends.guard import AuthFailures
 from relay.message import Envelope, Submission, parse_message
 from relay.policy.engine import evaluate
-from relay.store import Hold, StoreError
+from relay.store import Hold, StoreError, TraceQuery
 from relay.web import links, queue
 
 if TYPE_CHECKING:
@@ -98,6 +100,8 @@ class AdminSite:
         self.templates = jinja2.Environment(loader=jinja2.PackageLoader("relay.web", "templates"),
                                             autoescape=True, undefined=jinja2.StrictUndefined)
         self.templates.filters["when"] = self._when
+        self.templates.filters["when_iso"] = lambda text: self._when(datetime.fromisoformat(text) if text else None)
+        self.templates.filters["trace_event"] = lambda event: queue.trace_event_es(event, REASON_NAMES)
         self.templates.filters["decided"] = lambda hold: moderation.decided_es(hold, self.relay.zone)
         self.ready = False
         admin = self.relay.config.admin
@@ -120,6 +124,8 @@ class AdminSite:
             web.get("/m/{token}", self.link_form), web.post("/m/{token}", self.link_act),
             web.get("/w/{token}", self.withdraw_form), web.post("/w/{token}", self.withdraw),
             web.get("/check", self.check_form), web.post("/check", self.check),
+            web.get("/report", self.report),
+            web.get("/trace", self.trace),
         ])
         from relay.web.api import Api
 
@@ -188,8 +194,7 @@ class AdminSite:
             zone = ZoneInfo(self.relay.directory.timezone)
         except (KeyError, ValueError):
             zone = ZoneInfo("UTC")
-        here = at.astimezone(zone)  # as `relay queue list` prints it: '2026-11-30 08:00 -05 (America/Bogota)'
-        return f"{here:%Y-%m-%d %H:%M %Z} ({zone.key})"
+        return when.local(at, zone)  # as `relay queue list` prints it: '2026-11-30 08:00 -05 (America/Bogota)'
 
     def page(self, name: str, request: web.Request, status: int = 200, **context: Any) -> web.Response:
         session = self.session(request)
@@ -270,6 +275,31 @@ class AdminSite:
     async def css(self, request: web.Request) -> web.Response:
         text = self.templates.loader.get_source(self.templates, "relay.css")[0]  # type: ignore[union-attr]
         return web.Response(text=text, content_type="text/css")
+
+    async def report(self, request: web.Request) -> web.Response:
+        """The compliance report of a month (relay.report.report_for, as `relay report` and the API):
+        tables and charts as inline SVG; the page allows exactly the charts' own <style> blocks."""
+        from relay import report
+
+        self.require(request)
+        zone = self.relay.zone
+        month = request.query.get("month", "").strip() or f"{self.relay.clock.now().astimezone(zone):%Y-%m}"
+        office = request.query.get("office", "").strip() or None
+        try:
+            period = report.Period.month(month, zone)
+        except report.ReportError:
+            return self.page("report.html", request, 400, month=month, office=office or "", body="",
+                             error=f"«{_printable(month, 20)}» no es un mes; escríbalo como AAAA-MM, "
+                                   "por ejemplo 2026-11.")
+        figures = await self._store(report.report_for, self.relay.store, self.relay.directory, period,
+                                    report.pack_rules(self.relay.pack), office)
+        body = report.report_body(figures)
+        response = self.page("report.html", request, month=figures.period, office=office or "",
+                             body=Markup(body), error="", offices=[o.office for o in figures.offices])
+        csp = SECURITY_HEADERS["Content-Security-Policy"].replace(
+            "style-src 'self'", "style-src 'self' " + " ".join(dict.fromkeys(report.style_hashes(body))))
+        response.headers["Content-Security-Policy"] = csp
+        return response
 
     # ------------------------------------------------------------------ sign in
     async def index(self, request: web.Request) -> web.Response:
@@ -360,15 +390,26 @@ class AdminSite:
         events = await self._store(self.relay.store.hold_events, hold.id)
         message = await asyncio.to_thread(parse_message, content)
         events = [(e.at, queue.event_es(e.event, e.detail, REASON_NAMES)) for e in events]
+        saved = await self._store(self._saved_why, hold.queue_id)
         return self.page("hold.html", request, hold=hold, message=message, events=events,
                          rules=list(zip(hold.rule_ids, hold.cites, strict=False)),
-                         explanations=self._explanations(hold.rule_ids, message))
+                         explanations=self._explanations(hold.rule_ids, message), saved_why=saved)
 
     def _explanations(self, rule_ids: tuple[str, ...], message: Any) -> dict[str, Any]:
-        """Why the text rules among a hold's rules judged its text so (with the pack now loaded)."""
+        """Why the text rules among a hold's rules judge its text so with the pack now loaded."""
         from relay.policy.explain import explain_rules
 
         return explain_rules(self.relay.rules.pack, rule_ids, message)
+
+    def _saved_why(self, queue_id: str) -> dict[str, str]:
+        """Why each rule fired when the message was decided, as the audit trail keeps it (the pack
+        may have changed since): rule id -> the audit's fourth item."""
+        saved: dict[str, str] = {}
+        for entry in self.relay.store.search_audit(TraceQuery(queue_id=queue_id, limit=20)):
+            for item in entry.rules:
+                if len(item) > 3 and item[3]:
+                    saved.setdefault(item[0], item[3])
+        return saved
 
     async def _act(self, request: web.Request, session: Session, hold_id: str, action: str, reason: str,
                    via: str = "") -> web.Response:
@@ -409,21 +450,38 @@ class AdminSite:
                                   f"/holds/{hold.id}/{request.match_info['action']}")
 
     def _confirm_page(self, request: web.Request, action: str, holds: list[Hold], back: str, target: str,
-                      status: int = 200) -> web.Response:
+                      status: int = 200, everything: bool = False) -> web.Response:
         verb, effect, allowed = queue.BULK_ACTIONS[action]
         rows = [(h, h.state in allowed) for h in holds]
         return self.page("act_confirm.html", request, status, action=action, verb=verb, effect=effect, rows=rows,
-                         doable=sum(ok for _, ok in rows), back=_local(back), target=target)
+                         doable=sum(ok for _, ok in rows), back=_local(back), target=target, everything=everything)
 
-    async def _selected(self, form: Any) -> tuple[str, list[Hold]]:
+    async def _selected(self, form: Any, everything: bool = False) -> tuple[str, list[Hold]]:
+        """The action and the holds it is for: the ticked ids, or (`everything`, the list's «todos los
+        que coinciden») every hold matching the list's search, on every page."""
         action = str(form.get("action", ""))
         if action not in queue.BULK_ACTIONS:
             raise web.HTTPBadRequest(text="Elija una acción: aprobar, rechazar, liberar ahora o eliminar.")
+        if everything:
+            search = queue.Search.from_query(MultiDict(parse_qsl(urlsplit(_local(str(form.get("back", "")))).query)))
+            try:
+                filters = search.filters(self.relay.zone)
+            except queue.SearchError as error:
+                raise web.HTTPBadRequest(text=_sentence(str(error))) from None
+            total: int = await self._store(self.relay.store.count_matching, filters)
+            if total > queue.MAX_ALL:
+                raise web.HTTPBadRequest(text=f"La búsqueda abarca {total} mensajes; se pueden tratar hasta "
+                                              f"{queue.MAX_ALL} a la vez: afine la búsqueda.")
+            if not total:
+                raise web.HTTPBadRequest(text="Ningún mensaje coincide con la búsqueda.")
+            matching: list[Hold] = await self._store(self.relay.store.list_holds,
+                                                     replace(filters, limit=queue.MAX_ALL, offset=0))
+            return action, matching
         ids = list(dict.fromkeys(str(i) for i in form.getall("id", [])))
         if not ids:
             raise web.HTTPBadRequest(text="No marcó ningún mensaje: marque las casillas de los que quiere tratar.")
-        if len(ids) > queue.MAX_BULK or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
-            raise web.HTTPBadRequest(text=f"Se pueden tratar hasta {queue.MAX_BULK} mensajes a la vez.")
+        if len(ids) > queue.MAX_ALL or not all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", i) for i in ids):
+            raise web.HTTPBadRequest(text=f"Se pueden tratar hasta {queue.MAX_ALL} mensajes a la vez.")
         found = [await self._store(self.relay.store.get_hold, i) for i in ids]
         return action, [h for h in found if h is not None]
 
@@ -432,8 +490,10 @@ class AdminSite:
         each (and which cannot be), to confirm. Nothing changes here."""
         form = await request.post()
         self.require_post(request, form)
-        action, holds = await self._selected(form)
-        return self._confirm_page(request, action, holds, str(form.get("back", "/holds")), "/holds/bulk/confirm")
+        everything = form.get("todos") == "1"
+        action, holds = await self._selected(form, everything)
+        return self._confirm_page(request, action, holds, str(form.get("back", "/holds")), "/holds/bulk/confirm",
+                                  everything=everything)
 
     async def bulk(self, request: web.Request) -> web.Response:
         """A confirmed bulk action: each message in turn, and a page with what happened to each."""
@@ -462,6 +522,25 @@ class AdminSite:
         ok = sum(1 for _, good, _ in results if good)
         return self.page("bulk_done.html", request, 200 if ok else 409, results=results, ok=ok,
                          done_name=queue.DONE_NAMES[action], back=_local(str(form.get("back", "/holds"))))
+
+    # ------------------------------------------------------------------ message trace
+    async def trace(self, request: web.Request) -> web.Response:
+        """Where is my mail: the trace searched (sender or login, recipient, Message-ID, queue id, dates
+        in the institution's zone) by relay.views.search_traces (as `relay trace` and the API), a page
+        at a time, each message's life as a timeline."""
+        self.require(request)
+        search = queue.TraceSearch.from_query(request.query)
+        context: dict[str, Any] = {"search": search, "page_sizes": queue.PAGE_SIZES,
+                                   "verdict_names": queue.VERDICT_NAMES,
+                                   "zone_name": getattr(self.relay.zone, "key", str(self.relay.zone))}
+        try:
+            query = search.query(self.relay.zone)
+        except queue.SearchError as error:
+            return self.page("trace.html", request, 400, messages=[], pages=queue.Pages(0, 1, search.size),
+                             error=_sentence(str(error)), **context)
+        found = await self._store(views.search_traces, self.relay.store, query)
+        return self.page("trace.html", request, messages=found["messages"],
+                         pages=queue.Pages(found["total"], search.page, search.size), error="", **context)
 
     # ------------------------------------------------------------------ signed links
     def _claim(self, token: str) -> links.LinkClaim:
@@ -584,7 +663,7 @@ class AdminSite:
 
 # The pages a sign-in may go back to, and nothing else: no scheme, no host, no control characters
 # or spaces (browsers drop tabs and newlines from a URL, so "/\t/evil.test" is "//evil.test").
-_NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|m/[A-Za-z0-9_.=-]{1,4096})")
+_NEXT_PATH = re.compile(r"/(?:holds(?:/[A-Za-z0-9_-]{1,64})?|check|report|trace|m/[A-Za-z0-9_.=-]{1,4096})")
 _NEXT_QUERY = re.compile(r"[A-Za-z0-9_=&%.+-]{0,400}")
 
 

@@ -228,3 +228,33 @@ def test_a_new_password_or_a_removed_account_ends_its_sign_ins(relay: RelayProce
     relay.stop()
     relay.start()  # writes the config
     assert again.get("/holds").status == 303
+
+
+def test_everything_matching_takes_every_page_and_no_more_than_the_cap(relay: RelayProcess) -> None:
+    """Issue 26: «todos los que coinciden» takes every hold of the search (all pages, not just the
+    ticked rows) to the confirmation page; a search matching nothing, or more than MAX_ALL, is refused
+    with a Spanish page, and nothing changes."""
+    from relay.web.queue import MAX_ALL
+
+    waiting = put(relay, [held(f"T{n:02d}", moderate=False) for n in range(12)], START)
+    [moderated] = put(relay, [held("MOD")], START)
+    c = signed_in(relay)
+    listing = c.get("/holds?estado=waiting&por_pagina=5")
+    csrf, back = listing.field("csrf"), html.unescape(listing.field("back"))
+    assert 'id="select-all"' in listing.text and "todos los 12 mensajes que coinciden" in listing.text
+    ask = c.post("/holds/bulk", [("csrf", csrf), ("back", back), ("todos", "1"), ("id", waiting[0]),
+                                 ("action", "release")])
+    assert ask.status == 200 and "Confirmar: liberar ahora 12 mensajes" in ask.text, ask.text
+    fields = ask.hidden_fields("/holds/bulk/confirm")
+    assert sorted(v for k, v in fields if k == "id") == sorted(waiting) and moderated not in ask.text
+    assert {state(relay, i) for i in waiting} == {HoldState.WAITING}  # nothing done before the confirmation
+    done = c.post("/holds/bulk/confirm", fields)
+    assert done.status == 200 and "12 de 12 mensajes liberados" in done.text, done.text
+    assert state(relay, moderated) is HoldState.MODERATION
+    none = c.post("/holds/bulk", [("csrf", csrf), ("back", "/holds?q=nada-coincide"), ("todos", "1"),
+                                  ("action", "delete")])
+    assert none.status == 400 and "Ningún mensaje coincide" in none.text
+    put(relay, [held(f"B{n:04d}") for n in range(MAX_ALL + 1)], START)
+    too_many = c.post("/holds/bulk", [("csrf", csrf), ("back", "/holds"), ("todos", "1"), ("action", "delete")])
+    assert too_many.status == 400 and f"hasta {MAX_ALL}" in too_many.text and "afine la búsqueda" in too_many.text
+    assert state(relay, moderated) is HoldState.MODERATION

@@ -24,9 +24,9 @@ from pydantic import Field, field_validator, model_validator
 
 from relay.directory import address_key
 from relay.message import ParsedMessage
-from relay.policy.lexicon import Balance, Lexicon, check_extra, check_groups, merged, weigh
+from relay.policy.lexicon import Balance, Lexicon, balanced, check_extra, check_groups, merged
 from relay.policy.rules.base import Context, RuleBase
-from relay.policy.verdicts import Action, Explanation, Finding
+from relay.policy.verdicts import Action, Evidence, Explanation, Finding
 
 OFFER: dict[str, float] = {
     "promoción": 2, "oferta": 1.5, "ofertas especiales": 2, "descuento": 1.5,
@@ -57,12 +57,53 @@ OFFER: dict[str, float] = {
     "bono de regalo": 2, "crédito preaprobado": 3, "preaprobado": 2.5, "sin codeudor": 2.5,
     "aprobación inmediata": 2, "tasa desde": 2, "desembolso inmediato": 2.5, "oferta válida": 2,
     "aplican condiciones": 2, "unidades disponibles": 2, "se vende": 2, "=arriendo": 1.5, "precio negociable": 2,
-    "=interesados": 1,
+    "=interesados": 1, "=interesado": 1, "=interesada": 1,
+    # how colleagues sell to each other: a price per unit of sale ("la docena a $18.000", "$7.000 la
+    # porción", "a 9mil", "mensualidad $120.000", "$600.000 cada uno"), where to order or pay, what
+    # the seller does ("estoy rifando", "traje café", "tengo cachorros") and the reader's cue to buy
+    r"re:\b(?:docena|libra|media libra|porcion|unidad|boleta|kilo|combo|paquete|caja|mensualidad|canon|cada una?|"
+    r"c/u|la hora|la clase|el par|el set)\W{0,3}(?:a|en|de|por|vale|cuesta|:)?\s*(?:solo\s+)?\$?\s?\d[\d.,]*": 2.5,
+    r"re:\$?\s?\d[\d.,]*\s*(?:mil\s+)?(?:pesos\s+)?(?:c/u|cada una?|la (?:docena|libra|unidad|porcion|boleta|caja)|"
+    r"el (?:kilo|par|combo|paquete)|mensual(?:es)?\b|al mes\b)": 2.5,
+    r"re:\b\d+(?:[.,]\d+)?\s?(?:g|gr|kg|ml|lb|libras?|onzas?)\s(?:a|por|en)\s\$?\s?\d": 2.5,  # "500 g a $32.000"
+    # "la botella está a $25.000", "queda en 20 mil"
+    r"re:\b(?:esta|queda|vale|cuesta)\s+(?:en\s+|a\s+)?(?:solo\s+)?"
+    r"(?:\$\s?\d|\d{1,3}(?:[.,]\d{3})+|\d{1,3}\s?mil\b)": 2,
+    r"re:\ba\s\d{1,3}\s?(?:mil|k)\b": 2, r"re:\b\d{1,3}\s?mil\s(?:pesos|la|el|cada|c/u)\b": 2,
+    "=nequi": 2, "=daviplata": 2, "pedidos whatsapp": 2, "pedidos al": 1.5, "=encargo": 1, "recibiendo encargos": 2.5,
+    "estoy vendiendo": 2.5, "estoy rifando": 2.5, "=rifando": 2, "=vendiendo": 2, "=entrego": 1,
+    "se arrienda": 2.5, "=arrienda": 1.5,
+    "=negociable": 1.5, "me escriben": 1, "me escribe": 1, "me avisan": 1, "me avisa": 1, "me confirman": 0.5,
+    "me dicen cuantos": 2, "el que quiera": 1, "quien esté interesado": 1.5, "separa la tuya": 2, "=separa": 1,
+    "=apartalo": 2, "ingresos extra": 2.5, "oportunidad de negocio": 2.5, "ganar dinero": 2, "gana dinero": 2,
+    "te reservo": 1, "=emprendimiento": 1, "mi emprendimiento": 1.5, "sin compromiso": 1, "=cotizacion": 0.5,
+    "=traje": 0.5, "se las traigo": 1.5, "se los traigo": 1.5, "=vacunados": 1,
+    "=mensualidad": 1, "tarifas especiales": 1.5,
     # English, as international vendors write
     "=limited time": 2.5, "=buy now": 2.5, "=discount": 1.5, "=free shipping": 2, "=unsubscribe": 1.5,
     "=special offer": 2, "=order now": 2,
 }
-GROUPS = ("offer", "institutional")
+# A price and a sale in the same message make an offer even when neither is strong alone:
+# "combo pequeño 25 mil ... hagan su pedido", "desde 35 mil ... recibo pagos por Nequi", "el bono
+# vale $20.000 ... estamos vendiendo". Each group counts once, as `pair_weight`, and only together.
+PRICE: dict[str, float] = {
+    r"re:\$\s?\d{1,3}(?:[.,]\d{3})+": 1, r"re:\$\s?\d{4,}": 1,
+    # "25 mil", "35k" — not a count ("12 mil habitantes")
+    r"re:\b\d{1,3}(?:[.,]\d{3})?\s?(?:mil|k)\b(?!\s+(?:millones|habitantes|personas|servidores|usuarios|"
+    r"contribuyentes|ciudadanos|votos|vistas|metros|km))": 1,
+    r"re:\b(?:a|por|en|vale|cuesta|desde)\s\d{1,3}\.\d{3}\b": 1,  # "el paquete a 12.000"
+    "=vale": 0.5, "=cuesta": 0.5,
+}
+SALE: dict[str, float] = {  # Spanish forms only ("vendor", "encargado", "arrendamiento" are not sales)
+    "=vendo": 1, "=vende": 1, "=venden": 1, "=vender": 1, "=vendemos": 1, "=vendiendo": 1, "se vende": 1,
+    "=venta": 1, "=ventas": 1, "=pedido": 1, "=pedidos": 1, "=encargo": 1, "=encargos": 1, "=encarguen": 1,
+    "=nequi": 1, "=daviplata": 1, "=combo": 1, "=combos": 1, "=catalogo": 1, "=coleccion": 1, "=boleta": 1,
+    "=boletas": 1, "=rifa": 1, "=arriendo": 1, "=arrienda": 1, "=arrendo": 1, "=interesado": 1, "=interesada": 1,
+    "=domicilio": 1, "=domicilios": 1, "=entrego": 1, "recibo pagos": 1, "hagan su pedido": 1, "=separa": 1,
+    "=separe": 1, "=aparta": 1, "=pidan": 1, "=compren": 1, "=compre": 1, "=negociable": 1,
+    "me escribe": 1, "me escriben": 1, "se la llevo": 1, "se lo llevo": 1, "se los llevo": 1, "se las llevo": 1,
+}
+GROUPS = ("offer", "institutional", "price", "sale")
 INSTITUTIONAL: dict[str, float] = {  # procurement, payroll, campaigns, approved inter-entity mail
     "licitación": 3, "secop": 3, "proceso de contratación": 3, "presentación de ofertas": 3,
     "evaluación de ofertas": 3, "invitación pública": 2.5, "invitación a cotizar": 2.5, "estudios previos": 2,
@@ -89,8 +130,11 @@ class Config(RuleBase):
                                     description="signals of an offer made to the reader")
     institutional: dict[str, float] = Field(default_factory=lambda: dict(INSTITUTIONAL),
                                             description="procurement and institutional communication")
+    price: dict[str, float] = Field(default_factory=lambda: dict(PRICE), description="an amount asked for")
+    sale: dict[str, float] = Field(default_factory=lambda: dict(SALE), description="a sale, an order, a payment")
+    pair_weight: float = Field(default=3.0, ge=0, description="offer weight of a price and a sale together")
     extra_terms: dict[str, dict[str, float]] = Field(
-        default_factory=dict, description="{offer|institutional: {term: weight}}; weight 0 removes")
+        default_factory=dict, description="{offer|institutional|price|sale: {term: weight}}; weight 0 removes")
     threshold: float = Field(default=4.0, gt=0)
     margin: float = Field(default=2.0, description="offer - institutional needed")
     subject_weight: float = Field(default=2.0, ge=1)
@@ -103,7 +147,7 @@ class Config(RuleBase):
     TEMPLATE_VARS: ClassVar[frozenset[str]] = frozenset({"moderators"})
     DEFAULT_REPLY: ClassVar[str] = "Contenido comercial o publicitario: requiere aprobacion previa"
 
-    @field_validator("offer", "institutional")
+    @field_validator("offer", "institutional", "price", "sale")
     @classmethod
     def _terms(cls, value: dict[str, float]) -> dict[str, float]:
         check_groups({"terms": value})
@@ -127,7 +171,8 @@ class Config(RuleBase):
 
     @cached_property
     def lexicon(self) -> Lexicon:
-        return Lexicon(merged({"offer": self.offer, "institutional": self.institutional}, self.extra_terms))
+        return Lexicon(merged({"offer": self.offer, "institutional": self.institutional, "price": self.price,
+                               "sale": self.sale}, self.extra_terms))
 
 
 JUDGEMENT = Balance("offer", "institutional", "no offer", "institutional", "commercial offer")
@@ -135,7 +180,14 @@ JUDGEMENT = Balance("offer", "institutional", "no offer", "institutional", "comm
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether the text is an offer made to the reader, and why."""
-    return weigh(rule.lexicon, message, rule.subject_weight, JUDGEMENT, rule.threshold, rule.margin)
+    evidence = rule.lexicon.hits_message(message, rule.subject_weight)
+    price = next((e for e in evidence if e.group == "price"), None)
+    sale = next((e for e in evidence if e.group == "sale"), None)
+    kept = tuple(e for e in evidence if e.group not in ("price", "sale"))
+    if price is not None and sale is not None and rule.pair_weight:
+        where = "subject" if "subject" in (price.where, sale.where) else "body"
+        kept += (Evidence("offer", "price+sale", rule.pair_weight, where, f"{price.text} … {sale.text}"[:80]),)
+    return balanced(kept, JUDGEMENT, rule.threshold, rule.margin)
 
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:

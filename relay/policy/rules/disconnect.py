@@ -11,6 +11,7 @@ authorised role is delivered and recorded with its stated reason.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from typing import ClassVar, Literal
 
@@ -44,27 +45,40 @@ def _urgent(rule: Config, ctx: Context) -> bool:
 
 def check(rule: Config, ctx: Context) -> Iterator[Finding]:
     held: list[tuple[str, datetime]] = []
+    exempt: list[str] = []  # off work now, but their role is exempt (Ley 2191 de 2022, art. 6)
     for rcpt in ctx.recipients:
         entry = ctx.directory.find(rcpt)
-        if not isinstance(entry, Person) or entry.roles & set(rule.exempt_roles):
+        if not isinstance(entry, Person):
             continue
         if not rule.hold_self and address_key(rcpt) in ctx.own_addresses:
             continue
         due = next_working_start(entry.schedule, ctx.now)
-        if due is not None:
+        if due is None:
+            continue
+        if entry.roles & set(rule.exempt_roles):
+            exempt.append(address_key(rcpt))
+        else:
             held.append((address_key(rcpt), due))
+    records: tuple[Record, ...] = ()
+    if exempt:  # kept for the compliance report: exemptions applied
+        records = (Record("exemption", (("rule", rule.id), ("sender", ctx.identity.login or ctx.sender_display),
+                                        ("roles", ", ".join(sorted(rule.exempt_roles))),
+                                        ("recipients", ", ".join(exempt)), ("at", ctx.now.isoformat()))),)
     if not held:
+        if records:
+            yield replace(rule.finding(ctx, action=Action.RECORD, recipients=exempt, records=records,
+                                       detail={"exempt": len(exempt)}), note_only=True)
         return
     if _urgent(rule, ctx):
         reason = ctx.submission.message.subject.strip()[len(rule.urgent_prefix):].strip()
-        record = Record("urgency", (("declared_by", ctx.identity.login or ctx.sender_display),
+        record = Record("urgency", (("rule", rule.id), ("declared_by", ctx.identity.login or ctx.sender_display),
                                     ("reason", reason[:300]), ("at", ctx.now.isoformat()),
                                     ("recipients", ", ".join(r for r, _ in held))))
-        yield rule.finding(ctx, action=Action.RECORD, recipients=[r for r, _ in held], records=(record,),
+        yield rule.finding(ctx, action=Action.RECORD, recipients=[r for r, _ in held], records=(record, *records),
                            detail={"urgent": True, "reason": reason[:300]})
         return
     schedule = "; ".join(f"{r}: {instant_es(at)}" for r, at in held)
     schedule_en = "; ".join(f"{r}: {instant_en(at)}" for r, at in held)
     yield rule.finding(ctx, {"schedule": schedule}, values_en={"schedule": schedule_en},
-                       recipients=[r for r, _ in held], deliver_at=tuple(held),
+                       recipients=[r for r, _ in held], deliver_at=tuple(held), records=records,
                        detail={"held": len(held)})

@@ -79,6 +79,8 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
     values = {"address": claimed[0], "spf": facts.spf or "none", "dmarc": facts.dmarc or "none"}
     detail = {"spf": facts.spf or "none", "dmarc": facts.dmarc or "none", "source": facts.source,
               "spf_domain": facts.spf_domain, "dkim": list(facts.dkim)}
+    if facts.spf_explanation:  # the sender domain's own words (RFC 7208 §6.2): for the audit trail only
+        detail["spf_explanation"] = facts.spf_explanation[:300]
     if facts.dmarc == "fail" and facts.dmarc_policy == "none" and from_local and rule.dmarc_p_none != "enforce":
         detail["dmarc_policy"] = "none"
         if rule.dmarc_p_none == "record":

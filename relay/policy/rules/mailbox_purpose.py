@@ -24,6 +24,7 @@ from pydantic import Field, field_validator
 
 from relay.directory import address_key
 from relay.message import ParsedMessage
+from relay.policy.automatic import automatic_reason
 from relay.policy.lexicon import Balance, Lexicon, check_extra, check_groups, merged, weigh
 from relay.policy.rules.base import Context, RuleBase, Texts, render
 from relay.policy.verdicts import Action, Explanation, Finding, Notice
@@ -44,6 +45,11 @@ ACCEPTS: dict[str, float] = {
     "=url": 1, "=pestana": 1.5, "rendición de cuentas": 1.5, "datos abiertos": 1.5, "=web": 1.5,
     "página de inicio": 2, "=pagina": 1, "fotografía": 1, "=foto": 1, "=imagen": 1, "=actualizar": 1,
     "=actualicen": 1, "=cambiar": 0.5, "=reemplazar": 1,
+    # what is changed on a page: a menu entry, a link added, a text corrected
+    "=menu": 1.5, "agregar enlace": 2, "=agregar": 0.5, "=corregir": 1, "error ortográfico": 2.5,
+    "favor corregir": 1.5, "=retirar": 1, "=retiren": 1.5, "en la página": 1, "galería": 2, "=fotos": 1,
+    "enlazar*": 1.5, "=quitar": 1, "que aparece en": 1.5, "organigrama": 1.5, "misión y visión": 1.5,
+    "nueva versión": 1,
 }
 # Numerals 1, 2 and 5: technical support goes through the form, not this mailbox.
 SUPPORT: dict[str, float] = {
@@ -121,11 +127,17 @@ def check(rule: Config, ctx: Context) -> Iterator[Finding]:
     if rule.mailbox not in (r.casefold() for r in ctx.recipients) or rule.mailbox in ctx.own_addresses:
         return
     accepted, why = judge(rule, ctx.submission.message)
+    automatic = automatic_reason(ctx.submission)
+    if automatic is not None:
+        # a bounce, an auto-reply or a platform's notification repeats the words of the mail it is
+        # about ("Respuesta automática: Publicación decreto 245") but asks for nothing: it is not a
+        # publication request, and no notice answers it (RFC 3834; the engine's gate)
+        accepted, why = False, replace(why, conclusion=f"automatic mail ({automatic}), not a request")
     if accepted:
         return
     values = {**ctx.base_vars(rule), "mailbox": rule.mailbox}
     notices: tuple[Notice, ...] = ()
-    if ctx.notice_to and rule.action is Action.NOTIFY:
+    if ctx.notice_to and rule.action is Action.NOTIFY and automatic is None:
         text = render(rule.auto_reply.es, values)
         if rule.auto_reply.en and "en" in ctx.pack.languages:
             text += "\n\n--- English ---\n" + render(rule.auto_reply.en, values)

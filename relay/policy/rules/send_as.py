@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 from relay.addresses import AddressError, parse_address_list
-from relay.directory import ServiceMailbox, address_key
+from relay.directory import Person, ServiceMailbox, address_key
 from relay.policy.rules.base import Context, RuleBase
 from relay.policy.verdicts import Action, Finding
 
@@ -31,6 +31,9 @@ def _may_send_as(ctx: Context, login: str, address: str) -> bool:
     if address == login:
         return True
     entry = ctx.directory.find(address)
+    if isinstance(entry, Person):
+        # One's own alias (AD/Exchange `proxyAddresses` smtp: values) is still oneself.
+        return entry == ctx.directory.find(login)
     return isinstance(entry, ServiceMailbox) and login in entry.delegates
 
 

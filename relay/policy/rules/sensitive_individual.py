@@ -16,7 +16,10 @@ that names one of those subjects. So the rule judges two things, the way a reade
   servidores", "deben reportar", a summary of a new law).
 A message to more than one person is refused when topic >= topic_threshold and person - general >=
 person_threshold; or when the topic alone is overwhelming (>= strong_topic) and nothing in it reads
-as general (person - general >= 0): "EMBARGO DE SALARIO" needs no "usted" to be about someone.
+as general (person - general >= 0) and, when nothing points at a person, it is more than one term:
+"EMBARGO DE SALARIO ... JUZGADO" needs no "usted" to be about someone; "comparendo" alone is a topic.
+The text read is the message's own (relay/policy/bodytext.py): a legal disclaimer that speaks of
+confidentiality and sanctions is not the message.
 The pack may split the message per recipient instead of refusing it.
 """
 
@@ -43,8 +46,9 @@ TOPICS: dict[str, dict[str, float]] = {
         "incumplimiento": 1.5, "embargo": 3, "medida cautelar": 2.5, "notificación judicial": 3,
         "orden judicial": 2.5, "requerimiento judicial": 3, "proceso judicial": 2.5, "demanda": 1.5,
         "tutela": 1.5, "juzgado": 1.5, "fiscalía": 1.5, "denuncia": 1.5, "querella": 2,
-        "citación a audiencia": 2.5, "asunto legal": 3, "acción de tutela": 2.5, "accionante": 2.5,
-        "fallo de tutela": 2.5, "inasistencia": 2, "ausencia injustificada": 3, "abandono del cargo": 3,
+        "citación a audiencia": 2.5, "asunto legal": 3, "acción de tutela": 2.5, "=accionante": 2.5,
+        "fallo de tutela": 2.5, "inasistencia": 2, "recurso de reposición": 1.5, "ausencia injustificada": 3,
+        "abandono del cargo": 3,
         "llegadas tarde": 2, "comparendo": 3, "multa": 2, "infracción": 1.5, "cuota alimentaria": 3,
         "proceso de alimentos": 3, "comisaría de familia": 2.5, "violencia intrafamiliar": 3, "custodia": 2,
         "hallazgo": 1.5, "responsabilidad fiscal": 3, "procuraduría": 1.5, "contraloría": 1,
@@ -74,6 +78,14 @@ TOPICS: dict[str, dict[str, float]] = {
         "síntomas": 1.5, "prueba pcr": 2.5, "prueba de antígeno": 2.5, "=covid": 1, "resultado positivo": 2.5,
         "contagio": 2, "psicológica": 2, "psicológico": 2, "evaluación psicológica": 2.5, "prueba psicotécnica": 2,
         "médico tratante": 2.5, "fórmula médica": 2.5, "medicamentos": 1.5, "urgencias": 1.5, "eps": 1,
+        # the clinical words people use for one person's case (stems: incapacitado/a, diagnosticó ...)
+        "incapacitado": 2.5, "incapacitada": 2.5, "psiquiatra": 2.5, "psiquiatría": 2.5, "depresión": 2,
+        "depresivo": 2, "ansiedad": 1.5, "medicación": 1.5, "ortopedista": 2, "ginecólogo": 2,
+        "hernia": 2, "fractura": 2, "reposo": 1.5, "terapia": 1, "=uci": 2, "hospitalizado": 2,
+        "hospitalizada": 2, "resultados de exámenes": 3, "examen ocupacional": 2.5, "apto con restricciones": 3,
+        "glicemia": 2, "colesterol": 2, "audiometría": 2, "hipoacusia": 2, "hipertensión": 2, "diabetes": 2,
+        "oncológico": 2.5, "cáncer": 2.5, "quimioterapia": 2.5, "en tratamiento": 1.5, "=positiva": 1,
+        "=positivo": 1,
     },
     "personal": {
         "asunto personal": 2.5, "situación personal": 2.5, "interés particular": 2.5,
@@ -83,7 +95,10 @@ TOPICS: dict[str, dict[str, float]] = {
         "terminación anticipada": 2.5, "insubsistencia": 3, "retiro del servicio": 2,
         "plan de mejoramiento individual": 2.5, "acoso laboral": 2.5, "queja": 1.5, "datos personales": 1,
         "no apto": 2.5, "aptitud": 1.5, "licencia no remunerada": 2.5, "calamidad doméstica": 3,
-        "situación familiar": 2.5, "encargo": 1, "traslado": 1, "no continuidad": 3, "desvinculación": 2.5,
+        "situación familiar": 2.5, "no satisfactoria": 2.5, "no satisfactorio": 2.5,
+        "acto administrativo de retiro": 2.5, "malos tratos": 2, "maltrato": 2, "hostigamiento": 2,
+        "persecución laboral": 2.5, "queja contra": 2, "encargo": 1, "traslado": 1, "no continuidad": 3,
+        "desvinculación": 2.5,
     },
 }
 
@@ -96,15 +111,34 @@ PERSON: dict[str, float] = {  # the text concerns a particular person
     "presenta un saldo": 2, "servidores relacionados": 2, "personas relacionadas": 2, "se relacionan": 1.5,
     "siguientes servidores": 2, "siguientes funcionarios": 2, "siguientes personas": 2, "no han presentado": 1.5,
     "se le requiere": 2.5, "le solicitamos": 1.5, "=justifique": 1.5, "=allegue": 1.5, "=acerquese": 1.5,
-    "=presentese": 1.5, "el servidor": 1, "la servidora": 1, "el funcionario": 1,
+    "=presentese": 1.5, "su periodo": 2, "su licencia": 2, "su salario": 1.5, "su proceso": 2,
+    "su reubicación": 2, "su retiro": 2, "su calificación": 2, "su nómina": 1.5, "su cita": 2, "su tratamiento": 2,
+    "su diagnóstico": 2, "su embargo": 2, "su libranza": 2, "su cuota": 2, "a su cargo": 1,
+    # a clitic "le" before what was done to or found in someone: "le diagnosticó", "le ordenaron reposo"
+    r"re:\ble\s(?:diagnostic|ordenar|ordeno|dieron|dio\b|cambiaron|realizaron|detectaron|practicaron|encontraron|"
+    r"formular|recetar|prescrib|descont|aplic|embarg|negaron|pagaron|pago\b|adeud|cobr|notific|comunic|inform|"
+    r"impus|impone|requier|cit[ao]\b)\w*": 1.5,
+    "el servidor": 1, "la servidora": 1, "el funcionario": 1,
     "la funcionaria": 1, "el contratista": 1, "la contratista": 1, "el trabajador": 1, "la trabajadora": 1,
     # a role or title followed by a name as written: "servidora Lucía Ortega", "señor JORGE BENAVIDES"
     # (the lookahead on the first letters lets re skip most positions: ~3x faster)
     r"raw:(?=[SsFfCcTtDdIi])\b(?:[Ss]eñora?|SEÑORA?|[Ss]eñor\(a\)|[Ss]ervidora?|[Ff]uncionari[oa]|[Cc]ontratista|"
-    r"[Tt]rabajadora?|[Dd]octora?|[Ii]ngenier[oa]|[Dd]oña|[Dd]on|Sra?\.|Dra?\.)[ \t]+"
+    r"[Tt]rabajadora?|[Dd]octora?|[Ii]ngenier[oa]|[Dd]oña|[Dd]on|Sra?\.|Dra?\.|SRA?|[Cc]ompañer[oa]|[Ii]ng\.|"
+    r"[Aa]rquitect[oa]|[Aa]bogad[oa])[ \t]+"
     r"(?!P[úu]blic|Alcald|Secretari|Jefe|Director)"
     r"(?:[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+|[A-ZÁÉÍÓÚÑ]{2,})"
     r"(?:[ \t]+(?:de[ \t]+)?(?:[A-ZÁÉÍÓÚÑ][a-záéíóúñ]+|[A-ZÁÉÍÓÚÑ]{2,}))+": 2,
+    # a named person as the subject of what happened to them: "Eduardo va a estar incapacitado",
+    # "Carolina tiene 7 meses de embarazo", "Mario Rosero solicitó licencia"
+    r"raw:(?<![\w.])(?!(?:La|El|Los|Las|Lo|Quien|Quienes|Todo|Toda|Todos|Todas|Cada|Nadie|Esta|Este|Esto|Hoy|Usted|"
+    r"Ustedes|Se|No|Si|Sí|Ya|Que|Qué|Él|Ella|Ellos|Nuestra|Nuestro|Su|Sus|Mi|Tu|Ninguno|Alguien|Cualquier|Toda|"
+    # institutions and things are subjects too, not persons
+    r"Hospital|Banco|Alcald[íi]a|Secretar[íi]a|Subsecretar[íi]a|Oficina|Comit[ée]|Juzgado|Fondo|Direcci[óo]n|"
+    r"Programa|Sistema|Plataforma|Centro|Comisar[íi]a|Contralor[íi]a|Procuradur[íi]a|Cooperativa|Entidad|Equipo|"
+    r"[ÁA]rea|Grupo|Despacho|Concejo|Gobierno|Ministerio|Empresa|Servicio|Portal|Proceso|Contrato|Nómina|Nomina)\b)"
+    r"[A-ZÁÉÍÓÚÑ][a-záéíóúñ]{2,}(?:[ \t][A-ZÁÉÍÓÚÑ][a-záéíóúñ]{2,})?[ \t]+(?:va a estar|estará|está|tiene|salió|"
+    r"sale|solicitó|pidió|fue|quedó|queda|debe|adeuda|presenta|registra|no superó|no asistió|sigue|se encuentra|"
+    r"estuvo|tendrá|no vendrá|no viene|ingresó|perdió|recibió)\b": 1.5,
     r"re:rles?\b": 1,  # informarle, notificarle, comunicarles (an infinitive addressed to someone)
     # an ID: "C.C. 12.345.678", "cédula de ciudadanía No. 1085..."
     # (each pattern starts with a literal: Python's re then scans a 5 KB body in microseconds)
@@ -140,7 +174,17 @@ GENERAL: dict[str, float] = {  # signals of a general communication
     "recomendaciones generales": 2, "información general": 1.5, "estadísticas": 1.5, "=indicadores": 1.5,
     "=informe": 1, "=informes": 1, "consolidado": 1.5, "porcentaje": 1.5, "por dependencia": 2, "=total": 1,
     "comportamiento": 1, "=trimestral": 1, "=indicador": 1, "promedio": 1.5, "=millones": 1,
-    "si usted": 2, "conozca": 1.5, "sabía que": 2, "número de": 1.5, "cantidad de": 1.5,
+    "contra la alcaldía": 2.5, "contra el municipio": 2.5, "contra la entidad": 2.5, "contra el distrito": 2.5,
+    "un ciudadano": 1.5, "una ciudadana": 1.5, "=ciudadanos": 1, "=contribuyentes": 2, "contestar la tutela": 2,
+    "contestación de la tutela": 2, "informe técnico": 1.5, "insumo técnico": 1.5, "=cifras": 1.5, "=estratos": 1,
+    r"re:\b(?:el|un)\s\d{1,3}(?:[.,]\d+)?\s?%\s(?:de\s(?:los|las)|corresponde|son\b|fueron|del total)": 1.5,
+    "asociados": 1, "a todos los": 1.5, "asamblea": 1.5,
+    # a rule for a class of people, not a notice to one: "quienes tengan cuotas atrasadas podrán ..."
+    "=quienes": 1.5, "aquellos que": 1.5, "las personas que": 1.5, "podrán acogerse": 1.5, "=acogerse": 1,
+    "a sus asociados": 1.5, "el ciudadano": 1.5, "la ciudadana": 1.5, "derecho de petición": 1.5,
+    "proyecto de respuesta": 1.5,
+    "si usted": 2, "si estás": 2, "si estas": 2, "si tienes": 1.5, "si eres": 1.5, "si presenta": 1.5,
+    "conozca": 1.5, "sabía que": 2, "número de": 1.5, "cantidad de": 1.5,
 }
 
 NAMES = {"legal": "asuntos legales o disciplinarios", "debt": "deudas", "health": "salud",
@@ -195,17 +239,20 @@ class Config(RuleBase):
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation, list[str]]:
     """Whether the text is a notice about a particular person's sensitive matter, why, and its topics."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
-                                  message.subject, message.body_text)
+    evidence = rule.lexicon.hits_message(message, rule.subject_weight)
     scores = group_scores(evidence)
     person, general = scores.pop("person", 0.0), scores.pop("general", 0.0)
     topic = round(sum(scores.values()), 3)
     net = round(person - general, 3)
     topics = sorted(scores, key=lambda t: -scores[t])
+    # the topic alone is enough only when nothing points at a person if it is more than one term
+    # ("comparendo" in a subject is a topic; "EMBARGO ... JUZGADO ... SALARIO" is a notice)
+    topic_terms = [e.term for e in evidence if e.group not in OPPOSED]
     if topic >= rule.topic_threshold and net >= rule.person_threshold:
         hit, why = True, f"personal notice: topic {topic:g} >= {rule.topic_threshold:g} and person {person:g} " \
                          f"- general {general:g} >= {rule.person_threshold:g}"
-    elif rule.strong_topic is not None and topic >= rule.strong_topic and net >= 0:
+    elif (rule.strong_topic is not None and topic >= rule.strong_topic and net >= 0
+          and (person > 0 or len(set(topic_terms)) >= 2)):
         hit, why = True, f"personal notice: topic {topic:g} >= {rule.strong_topic:g} with nothing general " \
                          f"(person {person:g} - general {general:g} >= 0)"
     elif topic < rule.topic_threshold:

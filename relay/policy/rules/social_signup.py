@@ -37,6 +37,15 @@ NETWORKS: dict[str, tuple[str, ...]] = {
     "Pinterest": ("pinterest.com",),
     "Snapchat": ("snapchat.com",),
     "Telegram": ("telegram.org",),
+    # the circular's list ends "entre otras": the other networks people open accounts on
+    "Reddit": ("reddit.com", "redditmail.com"),
+    "Discord": ("discord.com", "discordapp.com"),
+    "Kwai": ("kwai.com",),
+    "Twitch": ("twitch.tv",),
+    "Tumblr": ("tumblr.com",),
+    "Bluesky": ("bsky.app", "bsky.social"),
+    "Mastodon": ("mastodon.social",),
+    "Vimeo": ("vimeo.com",),
 }
 # What makes a message from a network about an account being created, confirmed or verified —
 # the moment a mailbox becomes tied to an account (numerals 1-2) ...
@@ -166,8 +175,7 @@ def _is_personal(rule: Config, ctx: Context, address: str) -> bool:
 
 def judge(rule: Config, message: ParsedMessage) -> tuple[bool, Explanation]:
     """Whether a network's message is about creating, confirming or verifying an account, and why."""
-    evidence = rule.lexicon.hits(message.folded_subject, message.folded_body, rule.subject_weight,
-                                  message.subject, message.body_text)
+    evidence = rule.lexicon.hits_message(message, rule.subject_weight)
     scores = group_scores(evidence)
     signup, routine = scores.get("signup", 0.0), scores.get("routine", 0.0)
     net = round(signup - routine, 3)
