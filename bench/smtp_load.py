@@ -21,6 +21,7 @@ README table. Loopback only; every run sends a fixed number of messages.
     .venv/bin/python bench/smtp_load.py [--pack pasto] [--messages 2000] [--sessions 1,10,50] [--runs 1]
     .venv/bin/python bench/smtp_load.py --large 10 [--large-messages 20]
     .venv/bin/python bench/smtp_load.py --milter     (as root: Postfix runs its daemons as postfix)
+    .venv/bin/python bench/smtp_load.py --workers 1,2 --sessions 10,50 --latency 0   (one and two workers)
 """
 
 from __future__ import annotations
@@ -283,16 +284,17 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
     procs["passthrough uvloop"], ports["passthrough uvloop"] = start_passthrough("--uvloop", upstream_port=sink_port)
     relay, ports["relay"], log = start_relay(folder, args.pack, sink_port)
     procs["relay"] = relay
-    multi = f"relay x{args.workers}"
-    if args.workers > 1:  # the same relay with workers: N (its own folder, store and log)
-        (folder / "multi").mkdir()
-        procs[multi], ports[multi], multi_log = start_relay(folder / "multi", args.pack, sink_port,
-                                                            {"workers": args.workers})
+    multis = {n: f"relay x{n}" for n in args.workers if n > 1}
+    multi_logs: dict[str, Path] = {}
+    for n, multi in multis.items():  # the same relay with workers: N (its own folder, store and log)
+        (folder / f"multi{n}").mkdir()
+        procs[multi], ports[multi], multi_logs[multi] = start_relay(folder / f"multi{n}", args.pack, sink_port,
+                                                                    {"workers": n})
     try:
         for port in ports.values():
             source(port, 1, 20, sender, rcpt, msg)  # warm up (imports, pools)
         print(f"pack {args.pack}, {args.size} B messages, {args.messages} per row, one message per connection, "
-              f"median of {args.runs}; msg/s")
+              f"median of {args.runs}; msg/s; load average before: {os.getloadavg()[0]:.2f}")
         names = list(ports)
         print(f"{'sessions':>8} " + " ".join(f"{n:>18}" for n in names)
               + f" {'relay/passthrough':>18} {'relay CPU s/1000':>17} {'passthr. CPU s/1000':>19} "
@@ -300,7 +302,7 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
         for sessions in (int(s) for s in args.sessions.split(",")):
             count = args.messages if sessions > 1 else max(args.messages // 4, 100)
             rates: dict[str, list[float]] = {n: [] for n in names}
-            cpu: dict[str, list[float]] = {"relay": [], "passthrough": [], multi: []}
+            cpu: dict[str, list[float]] = {"relay": [], "passthrough": [], **{m: [] for m in multis.values()}}
             for _ in range(args.runs):
                 for name in names:
                     proc = procs.get(name)
@@ -312,8 +314,8 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
             print(f"{sessions:>8} " + " ".join(f"{med[n]:>18,.0f}" for n in names)
                   + f" {med['relay'] / med['passthrough']:>18.1%} {statistics.median(cpu['relay']):>17.2f}"
                   f" {statistics.median(cpu['passthrough']):>19.2f} {peak_rss_mib(relay.pid):>14.0f}"
-                  + (f"   {multi}: {med[multi] / med['relay']:.2f}x relay, CPU s/1000 "
-                     f"{statistics.median(cpu[multi]):.2f}" if args.workers > 1 else ""))
+                  + "".join(f"   {m}: {med[m] / med['relay']:.2f}x relay, CPU s/1000 "
+                            f"{statistics.median(cpu[m]):.2f}" for m in multis.values()))
         for rate in ((0.0, args.paced) if args.latency else ()):
             load = f"paced at {rate:.0f} msg/s" if rate else "as fast as they can"
             print(f"\nlatency, end of DATA to reply, {args.latency} messages from 10 sessions, {load} (ms)")
@@ -321,11 +323,12 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
             for name in names:
                 got = latency(ports[name], 10, args.latency, sender, rcpt, msg, rate)
                 print(f"{name:>20} {pct(got, 0.5):>7.2f} {pct(got, 0.99):>7.2f}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
         events = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
         decisions = sum(1 for e in events if e["event"] == "decision")
         delivered = sum(1 for e in events if e["event"] == "upstream_reply" and e.get("code") == 250)
         print(f"relay decisions: {decisions}, delivered upstream with 250: {delivered}")
-        if args.workers > 1:
+        for multi, multi_log in multi_logs.items():
             events = [json.loads(line) for line in multi_log.read_text(errors="replace").splitlines()
                       if line.startswith("{")]
             print(f"{multi} decisions: {sum(1 for e in events if e['event'] == 'decision')}, by pid: "
@@ -431,7 +434,8 @@ def main() -> int:
     parser.add_argument("--large", type=int, default=0, metavar="MIB", help="large-message rows of this size instead")
     parser.add_argument("--large-messages", type=int, default=20)
     parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")
-    parser.add_argument("--workers", type=int, default=1, help="also the relay with workers: N (SMTP rows)")
+    parser.add_argument("--workers", type=lambda v: [int(n) for n in v.split(",")], default=[1],
+                        help="the relay with each of these worker counts, e.g. 1,2 (SMTP rows; 1 is the plain relay)")
     parser.add_argument("--dns", action="store_true", help="the relay with DNS checks on against off (dnsmasq)")
     args = parser.parse_args()
     for tool in (SMTP_SOURCE, SMTP_SINK):

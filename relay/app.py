@@ -79,12 +79,13 @@ def scheduler_settings(config: RelayConfig) -> SchedulerSettings:
 class RelayApp:
     """The services of one relay process, built from its config in dependency order."""
 
-    def __init__(self, config: RelayConfig, config_path: Path, clock: Clock | None = None) -> None:
+    def __init__(self, config: RelayConfig, config_path: Path, clock: Clock | None = None,
+                 metrics_dir: Path | None = None) -> None:
         self.config, self.config_path = config, config_path
         base = config_path.resolve().parent
         rules = load_rules(config, config_path)
         self.clock = clock or SystemClock()
-        self.metrics = Metrics()
+        self.metrics = Metrics(metrics_dir)  # a worker's: every worker's files (relay.workers)
         dns = DnsChecks(config.dns) if config.dns else None
         if dns is not None:
             self.metrics.watch_dns(dns.resolver)
@@ -99,7 +100,6 @@ class RelayApp:
                                  link_key=self.link_key, loop_key=loop_key(config, config_path))
         self.scheduler = Scheduler(self.disposer, logs.get("relay.scheduler"), scheduler_settings(config))
         self.disposer.wake = self.scheduler.wake
-        self.metrics.sessions.set_function(lambda: self.disposer.active)
         self.metrics.generation.set(1)
         self._directory_age(config, rules)
 
@@ -229,7 +229,7 @@ async def serve(config_path: str | Path, ready: asyncio.Event | None = None, wor
     clock = clock_from_env()
     try:
         with one_at_a_time(worker):  # workers open (and may create) the store in turn
-            app = RelayApp(config, Path(config_path), clock)
+            app = RelayApp(config, Path(config_path), clock, worker.metrics_dir if worker else None)
     except OSError as error:
         raise ServeError(f"cannot read {error.filename or 'a file the config names'}: "
                          f"{error.strerror or error}") from None

@@ -251,7 +251,7 @@ class Disposer:
         self.loop_key = loop_key  # trust.loop_guard's HMAC key; None: nothing stamped, no stamp believed
         self.log = log or logs.get("relay").bind(pack=rules.pack.pack)
         self.wake: Callable[[], None] = lambda: None  # the scheduler's: a hold or a notice to send
-        self.active = 0  # sessions open, all front-ends
+        self._active = 0  # sessions open, all front-ends
         self.tasks: set[asyncio.Task[Any]] = set()
         self.audit_buffer: list[AuditEntry] = []
         self.trace_buffer: list[TraceEvent] = []  # stored with the audit entries (relay trace)
@@ -259,6 +259,15 @@ class Disposer:
         self.audit_added = 0  # entries ever buffered
         self.audit_stored = 0  # of those, how many are committed (in order)
         self.audit_lock = asyncio.Lock()  # one commit at a time; the others wait and share the next
+
+    @property
+    def active(self) -> int:
+        return self._active
+
+    @active.setter
+    def active(self, count: int) -> None:  # relay_smtp_sessions (a gauge file under workers: N)
+        self._active = count
+        self.metrics.sessions.set(count)
 
     @property
     def pack(self) -> Pack:

@@ -13,9 +13,20 @@ import structlog
 WORKER: int | None = None  # the worker's index under `workers: N` (relay.workers sets it after fork)
 
 
+_PID = os.getpid()  # getpid is a system call per line otherwise; a forked worker refreshes it
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def _process(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Which process wrote the line: its pid, and under `workers: N` its worker index."""
-    event["pid"] = os.getpid()
+    event["pid"] = _PID
     if WORKER is not None:
         event["worker"] = WORKER
     return event

@@ -3,17 +3,27 @@
 Counters move where the audit trail is written (`Metrics.decision` takes the same AuditEntry),
 so `/metrics` and `relay audit` tell one story. Hold figures are read from the store at scrape
 time: they survive restarts and include what `relay queue` changed.
+
+Under `workers: N` (relay.workers) every worker counts into memory-mapped files in one directory
+the supervisor made for the run (prometheus_client's multiprocess mode, PROMETHEUS_MULTIPROC_DIR),
+and worker 0's /metrics adds up the files of every worker, living or dead: a worker that dies
+leaves its counters and histograms behind, so totals never drop when it is restarted (its
+successor counts into a file of its own). Gauges are "live" ones: the supervisor drops a dead
+worker's (`mark_process_dead`). The figures computed at scrape time (holds, DNS cache, directory)
+are worker 0's: the store's for holds (the same for every worker), worker 0's own for DNS.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -24,14 +34,35 @@ from relay.store.base import MODERATION_EVENTS
 from relay.upstream import Reply, Transaction, Upstream
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's: where each process's files go
+
+
+def mark_dead(pid: int, shared: str | Path) -> None:
+    """A worker exited: its live gauges go (its counters and histograms stay in the totals)."""
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid, str(shared))  # type: ignore[no-untyped-call]
 
 
 class Metrics:
-    """The relay's registry (its own, not the global one, so tests can run several relays)."""
+    """The relay's registry (its own, not the global one, so tests can run several relays).
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        r = self.registry
+    `shared`: a worker's multiprocess directory (relay.workers): values go to files there and
+    `registry` (what /metrics renders, where scrape-time collectors are registered) reads every
+    worker's files. Without it, one process, as before."""
+
+    def __init__(self, shared: str | Path | None = None) -> None:
+        self.shared = shared
+        own = CollectorRegistry(auto_describe=True)
+        if shared is not None:
+            # prometheus_client picks its value class when first imported and names each file
+            # from the environment: a forked worker switches both to its supervisor's directory
+            os.environ[MULTIPROC_ENV] = str(shared)
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+            self.registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.registry, path=str(shared))  # type: ignore[no-untyped-call]
+        else:
+            self.registry = own
+        r = own
         self.messages = Counter("relay_messages", "Decisions, by verdict (rcpt-time refusals count as reject)",
                                 ["verdict"], registry=r)
         self.rule_hits = Counter("relay_rule_hits", "Rule findings in force, by rule id and action",
@@ -46,14 +77,18 @@ class Metrics:
                                        buckets=LATENCY_BUCKETS, registry=r)
         self.store_errors = Counter("relay_store_errors", "Store operations that failed", ["operation"], registry=r)
         self.reloads = Counter("relay_reloads", "Reloads (SIGHUP, relay reload), by result", ["result"], registry=r)
-        self.sessions = Gauge("relay_smtp_sessions", "SMTP sessions open now", registry=r)
+        # workers: sessions add up; the newest generation and reload in force (a restarted worker
+        # starts at generation 1 with the current files, so the oldest would mislead)
+        self.sessions = Gauge("relay_smtp_sessions", "SMTP sessions open now", registry=r,
+                              multiprocess_mode="livesum")
         self.generation = Gauge("relay_rules_generation", "Generation of the rules in force (1 at start)",
-                                registry=r)
-        self.build = Gauge("relay_build_info", "The relay's version (value 1)", ["version", "python"], registry=r)
+                                registry=r, multiprocess_mode="livemax")
+        self.build = Gauge("relay_build_info", "The relay's version (value 1)", ["version", "python"], registry=r,
+                           multiprocess_mode="livemax")
         self.build.labels(__version__, platform.python_version()).set(1)
         self.last_reload = Gauge("relay_last_reload_timestamp_seconds",
                                  "When the rules in force were loaded (start or last successful reload), Unix time",
-                                 registry=r)
+                                 registry=r, multiprocess_mode="livemax")
         self.last_reload.set(time.time())
         self.directory_written: float | None = None  # a YAML directory's mtime when loaded (relay_directory_age)
         r.register(DirectoryAgeCollector(self))

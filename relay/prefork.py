@@ -31,6 +31,7 @@ class Inherited:
     smtp: socket.socket | None
     milter: socket.socket | None
     lock_path: Path  # the scheduler lock (flock)
+    metrics_dir: Path | None = None  # prometheus_client's multiprocess files, one directory a run
 
 
 def scheduler_lock_path(config: RelayConfig, config_path: str | Path) -> Path:

@@ -11,7 +11,9 @@ new connection to one of them. Exactly one worker releases holds: the one holdin
 the scheduler lock file (beside the SQLite store; beside the pid file for PostgreSQL, whose leases
 already keep several relays apart). When it dies the kernel drops its lock and another worker
 takes over within a second, after `recover` puts its claimed holds back to waiting. Worker 0 also
-serves the admin listener (pages, /metrics, health checks) and writes the reload status file.
+serves the admin listener (pages, health checks, and /metrics: the sum of every worker's figures,
+which the workers write to files in a directory beside the pid file, emptied at each start; see
+relay.metrics) and writes the reload status file.
 
 Durability is the single relay's: a worker answers 250 for DATA only after the upstream's 250 or
 the store's fsync, so `kill -9` of a worker loses nothing that got 250.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -33,6 +36,7 @@ from typing import Any
 
 from relay import logs, systemd, yamlconf
 from relay.config import Milter, load_config
+from relay.metrics import MULTIPROC_ENV, mark_dead
 from relay.prefork import DEFERRED, Inherited, ServeError, scheduler_lock_path
 
 EXIT_CANNOT_START = 3  # a worker's ServeError (said on stderr): the supervisor gives up
@@ -112,6 +116,11 @@ class Supervisor:
         pid_file.parent.mkdir(parents=True, exist_ok=True)
         signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
         pid_file.write_text(f"{os.getpid()}\n")
+        # a fresh directory for this run's metrics files: the previous run's figures are gone
+        self.metrics_dir = pid_file.with_suffix(".metrics")
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        self.metrics_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ[MULTIPROC_ENV] = str(self.metrics_dir)
         self.log.info("supervisor_started", workers=self.count, lock=str(self.lock_path))
         for index in range(self.count):
             self.spawn(index)
@@ -127,6 +136,7 @@ class Supervisor:
                     os.unlink(config.milter.address()[1])
             with contextlib.suppress(OSError):
                 pid_file.unlink()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.log.info("supervisor_stopped", exit_code=self.exit_code)
         return self.exit_code
 
@@ -155,7 +165,8 @@ class Supervisor:
             _die_with_parent(parent)
             logs.WORKER = index
             os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the supervisor only
-            self.run(serve(self.config_path, worker=Inherited(index, self.count, *self.sockets, self.lock_path)))
+            self.run(serve(self.config_path, worker=Inherited(index, self.count, *self.sockets, self.lock_path,
+                                                            self.metrics_dir)))
             code = 0
         except ServeError as error:
             print(f"relay serve: worker {index}: {error}", file=sys.stderr)
@@ -216,6 +227,7 @@ class Supervisor:
             if index is None:
                 continue
             code = os.waitstatus_to_exitcode(status)
+            mark_dead(pid, self.metrics_dir)  # its live gauges go; its counters stay in the totals
             if self.stopping:
                 self.log.info("worker_stopped", worker_pid=pid, worker_index=index, exit_code=code)
                 continue

@@ -329,6 +329,7 @@ async def via_milter(case: Case, tmp_path: Path) -> Outcome:
     async def say(command: mc.Command) -> list[tuple[bytes, bytes]]:
         start = len(writer.out)
         await session.handle(command)
+        session.flush()  # what MilterSession.run does after the commands of each read
         return packets(bytes(writer.out[start:]))
 
     await say(mc.OptNeg(6, 0x1FF, 0x1FFFFF))

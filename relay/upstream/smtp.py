@@ -36,11 +36,17 @@ class SmtpConnection:
         self.reader, self.writer, self.lmtp, self.timeout = reader, writer, lmtp, timeout
         self.extensions: dict[str, str] = {}
         self.last_used = time.monotonic()
+        self.pooled = False  # taken from the pool for this transaction (it may have died meanwhile)
 
     async def reply(self) -> Reply:
+        # asyncio.timeout, not wait_for: no task per line (every reply of every message)
+        async with asyncio.timeout(self.timeout):
+            return await self._reply()
+
+    async def _reply(self) -> Reply:
         lines: list[str] = []
         while True:
-            raw = await asyncio.wait_for(self.reader.readline(), self.timeout)
+            raw = await self.reader.readline()
             if not raw:
                 raise UpstreamError("connection closed by upstream")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
@@ -50,12 +56,17 @@ class SmtpConnection:
             if len(line) == 3 or line[3] == " ":
                 return Reply(int(line[:3]), " ".join(lines).strip(), tuple(lines))
 
-    async def command(self, line: str) -> Reply:
-        if "\r" in line or "\n" in line:
+    def send(self, *lines: str) -> None:
+        """Commands written at once, answers read later (`reply`, one each, in order)."""
+        if any("\r" in line or "\n" in line for line in lines):
             raise ValueError("newline in SMTP command")
-        self.writer.write(line.encode("utf-8") + b"\r\n")
-        await asyncio.wait_for(self.writer.drain(), self.timeout)
-        return await self.reply()
+        self.writer.write("".join(line + "\r\n" for line in lines).encode("utf-8"))
+
+    async def command(self, line: str) -> Reply:
+        self.send(line)
+        async with asyncio.timeout(self.timeout):
+            await self.writer.drain()
+            return await self._reply()
 
     async def hello(self, name: str) -> None:
         verb = "LHLO" if self.lmtp else "EHLO"
@@ -73,7 +84,8 @@ class SmtpConnection:
         if reply.code != 354:
             return [reply] * max(rcpt_count, 1)
         self.writer.writelines(dot_stuffed(content))
-        await asyncio.wait_for(self.writer.drain(), self.timeout)
+        async with asyncio.timeout(self.timeout):
+            await self.writer.drain()
         # LMTP answers once per accepted recipient (RFC 2033 §4.2); SMTP once.
         return [await self.reply() for _ in range(rcpt_count if self.lmtp else 1)]
 
@@ -170,14 +182,15 @@ class SmtpUpstream:
         return conn
 
     async def acquire(self) -> SmtpConnection:
-        """A ready connection: a pooled idle one that still answers RSET, or a new one."""
+        """A connection: a pooled idle one used in the last 50 s, or a new one. A pooled one is
+        in a clean state (released only after DATA's reply or a successful RSET) and is checked
+        by the MAIL that follows: no RSET round trip per message (SmtpTransaction._ensure opens
+        a new connection when the pooled one turns out dead)."""
         while self._idle:
             conn = self._idle.pop()
-            try:
-                if time.monotonic() - conn.last_used < 50 and (await conn.command("RSET")).ok:
-                    return conn
-            except (TimeoutError, OSError, UpstreamError):
-                pass
+            if time.monotonic() - conn.last_used < 50:
+                conn.pooled = True
+                return conn
             await conn.close()
         return await self._open()
 
@@ -203,17 +216,42 @@ class SmtpTransaction(Transaction):
         self.accepted: list[str] = []
         self.sender: tuple[str, tuple[str, ...]] | None = None
 
-    async def _ensure(self) -> SmtpConnection:
-        if self.conn is None:
-            self.conn = await self.upstream.acquire()
-            assert self.sender is not None
-            address, options = self.sender
-            if "DSN" not in self.conn.extensions:
-                options = ()  # RFC 3461 parameters only go to a server that advertises DSN
-            reply = await self.conn.command(f"MAIL FROM:<{address}>" + "".join(f" {o}" for o in options))
-            if not reply.ok:
-                raise _Refused(reply)
-        return self.conn
+    async def _first_rcpt(self, recipient: str, options: Sequence[str]) -> Reply:
+        """MAIL and the first RCPT on a connection: written together when the server offers
+        PIPELINING (RFC 2920: one round trip), else one after the other. A pooled connection that
+        turns out dead (or answers 421) is replaced by a new one, within this transaction."""
+        assert self.sender is not None
+        address, mail_options = self.sender
+        while True:
+            conn = self.conn = await self.upstream.acquire()
+            dsn = "DSN" in conn.extensions  # RFC 3461 parameters only go to a server that advertises DSN
+            mail = f"MAIL FROM:<{address}>" + "".join(f" {o}" for o in mail_options if dsn)
+            rcpt = f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options if dsn)
+            pipelined = "PIPELINING" in conn.extensions
+            try:
+                if pipelined:
+                    conn.send(mail, rcpt)
+                    reply = await conn.reply()
+                else:
+                    reply = await conn.command(mail)
+            except (TimeoutError, OSError, UpstreamError):
+                if not conn.pooled:
+                    raise
+                reply = Reply(421, "4.4.2 pooled connection lost")
+            if not (conn.pooled and reply.code == 421):
+                break
+            # the pooled connection died while idle (or the server is closing it): a new one
+            self.conn = None
+            conn.writer.close()
+        conn.pooled = False
+        if not reply.ok:
+            if pipelined:
+                try:
+                    await conn.reply()  # the RCPT's answer (a 503): read, to stay in step
+                except (TimeoutError, OSError, UpstreamError):
+                    await self._drop()  # a 421 that closed the connection: the client hears the 421
+            raise _Refused(reply)
+        return await conn.reply() if pipelined else await conn.command(rcpt)
 
     async def mail(self, sender: str, options: Sequence[str] = ()) -> Reply:
         self.sender = (sender, tuple(options))
@@ -221,9 +259,12 @@ class SmtpTransaction(Transaction):
 
     async def rcpt(self, recipient: str, options: Sequence[str] = ()) -> Reply:
         try:
-            conn = await self._ensure()
-            options = options if "DSN" in conn.extensions else ()
-            reply = await conn.command(f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options))
+            if self.conn is None:
+                reply = await self._first_rcpt(recipient, options)
+            else:
+                conn = self.conn
+                options = options if "DSN" in conn.extensions else ()
+                reply = await conn.command(f"RCPT TO:<{recipient}>" + "".join(f" {o}" for o in options))
         except _Refused as refused:
             return refused.reply
         except (TimeoutError, OSError, UpstreamError):

@@ -243,3 +243,50 @@ def test_postfix_milter_sessions_are_served_by_both_workers(tmp_path: Path) -> N
         assert {e["pid"] for e in decisions} == set(pids.values())  # both workers took milter connections
     finally:
         chain.stop()
+
+
+def metric_total(port: int, name: str) -> float:
+    """The sum of every sample of one metric on the admin listener's /metrics."""
+    from tests.e2e.http import Client
+
+    text = Client(port).get("/metrics").text
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:\{{[^}}]*\}})? (\S+)$", text, re.M))
+
+
+def test_metrics_add_up_every_worker_and_keep_a_dead_workers_counts(tmp_path: Path) -> None:
+    """/metrics (worker 0's admin listener) counts the mail of both workers; after kill -9 of the
+    other worker, what it counted stays in the totals and its successor counts on top."""
+    from tests.e2e.harness import free_port
+
+    sink = Sink().start()
+    admin = free_port()
+    relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", workers=2, admin={"listen": f"127.0.0.1:{admin}"})
+    relay.start()
+    try:
+        pids = worker_pids(relay)
+        assert len(relay.wait_events("listening", 2)) == 2
+        accepted = blast(relay.port, LAURA, PATRICIA, "c", 80)
+        assert len(accepted) == 80
+        served = collections.Counter(e["pid"] for e in relay.events("decision"))
+        assert set(served) == set(pids.values()) and sum(served.values()) == 80, served
+        assert metric_total(admin, "relay_messages_total") == 80
+        assert metric_total(admin, "relay_upstream_seconds_count") == 80
+        assert metric_total(admin, "relay_rules_generation") == 1  # livemax: one figure, not one per worker
+        assert metric_total(admin, "relay_smtp_sessions") == 0
+        metrics_dir = relay.config_path.parent / "var" / "relay.metrics"
+        assert {p.name for p in metrics_dir.glob("counter_*.db")} == {f"counter_{pid}.db" for pid in pids.values()}
+        os.kill(pids[1], signal.SIGKILL)
+        relay.wait_events("worker_died")
+        restarted = worker_pids(relay, 3)
+        assert relay.wait_events("listening", 3)
+        assert metric_total(admin, "relay_messages_total") == 80  # the dead worker's 80 - x are still counted
+        assert not list(metrics_dir.glob(f"gauge_live*_{pids[1]}.db"))  # its gauges went with it
+        later = blast(relay.port, LAURA, PATRICIA, "d", 40)
+        assert len(later) == 40
+        assert restarted[1] in {e["pid"] for e in relay.events("decision")[80:]}
+        assert metric_total(admin, "relay_messages_total") == 120
+        assert metric_total(admin, "relay_upstream_seconds_count") == 120
+    finally:
+        relay.stop()
+        sink.stop()
+    assert not (tmp_path / "var" / "relay.metrics").exists()  # the supervisor removes the run's files
