@@ -13,6 +13,7 @@ import contextlib
 import email
 import email.policy
 import json
+import os
 import re
 import smtplib
 import time
@@ -28,9 +29,14 @@ import pytest
 import yaml
 
 from relay import apitokens, report
+from relay.auth import hash_password
 from relay.clock import FileClock
 from relay.store.base import MODERATION_EVENTS
 from tests.e2e.harness import PASSWORD, RelayProcess, Sink, free_port
+from tests.e2e.test_admin_web import MOD_PASSWORD, MODERATOR
+from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, sign_in
+from tests.e2e.test_browser import browser as chromium
+from tests.e2e.test_browser_queue import screenshot
 from tests.e2e.test_queue_tools import PROMO, relay_cli
 from tests.helpers import SHARED, to_bytes
 
@@ -44,6 +50,9 @@ PLAN = {"approve": 7, "reject": 3, "withdraw": 4}  # what the office does with t
 TOKEN = apitokens.new_token()
 
 ZONE = ZoneInfo("America/Bogota")
+pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("RELAY_REQUIRE_BROWSER"),
+                                reason="chromium and chromium-driver are installed by ./dev test")
+browser = chromium
 
 
 def scenario_logins() -> tuple[str, ...]:
@@ -57,7 +66,9 @@ def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
     r = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}", pack="pasto", extra_logins=scenario_logins(),
                      admin={"listen": f"127.0.0.1:{port}",
                             "api_tokens": [{"name": "mesa", "token_hash": apitokens.token_hash(TOKEN),
-                                            "scope": "moderate"}]})
+                                            "scope": "moderate"}],
+                            "accounts": [{"login": MODERATOR, "mailboxes": [],
+                                          "password_hash": hash_password(MOD_PASSWORD, iterations=1000)}]})
     r.admin_port = port  # type: ignore[attr-defined]
     r.use_test_clock(datetime.fromisoformat("2026-11-24T08:00:00-05:00"))
     yield r.start()
@@ -150,7 +161,8 @@ def settle(relay: RelayProcess, sink: Sink, timeout: float = 60) -> None:
     raise AssertionError("the relay did not settle")
 
 
-def test_a_day_of_mail_trace_api_metrics_and_sink_agree(relay: RelayProcess, sink: Sink) -> None:
+def test_a_day_of_mail_trace_api_metrics_and_sink_agree(browser: object, relay: RelayProcess, sink: Sink,
+                                                        tmp_path: Path) -> None:
     clock = relay.clock_path
     # the morning: Pasto's public scenarios, each at its own moment
     for path in SCENARIOS:
@@ -259,3 +271,21 @@ def test_a_day_of_mail_trace_api_metrics_and_sink_agree(relay: RelayProcess, sin
     assert sum(d["messages"] for d in month["days"]) == len(trace)
     assert flat["days.2026-11-24.messages"] == sum(
         1 for t in trace if datetime.fromisoformat(t["at"]).astimezone(ZONE).date().isoformat() == "2026-11-24")
+
+    # 6. the report of that day's month, as the office reads it in Chromium: every figure on the page
+    # is the JSON's; the page is kept as a screenshot (RELAY_SCREENSHOTS=docs/img refreshes the docs')
+    from selenium.webdriver.common.by import By
+
+    driver: Any = browser
+    base = f"http://127.0.0.1:{relay.admin_port}"  # type: ignore[attr-defined]
+    driver.set_window_size(1200, 900)
+    sign_in(driver, base, "/report?month=2026-11")
+    assert driver.find_element(By.ID, "report-title").text == "Informe de cumplimiento · noviembre de 2026"
+    shown = driver.execute_script(
+        "return Array.from(document.querySelectorAll('[data-figure]')).map(e => [e.dataset.figure, e.textContent])")
+    assert {k: int(v) for k, v in shown} == flat
+    problems = [e["message"] for e in driver.get_log("browser") if "favicon.ico" not in e["message"]]
+    assert not problems, problems
+    shots = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    screenshot(driver, shots / "report-day.png")
