@@ -59,6 +59,25 @@ def test_what_rfc_3834_says_never_to_answer(headers: str, mail_from: str, automa
     assert may_respond(submission, f"ana@{B}") is not automatic
 
 
+@pytest.mark.parametrize(("subject", "automatic"), [
+    ("Respuesta automática: Solicitud de certificado", True),  # Outlook (es), no header set
+    ("RESPUESTA AUTOMATICA: Solicitud", True),
+    ("Automatic reply: Informe", True),
+    ("Fuera de la oficina: Reunión", True),
+    ("Out of Office: budget", True),
+    ("Auto-reply: consulta", True),
+    ("RE: Respuesta automática: Solicitud de certificado", False),  # a person answering one
+    ("Respuesta a su solicitud automática de certificado", False),
+    ("Informe de ausentismo laboral", False),
+    ("Fuera de la oficina el viernes por capacitación", False),  # no tag: a person's notice
+])
+def test_an_auto_reply_subject_without_headers_gets_no_notice(subject: str, automatic: bool) -> None:
+    raw = to_bytes(f"From: Ana <ana@example.org>\nTo: x@{B}\nSubject: {subject}\n\nEstaré fuera hasta el lunes.\n")
+    submission = Submission(Envelope.build("ana@example.org", [f"x@{B}"]), parse_message(raw))
+    assert (automatic_reason(submission) is not None) is automatic, subject
+    assert may_respond(submission, "ana@example.org") is not automatic
+
+
 @pytest.mark.parametrize(("to", "system"), [
     ("", True), (None, True), ("MAILER-DAEMON@x.co", True), ("postmaster@x.co", True), ("no-reply@x.co", True),
     ("noreply@x.co", True), ("laura.pinto@x.co", False), ("owner@x.co", False), ("request@x.co", False),

@@ -30,6 +30,13 @@ _PRECEDENCE = frozenset({"bulk", "list", "junk", "auto_reply"})
 _LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post", "list-help", "list-owner", "list-subscribe")
 _SYSTEM_LOCAL = re.compile(
     r"^(mailer-daemon|postmaster|listserv|majordomo|no-?reply|do-?not-?reply|owner-.+|.+-(request|owner|bounces?))$")
+# The subjects auto-responders write when they set none of the headers above (Outlook rules that
+# "reply using a template", old vacation programs, web forms): a response's tag at the very start,
+# never after "RE:" (a person answering an auto-reply writes "RE: Respuesta automática: ...").
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(respuesta\s+autom[aá]tica|automatic\s+reply|auto[- ]?reply|autoreply|auto[- ]?respuesta|"
+    r"resposta\s+autom[aá]tica|r[eé]ponse\s+automatique|fuera\s+de\s+(la\s+)?oficina|out\s+of\s+(the\s+)?office"
+    r"|respuesta\s+de\s+ausencia|mensaje\s+de\s+ausencia|ausente|vacation\s+reply)\s*[:\-\]]", re.I)
 _PARAM = re.compile(r"""report-type\s*=\s*"?([A-Za-z0-9._-]+)""", re.I)
 
 
@@ -98,6 +105,8 @@ def automatic_reason(submission: Submission) -> str | None:
         return "X-Mailer: vacation"
     if is_system_address(submission.envelope.mail_from):
         return "system sender"
+    if _AUTO_SUBJECT.match(message.subject or ""):
+        return "auto-reply subject"  # answered by no notice; judged by the rules as any mail
     return None
 
 
