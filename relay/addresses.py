@@ -241,7 +241,8 @@ def lenient_addresses(value: str) -> tuple[str, ...]:
 
 
 def parse_path(value: str) -> str:
-    """An SMTP reverse- or forward-path without brackets; '' is the null sender. Raises on garbage."""
+    """An SMTP reverse- or forward-path without brackets, in its written form ('"a b"@x' keeps its
+    quotes); '' is the null sender. Raises on garbage."""
     text = value.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1].strip()
@@ -252,7 +253,9 @@ def parse_path(value: str) -> str:
     found = parse_address_list(text)
     if len(found) != 1 or found[0].display_name:
         raise AddressError(f"not a single address: {value!r}")
-    return found[0].addr
+    # as SMTP writes it again (a local part that is not a dot-atom stays quoted, RFC 5321 §4.1.2):
+    # the form compared at RCPT time, stored in holds and given to the upstream is one and valid
+    return format_addr_spec(found[0].local, found[0].domain)
 
 
 def is_group(value: str) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from relay import notices
-from relay.addresses import lenient_addresses
+from relay.addresses import AddressError, lenient_addresses, parse_path
 from relay.directory import Directory, address_key
 from relay.identity import identify
 from relay.message import COMBINING, EMPTY_MESSAGE, Envelope, Submission
@@ -251,7 +251,10 @@ def envelope_refusing(envelope: Envelope, recipient: str, pack: Pack, directory:
     identity = identify(envelope, directory)
     ctx = Context(Submission(envelope, EMPTY_MESSAGE), identity, directory, now, pack.settings)
     found, _ = _run_rules(pack, ctx, envelope_only=True)
-    key = address_key(recipient)
+    try:
+        key = address_key(parse_path(recipient))  # the envelope's form: '"ab"@x' is ab@x
+    except AddressError:
+        key = address_key(recipient)
     for finding in found:
         if (finding.mode is Mode.ENFORCE and finding.action is Action.REJECT and finding.envelope_only
                 and finding.applies_to(key)):

@@ -102,8 +102,21 @@ def test_open_relay_is_refused_at_rcpt(relay: RelayProcess, sink: Sink) -> None:
     with client(relay, login=None) as smtp:
         smtp.mail("spam@example.net")
         code, text = smtp.rcpt("victim@example.org")
-    assert code == 554 and b"open-relay-guard" in text
+        assert code == 554 and b"open-relay-guard" in text
+        # however the local part is written (RFC 5321 §4.1.2 quoted strings, a source route)
+        for written in ('"victim one"@example.org', '"victim"@example.org'):
+            code, text = smtp.rcpt(written)
+            assert code == 554 and b"open-relay-guard" in text, written
+        assert smtp.rcpt("@hop.example:victim@example.org")[0] in (553, 554)  # a source route: refused too
     assert sink.messages == []
+
+
+def test_a_quoted_local_part_reaches_the_upstream_still_quoted(relay: RelayProcess, sink: Sink) -> None:
+    with client(relay) as smtp:
+        smtp.sendmail(f"laura.pinto@{B}", ['"Mesa de Ayuda"@example.org'],
+                      f"From: laura.pinto@{B}\r\nTo: x@example.org\r\nSubject: Consulta\r\n\r\nHola.\r\n")
+    sink.wait_for(1)
+    assert sink.messages[0].rcpts == ['"Mesa de Ayuda"@example.org']
 
 
 def test_upstream_recipient_refusal_reaches_the_client(relay: RelayProcess, sink: Sink) -> None:
