@@ -24,4 +24,5 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8025/readyz', timeout=4).status != 200)"]
 ENTRYPOINT ["relay"]
-CMD ["serve", "--config", "/etc/policy-relay/config.yaml"]
+# --init: the state volume is empty at the first start (the store and the admin secret are made)
+CMD ["serve", "--init", "--config", "/etc/policy-relay/config.yaml"]

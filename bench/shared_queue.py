@@ -68,7 +68,7 @@ def run(folder: Path, store_url: str, instances: int, holds: int, concurrency: i
                   "pid_file": str(folder / f"relay{i}.pid"), "log": {"level": "warning"},
                   "scheduler": {"concurrency": concurrency, "batch": 50}}
         (folder / f"relay{i}.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-        command = [sys.executable, "-m", "relay", "serve", "--config", str(folder / f"relay{i}.yaml")]
+        command = [sys.executable, "-m", "relay", "serve", "--init", "--config", str(folder / f"relay{i}.yaml")]
         procs.append(subprocess.Popen(command, cwd=ROOT, env={**os.environ, TEST_CLOCK_ENV: str(clock)},
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         wait_port(port)

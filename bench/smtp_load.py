@@ -139,7 +139,8 @@ def start_relay(folder: Path, pack: str, upstream_port: int,
     (folder / "relay.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     log = folder / "relay.log"
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
-    proc = subprocess.Popen([sys.executable, *profile, "-m", "relay", "serve", "--config", str(folder / "relay.yaml")],
+    proc = subprocess.Popen([sys.executable, *profile, "-m", "relay", "serve", "--init", "--config",
+                             str(folder / "relay.yaml")],
                             cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     wait_port(port)
     return proc, port, log
@@ -156,7 +157,7 @@ def start_milter_relay(folder: Path, pack: str, port: int, upstream_port: int) -
               "pid_file": str(folder / "milter.pid"), "log": {"level": "info"}}
     (folder / "milter.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     log = folder / "milter.log"
-    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(folder / "milter.yaml")],
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--init", "--config", str(folder / "milter.yaml")],
                             cwd=ROOT, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     wait_port(port)
     return proc, log

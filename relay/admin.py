@@ -32,7 +32,8 @@ EXIT_OK, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_STATE = 0, 2, 4, 5
 
 def _open(args: argparse.Namespace) -> tuple[RelayConfig, Store]:
     config = load_config(args.config)
-    return config, open_store(config.store, Path(args.config).resolve().parent, config.store_options.lease, 2)
+    return config, open_store(config.store, Path(args.config).resolve().parent, config.store_options.lease, 2,
+                              create=False)
 
 
 def _pack_notices(config: RelayConfig, config_path: str) -> dict[str, Any]:

@@ -273,6 +273,36 @@ def cmd_directory(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def init_state(config_path: str) -> list[str]:
+    """Create what `missing_state` names (the SQLite store, migrated; the admin secret, 0600):
+    one line per thing made."""
+    from relay.config import load_config
+    from relay.store import open_store
+    from relay.web import links
+
+    config = load_config(config_path)
+    made = []
+    store = config.sqlite_path(config_path)
+    if store is not None and not store.exists():
+        open_store(config.store, Path(config_path).resolve().parent).close()
+        made.append(f"store {store}")
+    if config.admin is not None:
+        secret = config.resolve(config_path, config.admin.secret_file)
+        if not secret.exists():
+            links.load_key(secret)
+            made.append(f"admin secret {secret}")
+    return made
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    made = init_state(args.config)
+    for line in made:
+        print(f"made {line}")
+    if not made:
+        print("nothing to make: the store and the admin secret exist")
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -293,6 +323,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           "(pip install uvloop, or set event_loop: asyncio)", file=sys.stderr)
                     return EXIT_CONFIG
         config = load_config(args.config)
+        if args.init:
+            init_state(args.config)
+        elif missing := config.missing_state(args.config):
+            for problem in missing:
+                print(problem, file=sys.stderr)
+            return EXIT_CONFIG
         if config.worker_count() > 1:  # pre-forked workers on shared sockets (relay.workers)
             from relay import logs
             from relay.workers import supervise
@@ -369,8 +405,14 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--json", action="store_true")
         action.set_defaults(func=cmd_directory)
 
+    init = sub.add_parser("init", help="first install: create the SQLite store and the admin secret")
+    init.add_argument("--config", required=True, help="relay config YAML")
+    init.set_defaults(func=cmd_init)
     serve = sub.add_parser("serve", help="run the SMTP relay")
     serve.add_argument("--config", required=True, help="relay config YAML (see config.example.yaml)")
+    serve.add_argument("--init", action="store_true",
+                       help="first start: create the SQLite store and the admin secret when they do not exist "
+                            "(without it a missing one is a config error: a typo in a path never starts empty)")
     serve.set_defaults(func=cmd_serve)
 
     from relay.admin import add_parsers

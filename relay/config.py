@@ -408,6 +408,31 @@ class RelayConfig(_Strict):
         path = Path(value)
         return path if path.is_absolute() else Path(base).resolve().parent / path
 
+    def sqlite_path(self, config_path: str | Path) -> Path | None:
+        """The embedded store's file, or None for a PostgreSQL store."""
+        if not self.store.startswith("sqlite:"):
+            return None
+        return self.resolve(config_path, self.store.removeprefix("sqlite:"))
+
+    def missing_state(self, config_path: str | Path) -> list[str]:
+        """What the relay keeps that does not exist yet ('file:line: field: problem' lines): the
+        SQLite store and the admin secret. A typo in a path would otherwise start an empty store
+        (held messages out of sight, never released) or a new key (every link and sign-in void);
+        `relay serve --init` makes them on a first start."""
+        problems = []
+        store = self.sqlite_path(config_path)
+        if store is not None and not store.exists():
+            problems.append(yamlconf.problem_at(config_path, ("store",), (
+                f"{store} does not exist: fix the path, or create it with `relay init` "
+                "(or `relay serve --init` at the first start)")))
+        if self.admin is not None:
+            secret = self.resolve(config_path, self.admin.secret_file)
+            if not secret.exists():
+                problems.append(yamlconf.problem_at(config_path, ("admin", "secret_file"), (
+                    f"{secret} does not exist: fix the path, or create it with `relay init` "
+                    "(or `relay serve --init`); a new key ends every sign-in and link")))
+        return problems
+
     def check_files(self, config_path: str | Path) -> None:
         """Load the pack and directory the config names, so their errors surface at validate time."""
         from relay.ldapdir import load_directory_file as load_directory

@@ -46,6 +46,7 @@ def config(tmp_path: Path) -> Path:
     path = tmp_path / "relay.yaml"
     path.write_text(f"policy: {POLICIES / 'cancilleria.yaml'}\ndirectory: {INSTITUTIONS / 'cancilleria.yaml'}\n"
                     f"store: sqlite:{tmp_path / 'relay.db'}\n", encoding="utf-8")
+    open_store(f"sqlite:{tmp_path / 'relay.db'}", tmp_path).close()  # a relay that has run once
     return path
 
 
@@ -179,6 +180,29 @@ def test_several_ids_a_queue_id_and_ids_on_standard_input(config: Path, tmp_path
 def test_a_missing_config_is_a_config_error(tmp_path: Path) -> None:
     done = relay("queue", "list", "--config", str(tmp_path / "nope.yaml"))
     assert done.returncode == 3 and "cannot read file" in one_clean_line(done)
+
+
+def test_a_store_path_that_does_not_exist_is_an_error_not_a_new_empty_store(tmp_path: Path) -> None:
+    """Issue 26: a typo in `store:` (or `admin.secret_file`) used to start an empty store: the
+    tools said "no held messages" and the relay served with the held mail out of sight."""
+    path = tmp_path / "relay.yaml"
+    path.write_text(f"policy: {POLICIES / 'cancilleria.yaml'}\ndirectory: {INSTITUTIONS / 'cancilleria.yaml'}\n"
+                    f"store: sqlite:var/relya.db\nadmin:\n  listen: 127.0.0.1:1\n  secret_file: var/admin.secret\n",
+                    encoding="utf-8")
+    for tool in (["queue", "list"], ["audit"], ["trace"], ["inventory"], ["report", "--month", "2026-11"]):
+        done = relay(*tool, "--config", str(path))
+        assert done.returncode == 1 and "relya.db does not exist" in one_clean_line(done), (tool, done.stderr)
+    assert not (tmp_path / "var").exists(), "nothing made"
+    served = relay("serve", "--config", str(path))
+    assert served.returncode == 3, served.stderr
+    assert f"{path}:3: store: " in served.stderr and "relay init" in served.stderr
+    assert f"{path}:6: admin.secret_file: " in served.stderr
+    assert not (tmp_path / "var").exists()
+    made = relay("init", "--config", str(path))
+    assert made.returncode == 0 and "made store" in made.stdout and "made admin secret" in made.stdout
+    assert (tmp_path / "var" / "relya.db").exists() and (tmp_path / "var" / "admin.secret").stat().st_mode & 0o077 == 0
+    assert relay("queue", "list", "--config", str(path)).stdout.strip() == "no held messages"
+    assert "nothing to make" in relay("init", "--config", str(path)).stdout
 
 
 def test_a_closed_pipe_is_no_traceback(tmp_path: Path) -> None:

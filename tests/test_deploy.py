@@ -108,7 +108,7 @@ def test_the_image_health_check_passes_against_a_relay_on_the_container_config(t
     config.write_text(yaml.safe_dump(data), encoding="utf-8")
     command = [sys.executable if c == "python" else c for c in healthcheck()]
     command = [c.replace(":8025/", f":{admin_port}/") for c in command]
-    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--config", str(config)], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--init", "--config", str(config)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(admin_port)
@@ -149,7 +149,7 @@ def test_config_pack_and_directory_are_mounted_not_baked_in() -> None:
     copied = " ".join(re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M)).split()
     assert not {"policies", "examples", "deploy/container/config.yaml", "config.example.yaml"} & set(copied), copied
     assert "-c requirements.lock" in text  # the image gets the pinned versions
-    assert re.search(r'^CMD \["serve", "--config", "/etc/policy-relay/config.yaml"\]$', text, re.M)
+    assert re.search(r'^CMD \["serve", "--init", "--config", "/etc/policy-relay/config.yaml"\]$', text, re.M)
     pack, directory, config = mounted()
     assert config == CONTAINER_CONFIG.resolve()
     for path in (pack, directory, config):

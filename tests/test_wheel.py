@@ -83,7 +83,7 @@ def test_the_wheel_in_an_empty_venv_validates_and_serves_the_examples(tmp_path: 
 
     config, smtp, admin = config_on_free_ports(f.clone, "wheel-test.yaml", "var-wheel")
     # started from another folder: the config's relative paths are relative to the config file
-    proc = subprocess.Popen([f.relay, "serve", "--config", config], cwd=tmp_path, env=clean_env(),
+    proc = subprocess.Popen([f.relay, "serve", "--init", "--config", config], cwd=tmp_path, env=clean_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_port(smtp, proc)

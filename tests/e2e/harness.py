@@ -217,7 +217,7 @@ class RelayProcess:
     def start(self) -> RelayProcess:
         self.config_path.write_text(yaml.safe_dump(self.config), encoding="utf-8")
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
-        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "relay", "serve", "--config",
+        self.proc = subprocess.Popen([*self.wrapper, sys.executable, "-m", "relay", "serve", "--init", "--config",
                                       str(self.config_path)],
                                      cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env},
                                      start_new_session=bool(self.wrapper))

@@ -72,7 +72,8 @@ def test_a_bad_certificate_is_a_clear_startup_error(tmp_path: Path, sink: Sink) 
     relay = RelayProcess(tmp_path, f"smtp://127.0.0.1:{sink.port}",
                          tls={"cert": str(tmp_path / "missing.pem"), "key": str(tmp_path / "missing.key")})
     relay.config_path.write_text(__import__("yaml").safe_dump(relay.config), encoding="utf-8")
-    done = subprocess.run([__import__("sys").executable, "-m", "relay", "serve", "--config", str(relay.config_path)],
+    done = subprocess.run([__import__("sys").executable, "-m", "relay", "serve", "--init", "--config",
+                           str(relay.config_path)],
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 3  # a config error
     assert "relay.yaml:" in done.stderr and "tls.cert: file not found" in done.stderr and "missing.pem" in done.stderr
