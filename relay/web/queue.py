@@ -47,6 +47,21 @@ class SearchError(ValueError):
     """A search field people typed that cannot be read (said in Spanish)."""
 
 
+def date_range(since: str, until: str, zone: tzinfo) -> tuple[datetime | None, datetime | None]:
+    """A search's "desde"/"hasta" as typed, read in the institution's zone ("hasta" a date includes
+    that whole day); SearchError when "hasta" is not after "desde"."""
+    start = local_instant(since, zone, "desde") if since else None
+    end = local_instant(until, zone, "hasta", end=True) if until else None
+    if start and end and end <= start:
+        raise SearchError("la fecha «hasta» es anterior a «desde»")
+    return start, end
+
+
+def paging(query: Any) -> tuple[int, int]:
+    """The page and page size a list's query asks for, bounded."""
+    return _number(query.get("pagina"), 1, 1, 10**6), _number(query.get("por_pagina"), PAGE_SIZE, 1, max(PAGE_SIZES))
+
+
 @dataclass(frozen=True)
 class Search:
     """The list's search, as typed (kept to fill the form and the page links again)."""
@@ -72,8 +87,8 @@ class Search:
         if query.get("todos") == "1" and not fields["state"]:  # the older "see decided ones too" link
             fields["state"] = "todos"
         fields["state"] = fields["state"] or "pendientes"
-        return cls(**fields, page=_number(query.get("pagina"), 1, 1, 10**6),
-                   size=_number(query.get("por_pagina"), PAGE_SIZE, 1, max(PAGE_SIZES)))
+        page, size = paging(query)
+        return cls(**fields, page=page, size=size)
 
     def filters(self, zone: tzinfo) -> HoldFilter:
         states = STATE_CHOICES.get(self.state)
@@ -81,10 +96,7 @@ class Search:
             raise SearchError(f"estado desconocido «{self.state}»")
         if self.reason not in ("", "hold", "moderate"):
             raise SearchError(f"motivo desconocido «{self.reason}»")
-        since = local_instant(self.since, zone, "desde") if self.since else None
-        until = local_instant(self.until, zone, "hasta", end=True) if self.until else None
-        if since and until and until <= since:
-            raise SearchError("la fecha «hasta» es anterior a «desde»")
+        since, until = date_range(self.since, self.until, zone)
         return HoldFilter(reason=self.reason or None, recipient=self.recipient or None, sender=self.sender or None,
                           rule=self.rule or None, text=self.q or None, since=since, until=until, states=states,
                           limit=self.size, offset=(self.page - 1) * self.size, order="queue")
@@ -152,14 +164,11 @@ class TraceSearch:
     @classmethod
     def from_query(cls, query: Any) -> TraceSearch:
         fields = {name: str(query.get(key, "")).strip()[:200] for name, key in cls.FIELDS.items()}
-        return cls(**fields, page=_number(query.get("pagina"), 1, 1, 10**6),
-                   size=_number(query.get("por_pagina"), PAGE_SIZE, 1, max(PAGE_SIZES)))
+        page, size = paging(query)
+        return cls(**fields, page=page, size=size)
 
     def query(self, zone: tzinfo) -> TraceQuery:
-        since = local_instant(self.since, zone, "desde") if self.since else None
-        until = local_instant(self.until, zone, "hasta", end=True) if self.until else None
-        if since and until and until <= since:
-            raise SearchError("la fecha «hasta» es anterior a «desde»")
+        since, until = date_range(self.since, self.until, zone)
         return TraceQuery(sender=self.sender or None, recipient=self.recipient or None,
                           message_id=self.message_id or None, queue_id=self.queue_id or None, since=since,
                           until=until, limit=self.size, offset=(self.page - 1) * self.size)
