@@ -65,7 +65,7 @@ def run(folder: Path, store_url: str, instances: int, holds: int, concurrency: i
         config = {"listen": {"host": "127.0.0.1", "port": port}, "policy": str(ROOT / "policies/cancilleria.yaml"),
                   "directory": str(ROOT.parent / "shared/acceptance/institutions/cancilleria.yaml"),
                   "upstream": f"smtp://127.0.0.1:{sink_port}", "store": store_url,
-                  "pid_file": str(folder / f"relay{i}.pid"), "log": {"level": "warning"},
+                  "pid_file": str(folder / f"relay{i}.pid"), "log": {"level": "warning"}, "workers": 1,
                   "scheduler": {"concurrency": concurrency, "batch": 50}}
         (folder / f"relay{i}.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
         command = [sys.executable, "-m", "relay", "serve", "--init", "--config", str(folder / f"relay{i}.yaml")]

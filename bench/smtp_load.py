@@ -135,7 +135,7 @@ def start_relay(folder: Path, pack: str, upstream_port: int,
               "policy": str(ROOT / "policies" / f"{pack}.yaml"), "directory": str(folder / "directory.yaml"),
               "upstream": f"smtp://127.0.0.1:{upstream_port}", "store": f"sqlite:{folder / 'relay.sqlite3'}",
               "limits": {"max_connections": 200, "max_connections_per_client": None},  # smtp-source: one address
-              "log": {"level": "info"}, **(extra or {})}
+              "log": {"level": "info"}, "workers": 1, **(extra or {})}
     (folder / "relay.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     log = folder / "relay.log"
     profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
@@ -154,7 +154,7 @@ def start_milter_relay(folder: Path, pack: str, port: int, upstream_port: int) -
     config = {"hostname": "relay.bench", "listen": None, "milter": {"listen": f"inet:127.0.0.1:{port}"},
               "policy": str(ROOT / "policies" / f"{pack}.yaml"), "directory": str(folder / "directory.yaml"),
               "upstream": f"smtp://127.0.0.1:{upstream_port}", "store": f"sqlite:{folder / 'milter.sqlite3'}",
-              "pid_file": str(folder / "milter.pid"), "log": {"level": "info"}}
+              "pid_file": str(folder / "milter.pid"), "log": {"level": "info"}, "workers": 1}
     (folder / "milter.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     log = folder / "milter.log"
     proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--init", "--config", str(folder / "milter.yaml")],

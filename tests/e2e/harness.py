@@ -192,6 +192,7 @@ class RelayProcess:
             "upstream": upstream, "store": f"sqlite:{tmp / 'relay.sqlite3'}",
             "auth": {"credentials_file": str(creds), "allow_plaintext_on_loopback": True},
             "log": {"level": "debug"},
+            "workers": 1,  # one process unless a test asks for more (the default is one per core)
         }
         for key, value in overrides.items():
             if isinstance(value, dict):
