@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from relay.message import ParsedMessage
 from relay.message import fold as _fold
+from relay.policy import digitscan
 from relay.policy.bodytext import message_text
 from relay.policy.spanish import stem
 from relay.policy.verdicts import Evidence, Explanation
@@ -95,6 +96,13 @@ class _Index:
             else:
                 self.by_stem[key] = at
         self.sorted_words = sorted(self.by_word)
+        self._digits: dict[bool, list[int]] = {}
+
+    def digits(self, raw: bool) -> list[int]:
+        """Where the folded (or the raw) text has digits: `re:` price terms match only near them."""
+        if raw not in self._digits:
+            self._digits[raw] = digitscan.digit_positions(self.raw if raw else self.text)
+        return self._digits[raw]
 
     def positions(self, word: _Word) -> list[int]:
         if word.how == "stem":
@@ -150,11 +158,14 @@ class Lexicon:
         # hundred) rather than by trying every term; prefix and regex terms are always tried.
         self.by_first: dict[tuple[str, str], list[int]] = {}
         self.always: list[int] = []
+        self.plans: dict[int, digitscan.Plan] = {}
         for group, terms in groups.items():
             for term, weight in terms.items():
                 phrase, regex = _compile(term)
                 index = len(self.entries)
                 self.entries.append((group, term, float(weight), phrase, regex, term.strip().startswith("raw:")))
+                if regex is not None:
+                    self.plans[index] = digitscan.plan(regex)
                 if phrase and phrase[0].how != "prefix":
                     self.by_first.setdefault((phrase[0].how, phrase[0].key), []).append(index)
                 else:
@@ -168,11 +179,12 @@ class Lexicon:
             found.update(self.by_first.get(("exact", key), ()))
         return found
 
-    @staticmethod
-    def _find(index: _Index, phrase: tuple[_Word, ...], regex: re.Pattern[str] | None, raw: bool) -> str | None:
+    def _find(self, i: int, index: _Index, phrase: tuple[_Word, ...], regex: re.Pattern[str] | None,
+              raw: bool) -> str | None:
         if regex is not None:
             text = index.raw if raw else index.text
-            m = regex.search(text)
+            how = self.plans[i]
+            m = digitscan.search(regex, how, text, index.digits(raw) if how.needs_digit else [])
             if m is None:
                 return None
             # show the whole words around the match ("30% de descuento", not "% de descuento")
@@ -200,11 +212,11 @@ class Lexicon:
         found: list[Evidence] = []
         for i in sorted(in_subject | in_body):
             group, term, weight, phrase, regex, raw = self.entries[i]
-            text = self._find(subject, phrase, regex, raw) if i in in_subject else None
+            text = self._find(i, subject, phrase, regex, raw) if i in in_subject else None
             if text is not None:
                 found.append(Evidence(group, term, round(weight * subject_weight, 3), "subject", text[:80]))
                 continue
-            text = self._find(body, phrase, regex, raw) if i in in_body else None
+            text = self._find(i, body, phrase, regex, raw) if i in in_body else None
             if text is not None:
                 found.append(Evidence(group, term, weight, "body", text[:80]))
         return tuple(found)
