@@ -83,11 +83,21 @@ def record(pid: int, out: Path, rate: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
+# Innermost frames where a thread waits rather than runs, which py-spy does not always see as idle:
+# a pool thread blocked in its queue's get() has `_worker` itself innermost (the wait is in C).
+WAITING = ("_worker (", "idle")
+
+
+def waiting(stack: str) -> bool:
+    inner = stack.rsplit(";", 1)[-1]
+    return inner.startswith("idle") or (inner.startswith(WAITING[0]) and "concurrent/futures/thread.py" in inner)
+
+
 def breakdown(raw: Path) -> collections.Counter[str]:
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
-        if stack and n.isdigit() and "idle" not in stack.rsplit(";", 1)[-1]:
+        if stack and n.isdigit() and not waiting(stack):
             counts[bucket(stack)] += int(n)
     return counts
 
@@ -96,7 +106,7 @@ def leaves(raw: Path, top: int) -> list[tuple[str, int]]:
     counts: collections.Counter[str] = collections.Counter()
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
-        if stack and n.isdigit():
+        if stack and n.isdigit() and not waiting(stack):
             counts[stack.split(";")[-1]] += int(n)
     return counts.most_common(top)
 
