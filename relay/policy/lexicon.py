@@ -25,7 +25,7 @@ from functools import lru_cache
 
 from relay.message import ParsedMessage
 from relay.message import fold as _fold
-from relay.policy import digitscan
+from relay.policy import prescan
 from relay.policy.bodytext import message_text
 from relay.policy.spanish import stem
 from relay.policy.verdicts import Evidence, Explanation
@@ -101,7 +101,7 @@ class _Index:
     def digits(self, raw: bool) -> list[int]:
         """Where the folded (or the raw) text has digits: `re:` price terms match only near them."""
         if raw not in self._digits:
-            self._digits[raw] = digitscan.digit_positions(self.raw if raw else self.text)
+            self._digits[raw] = prescan.digit_positions(self.raw if raw else self.text)
         return self._digits[raw]
 
     def positions(self, word: _Word) -> list[int]:
@@ -158,14 +158,14 @@ class Lexicon:
         # hundred) rather than by trying every term; prefix and regex terms are always tried.
         self.by_first: dict[tuple[str, str], list[int]] = {}
         self.always: list[int] = []
-        self.plans: dict[int, digitscan.Plan] = {}
+        self.plans: dict[int, prescan.Plan] = {}
         for group, terms in groups.items():
             for term, weight in terms.items():
                 phrase, regex = _compile(term)
                 index = len(self.entries)
                 self.entries.append((group, term, float(weight), phrase, regex, term.strip().startswith("raw:")))
                 if regex is not None:
-                    self.plans[index] = digitscan.plan(regex)
+                    self.plans[index] = prescan.plan(regex)
                 if phrase and phrase[0].how != "prefix":
                     self.by_first.setdefault((phrase[0].how, phrase[0].key), []).append(index)
                 else:
@@ -184,7 +184,7 @@ class Lexicon:
         if regex is not None:
             text = index.raw if raw else index.text
             how = self.plans[i]
-            m = digitscan.search(regex, how, text, index.digits(raw) if how.needs_digit else [])
+            m = prescan.search(regex, how, text, index.digits(raw) if how.needs_digit else [])
             if m is None:
                 return None
             # show the whole words around the match ("30% de descuento", not "% de descuento")
