@@ -49,6 +49,13 @@ def relay(tmp_path: Path, sink: Sink) -> Iterator[RelayProcess]:
     r.stop()
 
 
+def page_figures(driver: object) -> dict[str, int]:
+    """Every figure a page marks with `data-figure` (the report's counts), as the browser shows it."""
+    shown = driver.execute_script(  # type: ignore[attr-defined]
+        "return Array.from(document.querySelectorAll('[data-figure]')).map(e => [e.dataset.figure, e.textContent])")
+    return {k: int(v) for k, v in shown}
+
+
 def sign_in(driver: object, base: str, start: str = "/holds") -> None:
     from selenium.webdriver.common.by import By
 

@@ -23,7 +23,7 @@ from relay.auth import hash_password
 from relay.clock import FileClock
 from tests.e2e.harness import PASSWORD, RelayProcess, Sink, free_port
 from tests.e2e.test_admin_web import MOD_PASSWORD, MODERATOR
-from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, sign_in
+from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, page_figures, sign_in
 from tests.e2e.test_browser import browser as chromium
 from tests.e2e.test_browser_queue import screenshot
 from tests.e2e.test_queue_tools import relay_cli
@@ -98,9 +98,7 @@ def test_the_report_page_shows_what_the_api_and_the_cli_say(browser: object, rel
     driver.set_window_size(1200, 900)
     sign_in(driver, base, "/report?month=2026-11")
     assert driver.find_element(By.ID, "report-title").text == "Informe de cumplimiento · noviembre de 2026"
-    shown = driver.execute_script(
-        "return Array.from(document.querySelectorAll('[data-figure]')).map(e => [e.dataset.figure, e.textContent])")
-    assert {k: int(v) for k, v in shown} == report.figures(figures)
+    assert page_figures(driver) == report.figures(figures)
     charts = driver.find_elements(By.CSS_SELECTOR, "figure.chart svg")
     assert len(charts) == 3 and all(c.size["width"] > 300 and c.size["height"] > 150 for c in charts)
     # the charts drew their bars and lines (their styles were allowed by the page's CSP)
@@ -115,9 +113,7 @@ def test_the_report_page_shows_what_the_api_and_the_cli_say(browser: object, rel
     driver.find_element(By.ID, "run-report").click()
     assert "dependencia: " + DEPARTMENTS[SOFIA] in driver.find_element(By.CSS_SELECTOR, "p.hint").text
     office_only = api(relay, "/report?month=2026-11&office=" + urllib.request.quote(DEPARTMENTS[SOFIA]))
-    shown = driver.execute_script(
-        "return Array.from(document.querySelectorAll('[data-figure]')).map(e => [e.dataset.figure, e.textContent])")
-    assert {k: int(v) for k, v in shown} == report.figures(office_only) and office_only["messages"] == 5
+    assert page_figures(driver) == report.figures(office_only) and office_only["messages"] == 5
     driver.get(base + "/report?month=2026-11")
     shots = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from relay.clock import FileClock
 from relay.store.base import MODERATION_EVENTS
 from tests.e2e.harness import PASSWORD, RelayProcess, Sink, free_port
 from tests.e2e.test_admin_web import MOD_PASSWORD, MODERATOR
-from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, sign_in
+from tests.e2e.test_browser import CHROMEDRIVER, CHROMIUM, page_figures, sign_in
 from tests.e2e.test_browser import browser as chromium
 from tests.e2e.test_browser_queue import screenshot
 from tests.e2e.test_queue_tools import PROMO, relay_cli
@@ -281,9 +281,7 @@ def test_a_day_of_mail_trace_api_metrics_and_sink_agree(browser: object, relay: 
     driver.set_window_size(1200, 900)
     sign_in(driver, base, "/report?month=2026-11")
     assert driver.find_element(By.ID, "report-title").text == "Informe de cumplimiento · noviembre de 2026"
-    shown = driver.execute_script(
-        "return Array.from(document.querySelectorAll('[data-figure]')).map(e => [e.dataset.figure, e.textContent])")
-    assert {k: int(v) for k, v in shown} == flat
+    assert page_figures(driver) == flat
     problems = [e["message"] for e in driver.get_log("browser") if "favicon.ico" not in e["message"]]
     assert not problems, problems
     shots = Path(os.environ.get("RELAY_SCREENSHOTS") or tmp_path / "screenshots")
