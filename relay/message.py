@@ -145,8 +145,15 @@ class ParsedMessage:
 
     def header(self, name: str) -> str | None:
         """First value of a header (decoded), or None."""
-        low = name.lower()
-        return next((v for k, v in self.headers if k.lower() == low), None)
+        return self._first_values.get(name.lower())
+
+    @cached_property
+    def _first_values(self) -> dict[str, str]:
+        # The rules ask ~20 header names per decision (the RFC 3834 gate alone a dozen): one pass.
+        first: dict[str, str] = {}
+        for k, v in self.headers:
+            first.setdefault(k.lower(), v)
+        return first
 
     def header_all(self, name: str) -> tuple[str, ...]:
         low = name.lower()
