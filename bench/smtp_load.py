@@ -299,6 +299,7 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
                                                                     {"workers": n})
     peer_logs: dict[str, Path] = {}
     if args.peers:  # Haraka nodes=1 and nodes=2 (bench/peers.py); a missing one is a line, not a failure
+        sys.path.insert(0, str(ROOT))
         from bench import peers
         started, missing = peers.start_smtp_peers(folder, sink_port, rcpt.split("@")[1])
         for line in missing:
