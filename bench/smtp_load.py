@@ -22,6 +22,7 @@ README table. Loopback only; every run sends a fixed number of messages.
     .venv/bin/python bench/smtp_load.py --large 10 [--large-messages 20]
     .venv/bin/python bench/smtp_load.py --milter     (as root: Postfix runs its daemons as postfix)
     .venv/bin/python bench/smtp_load.py --workers 1,2 --sessions 10,50 --latency 0   (one and two workers)
+    .venv/bin/python bench/smtp_load.py --peers [--milter]   (Haraka nodes=1/2; Postfix + Rspamd milter: bench/peers.py)
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ def milter_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, 
             if e["event"] == "decision":
                 verdicts[e["verdict"]] = verdicts.get(e["verdict"], 0) + 1
         print(f"relay milter decisions: {verdicts}")
+        if args.peers:  # Postfix + Rspamd milter, in the same series (bench/peers.py)
+            from bench import peers
+            peers.milter_peer_rows(args, folder, msg, sender, rcpt, sink_port)
     finally:
         relay.send_signal(signal.SIGTERM)
         relay.wait(20)
@@ -277,7 +281,9 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
     """smtp-source into each target, side by side in one run; the relay's figures against each."""
     sink_port = free_port()
     user = ["-u", "postfix"] if os.geteuid() == 0 else []
-    sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
+    counter = ["-c"] if args.peers else []  # counts delivered messages (mesg=N on its stdout) for the peers
+    sink = subprocess.Popen([SMTP_SINK, *user, *counter, f"127.0.0.1:{sink_port}", "1024"],
+                            stdout=open(folder / "sink.out", "wb") if args.peers else None)  # noqa: SIM115
     wait_port(sink_port)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     ports = {"direct": sink_port}
@@ -291,6 +297,16 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
         (folder / f"multi{n}").mkdir()
         procs[multi], ports[multi], multi_logs[multi] = start_relay(folder / f"multi{n}", args.pack, sink_port,
                                                                     {"workers": n})
+    peer_logs: dict[str, Path] = {}
+    if args.peers:  # Haraka nodes=1 and nodes=2 (bench/peers.py); a missing one is a line, not a failure
+        sys.path.insert(0, str(ROOT))
+        from bench import peers
+        started, missing = peers.start_smtp_peers(folder, sink_port, rcpt.split("@")[1])
+        for line in missing:
+            print(line)
+        for name, (proc, port, peer_log) in started.items():
+            procs[name], ports[name], peer_logs[name] = proc, port, peer_log
+    sunk = dict.fromkeys(peer_logs, 0)
     try:
         for port in ports.values():
             source(port, 1, 20, sender, rcpt, msg)  # warm up (imports, pools)
@@ -303,12 +319,17 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
         for sessions in (int(s) for s in args.sessions.split(",")):
             count = args.messages if sessions > 1 else max(args.messages // 4, 100)
             rates: dict[str, list[float]] = {n: [] for n in names}
-            cpu: dict[str, list[float]] = {"relay": [], "passthrough": [], **{m: [] for m in multis.values()}}
+            cpu: dict[str, list[float]] = {"relay": [], "passthrough": [], **{m: [] for m in multis.values()},
+                                           **{p: [] for p in peer_logs}}
             for _ in range(args.runs):
                 for name in names:
                     proc = procs.get(name)
                     before = cpu_tree(proc.pid) if proc else 0.0
+                    sink_before = peers.sink_messages(folder / "sink.out") if name in peer_logs else 0
                     rates[name].append(count / source(ports[name], sessions, count, sender, rcpt, msg))
+                    if name in peer_logs:
+                        time.sleep(0.2)  # the sink's counter line for the last message
+                        sunk[name] += peers.sink_messages(folder / "sink.out") - sink_before
                     if proc and name in cpu:
                         cpu[name].append((cpu_tree(proc.pid) - before) / count * 1000)
             med = {n: statistics.median(v) for n, v in rates.items()}
@@ -316,7 +337,9 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
                   + f" {med['relay'] / med['passthrough']:>18.1%} {statistics.median(cpu['relay']):>17.2f}"
                   f" {statistics.median(cpu['passthrough']):>19.2f} {peak_rss_mib(relay.pid):>14.0f}"
                   + "".join(f"   {m}: {med[m] / med['relay']:.2f}x relay, CPU s/1000 "
-                            f"{statistics.median(cpu[m]):.2f}" for m in multis.values()))
+                            f"{statistics.median(cpu[m]):.2f}" for m in multis.values())
+                  + "".join(f"   {p}: {med[p] / med['relay']:.2f}x relay, CPU s/1000 {statistics.median(cpu[p]):.2f}"
+                            for p in peer_logs))
         for rate in ((0.0, args.paced) if args.latency else ()):
             load = f"paced at {rate:.0f} msg/s" if rate else "as fast as they can"
             print(f"\nlatency, end of DATA to reply, {args.latency} messages from 10 sessions, {load} (ms)")
@@ -334,6 +357,9 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
                       if line.startswith("{")]
             print(f"{multi} decisions: {sum(1 for e in events if e['event'] == 'decision')}, by pid: "
                   f"{dict(collections.Counter(e['pid'] for e in events if e['event'] == 'decision'))}")
+        for name, peer_log in peer_logs.items():
+            print(f"{name}: smtp-sink counted {sunk[name]} messages delivered during its rows; "
+                  f"Haraka's log says it accepted {peers.haraka_accepted(peer_log)} (warm-up and latency included)")
     finally:
         for proc in procs.values():
             proc.send_signal(signal.SIGTERM)
@@ -437,6 +463,8 @@ def main() -> int:
     parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")
     parser.add_argument("--workers", type=lambda v: [int(n) for n in v.split(",")], default=[1],
                         help="the relay with each of these worker counts, e.g. 1,2 (SMTP rows; 1 is the plain relay)")
+    parser.add_argument("--peers", action="store_true",
+                        help="add peer rows: Haraka nodes=1/2 (SMTP rows), Postfix + Rspamd milter (--milter)")
     parser.add_argument("--dns", action="store_true", help="the relay with DNS checks on against off (dnsmasq)")
     args = parser.parse_args()
     for tool in (SMTP_SOURCE, SMTP_SINK):
