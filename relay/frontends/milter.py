@@ -127,6 +127,8 @@ class MilterSession:
             return
         finally:
             self.timer.cancel()
+            if self.sock is not None:
+                self.sock.close()
             self.disposer.active -= 1
             self.writer.close()
             with contextlib.suppress(Exception):
@@ -293,9 +295,14 @@ async def listen(disposer: Disposer, milter: Milter, sock: socket.socket | None 
     return server
 
 
-def _quickack_socket(writer: asyncio.StreamWriter) -> Any:
-    """The TCP socket under a milter connection when Linux quick ACKs can be asked for, else None."""
+def _quickack_socket(writer: asyncio.StreamWriter) -> socket.socket | None:
+    """A socket on (a duplicate of) the TCP connection under a milter session, to ask Linux for quick
+    ACKs, else None. Our own: uvloop's transport socket builds a socket object at every setsockopt,
+    and this is asked after every read. The session closes it (the connection stays the transport's)."""
     sock = writer.get_extra_info("socket")
     if sock is None or not hasattr(socket, "TCP_QUICKACK") or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    return sock
+    try:
+        return socket.socket(sock.family, socket.SOCK_STREAM, 0, os.dup(sock.fileno()))
+    except OSError:
+        return None
