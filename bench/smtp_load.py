@@ -21,6 +21,7 @@ README table. Loopback only; every run sends a fixed number of messages.
     .venv/bin/python bench/smtp_load.py [--pack pasto] [--messages 2000] [--sessions 1,10,50] [--runs 1]
     .venv/bin/python bench/smtp_load.py --large 10 [--large-messages 20]
     .venv/bin/python bench/smtp_load.py --milter     (as root: Postfix runs its daemons as postfix)
+    .venv/bin/python bench/smtp_load.py --milter --workers 1,2 --sessions 10,50   (relay milter x1 and x2)
     .venv/bin/python bench/smtp_load.py --workers 1,2 --sessions 10,50 --latency 0   (one and two workers)
     .venv/bin/python bench/smtp_load.py --peers [--milter]   (Haraka nodes=1/2; Postfix + Rspamd milter: bench/peers.py)
 """
@@ -147,15 +148,17 @@ def start_relay(folder: Path, pack: str, upstream_port: int,
     return proc, port, log
 
 
-def start_milter_relay(folder: Path, pack: str, port: int, upstream_port: int) -> tuple[subprocess.Popen[bytes], Path]:
-    """The relay as a milter only (no SMTP listener); held mail would go to `upstream_port`."""
+def start_milter_relay(folder: Path, pack: str, port: int, upstream_port: int,
+                       workers: int = 1) -> tuple[subprocess.Popen[bytes], Path]:
+    """The relay as a milter only (no SMTP listener), with `workers` processes sharing the milter
+    socket; held mail would go to `upstream_port`."""
     directory = yaml.safe_load((INSTITUTIONS / f"{pack}.yaml").read_text(encoding="utf-8"))
     directory["internal_networks"] = [*directory.get("internal_networks", []), "127.0.0.0/8"]  # staff mail
     (folder / "directory.yaml").write_text(yaml.safe_dump(directory, allow_unicode=True), encoding="utf-8")
     config = {"hostname": "relay.bench", "listen": None, "milter": {"listen": f"inet:127.0.0.1:{port}"},
               "policy": str(ROOT / "policies" / f"{pack}.yaml"), "directory": str(folder / "directory.yaml"),
               "upstream": f"smtp://127.0.0.1:{upstream_port}", "store": f"sqlite:{folder / 'milter.sqlite3'}",
-              "pid_file": str(folder / "milter.pid"), "log": {"level": "info"}, "workers": 1}
+              "pid_file": str(folder / "milter.pid"), "log": {"level": "info"}, "workers": workers}
     (folder / "milter.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     log = folder / "milter.log"
     proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--init", "--config", str(folder / "milter.yaml")],
@@ -165,7 +168,8 @@ def start_milter_relay(folder: Path, pack: str, port: int, upstream_port: int) -
 
 
 def milter_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rcpt: str) -> None:
-    """Postfix alone (its milter-free listener) against Postfix with the relay as its milter."""
+    """Postfix alone (its milter-free listener) against Postfix with the relay as its milter; with
+    `--workers 1,2` also Postfix + the relay milter with `workers: 2` (its own Postfix, store and log)."""
     sys.path.insert(0, str(ROOT))
     from tests.e2e.postfix import Postfix
 
@@ -173,41 +177,65 @@ def milter_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, 
     sink_port = free_port()
     user = ["-u", "postfix"] if os.geteuid() == 0 else []
     sink = subprocess.Popen([SMTP_SINK, *user, f"127.0.0.1:{sink_port}", "1024"])
-    milter_port = free_port()
-    postfix = Postfix(milter_port, sink_port, domain, mode="milter", backoff=60, milter_port=milter_port)
-    relay, log = start_milter_relay(folder, args.pack, milter_port, postfix.reinject_port)
-    postfix.start()
-    wait_port(sink_port)
+    counts = sorted(set(args.workers) | {1})
+    chains: dict[int, tuple[Postfix, subprocess.Popen[bytes], Path]] = {}
     try:
-        source(postfix.smtpd_port, 1, 20, sender, rcpt, msg)  # warm up
+        for n in counts:  # one Postfix per relay: each smtpd_milters names its own relay
+            (folder / f"milter{n}").mkdir()
+            milter_port = free_port()
+            postfix = Postfix(milter_port, sink_port, domain, mode="milter", backoff=60, milter_port=milter_port)
+            relay, log = start_milter_relay(folder / f"milter{n}", args.pack, milter_port, postfix.reinject_port,
+                                            workers=n)
+            chains[n] = (postfix, relay, log)
+            postfix.start()
+        wait_port(sink_port)
+        alone_port = chains[1][0].reinject_port
+        for postfix, _, _ in chains.values():
+            source(postfix.smtpd_port, 1, 20, sender, rcpt, msg)  # warm up
+        names = {n: "+milter" if n == 1 else f"+milter x{n}" for n in counts}
         print(f"pack {args.pack}, {args.size} B messages, {args.messages} per row, one message per connection; "
-              "msg/s = accepted by Postfix")
-        print(f"{'sessions':>8} {'Postfix msg/s':>14} {'+milter msg/s':>14} {'ratio':>6} "
-              f"{'relay CPU s/1000':>17} {'relay peak RSS MiB':>19}")
+              f"msg/s = accepted by Postfix; load average before: {os.getloadavg()[0]:.2f}")
+        print(f"{'sessions':>8} {'Postfix msg/s':>14} " + " ".join(f"{names[n] + ' msg/s':>17}" for n in counts)
+              + " " + " ".join(f"{'ratio' + names[n][7:]:>9}" for n in counts)
+              + " " + " ".join(f"{'CPU s/1000' + names[n][7:]:>14}" for n in counts)
+              + f" {'relay peak RSS MiB':>19}")
         for sessions in (int(s) for s in args.sessions.split(",")):
             count = args.messages if sessions > 1 else max(args.messages // 4, 100)
-            alone, filtered, cpu = [], [], []
+            alone: list[float] = []
+            filtered: dict[int, list[float]] = {n: [] for n in counts}
+            cpu: dict[int, list[float]] = {n: [] for n in counts}
             for _ in range(args.runs):
-                alone.append(count / source(postfix.reinject_port, sessions, count, sender, rcpt, msg))
-                before = cpu_seconds(relay.pid)
-                filtered.append(count / source(postfix.smtpd_port, sessions, count, sender, rcpt, msg))
-                cpu.append((cpu_seconds(relay.pid) - before) / count * 1000)
-            a, f = statistics.median(alone), statistics.median(filtered)
-            print(f"{sessions:>8} {a:>14,.0f} {f:>14,.0f} {f / a:>6.1%} {statistics.median(cpu):>17.2f} "
-                  f"{peak_rss_mib(relay.pid):>19.0f}")
-        events = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
-        verdicts: dict[str, int] = {}
-        for e in events:
-            if e["event"] == "decision":
-                verdicts[e["verdict"]] = verdicts.get(e["verdict"], 0) + 1
-        print(f"relay milter decisions: {verdicts}")
+                alone.append(count / source(alone_port, sessions, count, sender, rcpt, msg))
+                for n, (postfix, relay, _) in chains.items():
+                    before = cpu_tree(relay.pid)
+                    filtered[n].append(count / source(postfix.smtpd_port, sessions, count, sender, rcpt, msg))
+                    cpu[n].append((cpu_tree(relay.pid) - before) / count * 1000)
+            a = statistics.median(alone)
+            rates = {n: statistics.median(filtered[n]) for n in counts}
+            print(f"{sessions:>8} {a:>14,.0f} " + " ".join(f"{rates[n]:>17,.0f}" for n in counts)
+                  + " " + " ".join(f"{rates[n] / a:>9.1%}" for n in counts)
+                  + " " + " ".join(f"{statistics.median(cpu[n]):>14.2f}" for n in counts)
+                  + f" {peak_rss_mib(chains[1][1].pid):>19.0f}")
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        for n, (_, _, log) in chains.items():
+            events = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
+                      if line.startswith("{")]
+            verdicts: dict[str, int] = {}
+            pids: dict[int, int] = {}
+            for e in events:
+                if e["event"] == "decision":
+                    verdicts[e["verdict"]] = verdicts.get(e["verdict"], 0) + 1
+                    pids[e.get("pid", 0)] = pids.get(e.get("pid", 0), 0) + 1
+            print(f"relay milter{names[n][7:]} decisions: {verdicts}" + (f"; per worker: {sorted(pids.values())}"
+                                                                           if n > 1 else ""))
         if args.peers:  # Postfix + Rspamd milter, in the same series (bench/peers.py)
             from bench import peers
             peers.milter_peer_rows(args, folder, msg, sender, rcpt, sink_port)
     finally:
-        relay.send_signal(signal.SIGTERM)
-        relay.wait(20)
-        postfix.stop()
+        for postfix, relay, _ in chains.values():
+            relay.send_signal(signal.SIGTERM)
+            relay.wait(60)
+            postfix.stop()
         sink.terminate()
         sink.wait(5)
 
@@ -462,7 +490,7 @@ def main() -> int:
     parser.add_argument("--large-messages", type=int, default=20)
     parser.add_argument("--milter", action="store_true", help="Postfix alone against Postfix + relay milter")
     parser.add_argument("--workers", type=lambda v: [int(n) for n in v.split(",")], default=[1],
-                        help="the relay with each of these worker counts, e.g. 1,2 (SMTP rows; 1 is the plain relay)")
+                        help="the relay with each of these worker counts, e.g. 1,2 (SMTP and --milter rows)")
     parser.add_argument("--peers", action="store_true",
                         help="add peer rows: Haraka nodes=1/2 (SMTP rows), Postfix + Rspamd milter (--milter)")
     parser.add_argument("--dns", action="store_true", help="the relay with DNS checks on against off (dnsmasq)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import secrets
 import socket
 from pathlib import Path
@@ -48,7 +49,8 @@ class MilterSession:
     def __init__(self, disposer: Disposer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.disposer, self.reader, self.writer = disposer, reader, writer
         self.decoder = mc.Decoder()
-        self.log = logs.get("relay.milter").bind(session_id=secrets.token_hex(4))
+        # a log correlation id, not a secret: no urandom read per connection
+        self.log = logs.get("relay.milter").bind(session_id=f"{random.getrandbits(32):08x}")
         self.idle_timeout = disposer.config.milter.idle_timeout if disposer.config.milter else 900.0
         self.protocol = 0  # negotiated SMFIP_* bits
         self.actions = 0
@@ -80,14 +82,28 @@ class MilterSession:
 
     async def run(self) -> None:
         self.disposer.active += 1
+        loop = asyncio.get_running_loop()
+        # The idle timeout: one timer per connection that re-arms itself, instead of a timeout
+        # context (a timer scheduled and cancelled) around every read. It only ever interrupts a
+        # read, never a decision or a hold being written.
+        task = asyncio.current_task()
+        assert task is not None
+        self.deadline = loop.time() + self.idle_timeout
+        self.reading = self.timed_out = False
+        self.timer = loop.call_at(self.deadline, self.watchdog, loop, task)
         try:
             while True:
+                self.deadline = loop.time() + self.idle_timeout
+                self.reading = True
                 try:
-                    async with asyncio.timeout(self.idle_timeout):  # (wait_for: a task per packet)
-                        data = await self.reader.read(65536)
-                except TimeoutError:
+                    data = await self.reader.read(65536)
+                except asyncio.CancelledError:
+                    if not self.timed_out:
+                        raise
+                    task.uncancel()
                     self.log.info("milter_idle_timeout")
                     return
+                self.reading = False
                 if not data:
                     return
                 if self.sock is not None:
@@ -110,10 +126,21 @@ class MilterSession:
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         finally:
+            self.timer.cancel()
+            if self.sock is not None:
+                self.sock.close()
             self.disposer.active -= 1
             self.writer.close()
             with contextlib.suppress(Exception):
                 await self.writer.wait_closed()
+
+    def watchdog(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
+        """The idle timer: cancel the read when it has waited `idle_timeout`, else look again later."""
+        if self.reading and loop.time() >= self.deadline:
+            self.timed_out = True
+            task.cancel()
+            return
+        self.timer = loop.call_at(max(self.deadline, loop.time() + 0.05), self.watchdog, loop, task)
 
     def send(self, data: bytes) -> None:
         self.out.append(data)
@@ -135,10 +162,17 @@ class MilterSession:
 
     async def handle(self, command: mc.Command) -> bool:
         """One command; False ends the connection."""
-        if isinstance(command, mc.OptNeg):
-            self.negotiate(command)
-        elif isinstance(command, mc.Macros):
+        # the commands of every message first (macros, headers, body chunks)
+        if isinstance(command, mc.Macros):
             self.macros[command.stage] = command.values
+        elif isinstance(command, mc.Header):
+            self.header(command)
+            self.answer(mc.HEADER, mc.reply_continue())
+        elif isinstance(command, mc.Body):
+            self.add_body(command.chunk)
+            self.answer(mc.BODY, mc.reply_continue())
+        elif isinstance(command, mc.OptNeg):
+            self.negotiate(command)
         elif isinstance(command, mc.Connect):
             self.client_ip = command.address if command.family in "46" else "127.0.0.1"
             self.answer(mc.CONNECT, mc.reply_continue())
@@ -151,12 +185,6 @@ class MilterSession:
             self.answer(mc.MAIL, mc.reply_continue())
         elif isinstance(command, mc.Rcpt):
             self.answer(mc.RCPT, await self.rcpt(command.recipient))
-        elif isinstance(command, mc.Header):
-            self.header(command)
-            self.answer(mc.HEADER, mc.reply_continue())
-        elif isinstance(command, mc.Body):
-            self.add_body(command.chunk)
-            self.answer(mc.BODY, mc.reply_continue())
         elif isinstance(command, mc.Unknown):
             self.answer(mc.UNKNOWN, mc.reply_continue())
         elif command.code == mc.BODYEOB:
@@ -231,7 +259,7 @@ class MilterSession:
             return [mc.reply_code("503 5.5.1 Bad sequence of commands")]
         if self.too_big:
             return [mc.reply_code("552 5.3.4 Message size exceeds fixed maximum message size")]
-        content = b"".join(h + b"\r\n" for h in self.headers) + b"\r\n" + bytes(self.body)
+        content = b"\r\n".join((*self.headers, b"", b"")) + self.body  # bytes: one copy of the body
         queue_id = self.macro("i") or secrets.token_hex(6).upper()
         try:
             outcome = await self.disposer.dispose(
@@ -267,9 +295,14 @@ async def listen(disposer: Disposer, milter: Milter, sock: socket.socket | None 
     return server
 
 
-def _quickack_socket(writer: asyncio.StreamWriter) -> Any:
-    """The TCP socket under a milter connection when Linux quick ACKs can be asked for, else None."""
+def _quickack_socket(writer: asyncio.StreamWriter) -> socket.socket | None:
+    """A socket on (a duplicate of) the TCP connection under a milter session, to ask Linux for quick
+    ACKs, else None. Our own: uvloop's transport socket builds a socket object at every setsockopt,
+    and this is asked after every read. The session closes it (the connection stays the transport's)."""
     sock = writer.get_extra_info("socket")
     if sock is None or not hasattr(socket, "TCP_QUICKACK") or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None
-    return sock
+    try:
+        return socket.socket(sock.family, socket.SOCK_STREAM, 0, os.dup(sock.fileno()))
+    except OSError:
+        return None

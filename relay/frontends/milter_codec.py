@@ -176,18 +176,29 @@ class Decoder:
         self.max_packet = max_packet
 
     def feed(self, data: bytes) -> list[Command]:
-        self.buffer += data
+        buffer = self.buffer
+        if buffer:  # the rest of a packet split across reads
+            buffer += data
+            view = bytes(buffer)
+            buffer.clear()
+        else:
+            view = bytes(data)  # the common case (whole packets in one read): no copy for bytes
         out: list[Command] = []
-        while len(self.buffer) >= 4:
-            (size,) = struct.unpack("!I", self.buffer[:4])
+        start, end = 0, len(view)
+        while end - start >= 4:
+            (size,) = _LENGTH.unpack_from(view, start)
             if size < 1 or size > self.max_packet:
                 raise ProtocolError(f"packet of {size} bytes")
-            if len(self.buffer) < 4 + size:
+            if end - start < 4 + size:
                 break
-            code, payload = bytes(self.buffer[4:5]), bytes(self.buffer[5:4 + size])
-            del self.buffer[:4 + size]
-            out.append(parse(code, payload))
+            out.append(parse(view[start + 4:start + 5], view[start + 5:start + 4 + size]))
+            start += 4 + size
+        if start < end:
+            buffer += view[start:]
         return out
+
+
+_LENGTH = struct.Struct("!I")
 
 
 def packet(code: bytes, data: bytes = b"") -> bytes:
