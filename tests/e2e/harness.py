@@ -245,10 +245,11 @@ class RelayProcess:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        """The JSON log lines of one event, in order."""
+        """The JSON log lines of one event, in order (whole lines only: the relay may be writing
+        the last one as it is read)."""
         out = []
-        for line in self.log().splitlines():
-            if line.startswith("{") and f'"event": "{name}"' in line:
+        for line in self.log().splitlines(keepends=True):
+            if line.endswith("\n") and line.startswith("{") and f'"event": "{name}"' in line:
                 out.append(json.loads(line))
         return out
 
