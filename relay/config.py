@@ -359,8 +359,9 @@ class RelayConfig(_Strict):
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         default="auto", description="auto: uvloop when it is installed (faster), else asyncio's own")
     workers: int | Literal["auto"] = Field(
-        default="auto", description="relay processes sharing the SMTP and milter sockets (1: one process); "
-        "auto (the default): one per CPU core (docs in README, Workers)")
+        default=1, description="relay processes sharing the SMTP and milter sockets (1, the default: one "
+        "process); auto: one per CPU core. The per-client connection and AUTH-failure limits are counted "
+        "in each process (README, Workers)")
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -143,7 +143,7 @@ def test_a_bad_workers_count_names_its_line_and_the_forms(tmp_path: Path, value:
     from relay.config import load_config
 
     example = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text(encoding="utf-8")
-    text = example.replace("workers: auto", f"workers: {value}")
+    text = example.replace("workers: 1", f"workers: {value}")
     path = broken(tmp_path, text.replace("policies/", str(POLICIES) + "/").replace(
         "../shared/", str(POLICIES.parent.parent / "shared") + "/"), "relay.yaml")
     [problem] = problems(path, load_config)
@@ -157,8 +157,8 @@ def test_workers_auto_is_the_cores_this_process_may_use() -> None:
     from relay.config import RelayConfig
 
     base = {"policy": "p.yaml", "directory": "d.yaml"}
-    default = RelayConfig.model_validate(base)  # the default (issue 22): one process per core
-    assert default.workers == "auto" and default.worker_count() == len(os.sched_getaffinity(0))
+    # The default stays one process: the per-client limits are counted per process (README, Workers)
+    assert RelayConfig.model_validate(base).worker_count() == 1
     auto = RelayConfig.model_validate({**base, "workers": "auto"})
     assert auto.workers == "auto" and auto.worker_count() == len(os.sched_getaffinity(0))
     assert RelayConfig.model_validate({**base, "workers": 1}).worker_count() == 1
