@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -148,6 +149,11 @@ def start_relay(folder: Path, pack: str, upstream_port: int,
     return proc, port, log
 
 
+def log_events(log: Path) -> list[dict[str, Any]]:
+    """The relay's JSON log lines (its other output, e.g. a traceback, left out)."""
+    return [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+
+
 def start_milter_relay(folder: Path, pack: str, port: int, upstream_port: int,
                        workers: int = 1) -> tuple[subprocess.Popen[bytes], Path]:
     """The relay as a milter only (no SMTP listener), with `workers` processes sharing the milter
@@ -218,14 +224,9 @@ def milter_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, 
                   + f" {peak_rss_mib(chains[1][1].pid):>19.0f}")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         for n, (_, _, log) in chains.items():
-            events = [json.loads(line) for line in log.read_text(errors="replace").splitlines()
-                      if line.startswith("{")]
-            verdicts: dict[str, int] = {}
-            pids: dict[int, int] = {}
-            for e in events:
-                if e["event"] == "decision":
-                    verdicts[e["verdict"]] = verdicts.get(e["verdict"], 0) + 1
-                    pids[e.get("pid", 0)] = pids.get(e.get("pid", 0), 0) + 1
+            decided = [e for e in log_events(log) if e["event"] == "decision"]
+            verdicts = dict(collections.Counter(e["verdict"] for e in decided))
+            pids = collections.Counter(e.get("pid", 0) for e in decided)
             print(f"relay milter{names[n][7:]} decisions: {verdicts}" + (f"; per worker: {sorted(pids.values())}"
                                                                            if n > 1 else ""))
         if args.peers:  # Postfix + Rspamd milter, in the same series (bench/peers.py)
@@ -376,13 +377,12 @@ def smtp_rows(args: argparse.Namespace, folder: Path, msg: Path, sender: str, rc
                 got = latency(ports[name], 10, args.latency, sender, rcpt, msg, rate)
                 print(f"{name:>20} {pct(got, 0.5):>7.2f} {pct(got, 0.99):>7.2f}")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
-        events = [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+        events = log_events(log)
         decisions = sum(1 for e in events if e["event"] == "decision")
         delivered = sum(1 for e in events if e["event"] == "upstream_reply" and e.get("code") == 250)
         print(f"relay decisions: {decisions}, delivered upstream with 250: {delivered}")
         for multi, multi_log in multi_logs.items():
-            events = [json.loads(line) for line in multi_log.read_text(errors="replace").splitlines()
-                      if line.startswith("{")]
+            events = log_events(multi_log)
             print(f"{multi} decisions: {sum(1 for e in events if e['event'] == 'decision')}, by pid: "
                   f"{dict(collections.Counter(e['pid'] for e in events if e['event'] == 'decision'))}")
         for name, peer_log in peer_logs.items():
